@@ -1,0 +1,1 @@
+//! dcms-corba (to come)

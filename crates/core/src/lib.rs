@@ -1,0 +1,24 @@
+//! dcms-core: the clinic domain and a replica's durable store.
+//!
+//! - [`model`]: value types (clinics, manager and record IDs, records).
+//! - [`ops`]: requests, replies, errors and the effects replicas apply.
+//! - [`state`]: the deterministic state machine, `execute` and `apply`.
+//! - [`store`]: the SQLite store, one per replica, with group commit.
+//! - [`snapshot`]: a consistent snapshot as a stream of chunks, and restore.
+//! - [`audit`]: the audit trail exported as log files.
+//!
+//! Nothing here does network IO or reads a clock: time comes in as an
+//! argument, so the whole domain runs unchanged in the simulator.
+
+pub mod audit;
+pub mod model;
+pub mod ops;
+pub mod snapshot;
+pub mod state;
+pub mod store;
+mod validate;
+
+pub use model::{Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId, RecordKind};
+pub use ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_TEXT_CHARS};
+pub use state::{ClinicState, StateDigest};
+pub use store::{LogEntry, RequestKey, Store, StoreError, SyncMode};

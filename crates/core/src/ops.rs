@@ -1,0 +1,241 @@
+//! The operations managers call, their replies and errors, and the effects
+//! that carry a change from the leader to every replica.
+//!
+//! A [`Request`] holds the arguments exactly as a client sent them (raw text):
+//! validation happens once, on the leader, in [`crate::ClinicState::execute`].
+//! An [`Effect`] holds everything a replica needs to apply the outcome without
+//! re-running validation or ID assignment.
+
+use crate::model::{Clinic, Counts, Record, RecordId};
+use serde::{Deserialize, Serialize};
+
+/// Longest text accepted for a name, address or other free-text field,
+/// in characters.
+pub const MAX_TEXT_CHARS: usize = 100;
+
+/// One manager operation with its raw arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    CreateDoctor {
+        manager_id: String,
+        first_name: String,
+        last_name: String,
+        address: String,
+        phone: String,
+        specialization: String,
+        location: String,
+    },
+    CreateNurse {
+        manager_id: String,
+        first_name: String,
+        last_name: String,
+        designation: String,
+        status: String,
+        status_date: String,
+    },
+    GetRecordCounts {
+        manager_id: String,
+    },
+    EditRecord {
+        manager_id: String,
+        record_id: String,
+        field_name: String,
+        new_value: String,
+    },
+    TransferRecord {
+        manager_id: String,
+        record_id: String,
+        remote_clinic: String,
+    },
+    GetRecord {
+        manager_id: String,
+        record_id: String,
+    },
+    ListRecords {
+        manager_id: String,
+        last_name_prefix: String,
+    },
+}
+
+impl Request {
+    /// The IDL operation name.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Request::CreateDoctor { .. } => "createDRecord",
+            Request::CreateNurse { .. } => "createNRecord",
+            Request::GetRecordCounts { .. } => "getRecordCounts",
+            Request::EditRecord { .. } => "editRecord",
+            Request::TransferRecord { .. } => "transferRecord",
+            Request::GetRecord { .. } => "getRecord",
+            Request::ListRecords { .. } => "listRecords",
+        }
+    }
+
+    /// The manager ID as sent.
+    pub fn manager_id(&self) -> &str {
+        match self {
+            Request::CreateDoctor { manager_id, .. }
+            | Request::CreateNurse { manager_id, .. }
+            | Request::GetRecordCounts { manager_id }
+            | Request::EditRecord { manager_id, .. }
+            | Request::TransferRecord { manager_id, .. }
+            | Request::GetRecord { manager_id, .. }
+            | Request::ListRecords { manager_id, .. } => manager_id,
+        }
+    }
+
+    /// True for operations that never change records (they are still
+    /// audited, so they still produce an effect).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Request::GetRecordCounts { .. } | Request::GetRecord { .. } | Request::ListRecords { .. }
+        )
+    }
+
+    /// The arguments after the manager ID, as (IDL name, value) pairs.
+    pub fn arguments(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Request::CreateDoctor {
+                first_name,
+                last_name,
+                address,
+                phone,
+                specialization,
+                location,
+                ..
+            } => vec![
+                ("firstName", first_name),
+                ("lastName", last_name),
+                ("address", address),
+                ("phone", phone),
+                ("specialization", specialization),
+                ("location", location),
+            ],
+            Request::CreateNurse {
+                first_name,
+                last_name,
+                designation,
+                status,
+                status_date,
+                ..
+            } => vec![
+                ("firstName", first_name),
+                ("lastName", last_name),
+                ("designation", designation),
+                ("status", status),
+                ("statusDate", status_date),
+            ],
+            Request::GetRecordCounts { .. } => vec![],
+            Request::EditRecord {
+                record_id,
+                field_name,
+                new_value,
+                ..
+            } => vec![
+                ("recordID", record_id),
+                ("fieldName", field_name),
+                ("newValue", new_value),
+            ],
+            Request::TransferRecord {
+                record_id,
+                remote_clinic,
+                ..
+            } => vec![
+                ("recordID", record_id),
+                ("remoteClinicServerName", remote_clinic),
+            ],
+            Request::GetRecord { record_id, .. } => vec![("recordID", record_id)],
+            Request::ListRecords {
+                last_name_prefix, ..
+            } => vec![("lastNamePrefix", last_name_prefix)],
+        }
+    }
+}
+
+/// Why a request was refused. Every variant names what was wrong; a refused
+/// request changes no record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum DomainError {
+    /// A malformed or out-of-range argument. `field` is the IDL name of the
+    /// argument or record field (`managerID`, `phone`, `statusDate`, ...).
+    #[error("invalid {field}: {reason}")]
+    InvalidRequest { field: String, reason: String },
+    /// No record has this ID.
+    #[error("no record {record_id}")]
+    NotFound { record_id: String },
+    /// The manager may not do this (a record of another clinic).
+    #[error("manager {manager_id} is not authorized: {reason}")]
+    NotAuthorized { manager_id: String, reason: String },
+    /// Every record number of this kind has been used.
+    #[error("no record IDs left: {reason}")]
+    Exhausted { reason: String },
+}
+
+impl DomainError {
+    pub fn invalid(field: &str, reason: impl Into<String>) -> DomainError {
+        DomainError::InvalidRequest {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A successful operation's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Create, edit and transfer answer the record's ID.
+    RecordId(RecordId),
+    /// `getRecordCounts`.
+    Counts(Counts),
+    /// `getRecord`.
+    Record(Record),
+    /// `listRecords`.
+    Records(Vec<Record>),
+}
+
+/// What the client hears: an outcome or the error.
+pub type Reply = Result<Outcome, DomainError>;
+
+/// A change to the records, with everything needed to apply it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A new record, its ID already assigned.
+    Create(Record),
+    /// The whole new version of an existing record (an edit, or a transfer:
+    /// a transfer changes the clinic of one record in one step, so it is
+    /// never in both clinics nor in neither).
+    Update(Record),
+}
+
+impl Change {
+    pub fn record(&self) -> &Record {
+        match self {
+            Change::Create(r) | Change::Update(r) => r,
+        }
+    }
+}
+
+/// One line of the audit trail: who did what, when, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Milliseconds since the Unix epoch, as given by the executing leader.
+    pub time_ms: u64,
+    /// The manager ID as sent (trimmed and cut to a sane length).
+    pub manager_id: String,
+    /// The manager's clinic, when the manager ID was valid.
+    pub clinic: Option<Clinic>,
+    pub operation: String,
+    /// `name=value` pairs, values cut to a sane length.
+    pub arguments: String,
+    /// `ok: ...` or `error: ...`.
+    pub outcome: String,
+}
+
+/// What every replica applies for one executed request: the change to the
+/// records (none for reads and refusals) and the audit line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub change: Option<Change>,
+    pub audit: AuditEntry,
+}

@@ -1,0 +1,502 @@
+//! A replica's durable store: one SQLite database (WAL mode).
+//!
+//! What it keeps: the records, the last applied log position, the reply to
+//! every executed request (keyed by stream and sequence number, for duplicate
+//! detection) and the audit trail. [`Store::commit`] writes a batch of log
+//! entries in one transaction: each entry's change, audit line and reply, and
+//! the new last applied position. So after a crash the store holds exactly
+//! its last committed batch, never part of one.
+//!
+//! Invariant: committed positions are contiguous. Entry `n` is committed only
+//! right after entry `n - 1` (the first is 1).
+
+use crate::model::{
+    Clinic, Date, Designation, Doctor, Nurse, NurseStatus, Record, RecordBody, RecordId, RecordKind,
+};
+use crate::ops::{AuditEntry, Change, Effect, Reply};
+use crate::state::{ClinicState, StateDigest};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Errors of the store. None of them leaves a partial write behind.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("entry at position {got} does not follow the last applied position {last}")]
+    OutOfOrder { last: u64, got: u64 },
+    #[error("database {path} was written by schema version {found}; this dcms reads version {expected}")]
+    Schema {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
+    #[error("database {path} holds a value that cannot be read: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How hard SQLite works to make a commit survive power loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync the WAL on every commit: survives power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a process crash, and a power loss
+    /// may lose the last commits (never corrupts).
+    Normal,
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<SyncMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "full" => Some(SyncMode::Full),
+            "normal" => Some(SyncMode::Normal),
+            _ => None,
+        }
+    }
+}
+
+/// Which request an entry answers: the front end's stream and its sequence
+/// number in that stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RequestKey {
+    pub stream: u64,
+    pub seq: u64,
+}
+
+/// One executed request, as the log holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Position in the leader's log (1, 2, ...).
+    pub position: u64,
+    pub key: RequestKey,
+    pub effect: Effect,
+    pub reply: Reply,
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    kind           TEXT NOT NULL,      -- 'DR' or 'NR'
+    number         INTEGER NOT NULL,
+    clinic         TEXT NOT NULL,      -- 'MTL', 'LVL', 'DDO'
+    first_name     TEXT NOT NULL,
+    last_name      TEXT NOT NULL,
+    address        TEXT NOT NULL,      -- doctors only, else ''
+    phone          TEXT NOT NULL,
+    specialization TEXT NOT NULL,
+    location       TEXT NOT NULL,
+    designation    TEXT NOT NULL,      -- nurses only, else ''
+    status         TEXT NOT NULL,
+    status_date    TEXT NOT NULL,
+    PRIMARY KEY (kind, number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replies (
+    stream   INTEGER NOT NULL,
+    seq      INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    reply    BLOB NOT NULL,            -- postcard-encoded Reply
+    PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    position   INTEGER PRIMARY KEY,
+    time_ms    INTEGER NOT NULL,
+    manager_id TEXT NOT NULL,
+    clinic     TEXT,
+    operation  TEXT NOT NULL,
+    arguments  TEXT NOT NULL,
+    outcome    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_manager ON audit (manager_id, position);
+CREATE INDEX IF NOT EXISTS audit_by_clinic ON audit (clinic, position);
+";
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    last_applied: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("last_applied", &self.last_applied)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>, sync: SyncMode) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let conn = Connection::open(&path).map_err(|e| sql(&path, e))?;
+        let mut store = Store {
+            conn,
+            path,
+            last_applied: 0,
+        };
+        store.init(sync)?;
+        Ok(store)
+    }
+
+    fn init(&mut self, sync: SyncMode) -> Result<()> {
+        let e = |e| sql(&self.path, e);
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(e)?;
+        self.conn
+            .pragma_update(None, "synchronous", sync.pragma())
+            .map_err(e)?;
+        self.conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        self.conn.execute_batch(SCHEMA).map_err(e)?;
+        let version: Option<i64> = self.meta("schema_version")?;
+        match version {
+            None => self.set_meta("schema_version", SCHEMA_VERSION)?,
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(StoreError::Schema {
+                    path: self.path.clone(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                })
+            }
+        }
+        self.last_applied = self.meta("last_applied")?.unwrap_or(0) as u64;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    fn set_meta(&self, key: &str, value: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The position of the last committed entry (0 for an empty store).
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// Commits `entries` in one transaction (group commit). Their positions
+    /// must follow on from [`Store::last_applied`] without a gap; otherwise
+    /// nothing is written.
+    pub fn commit(&mut self, entries: &[LogEntry]) -> Result<()> {
+        let mut expected = self.last_applied + 1;
+        for entry in entries {
+            if entry.position != expected {
+                return Err(StoreError::OutOfOrder {
+                    last: expected - 1,
+                    got: entry.position,
+                });
+            }
+            expected += 1;
+        }
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let e = |e| sql(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for entry in entries {
+            if let Some(change) = &entry.effect.change {
+                write_change(&tx, change).map_err(e)?;
+            }
+            write_audit(&tx, entry.position, &entry.effect.audit).map_err(e)?;
+            let reply = postcard::to_allocvec(&entry.reply).expect("replies always encode");
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO replies (stream, seq, position, reply) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    entry.key.stream as i64,
+                    entry.key.seq as i64,
+                    entry.position as i64,
+                    reply
+                ])
+            })
+            .map_err(e)?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_applied', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [last.position as i64],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        self.last_applied = last.position;
+        Ok(())
+    }
+
+    /// Loads every record into an in-memory [`ClinicState`].
+    pub fn load_state(&self) -> Result<ClinicState> {
+        Ok(ClinicState::from_records(self.records()?))
+    }
+
+    /// Every record, in ID order.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM records ORDER BY kind, number")
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = stmt
+            .query_map([], read_record)
+            .map_err(|e| sql(&self.path, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| sql(&self.path, e))?.map_err(|what| {
+                StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what,
+                }
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The digest of the stored records (a full scan; the in-memory state
+    /// keeps the same digest incrementally).
+    pub fn digest(&self) -> Result<StateDigest> {
+        Ok(StateDigest::of(&self.records()?))
+    }
+
+    /// The stored reply to a request, with the position that executed it.
+    pub fn reply(&self, key: RequestKey) -> Result<Option<(u64, Reply)>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT position, reply FROM replies WHERE stream = ?1 AND seq = ?2")
+            .and_then(|mut s| {
+                s.query_row(params![key.stream as i64, key.seq as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        row.map(|(pos, bytes)| {
+            let reply = postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                what: format!("reply {key:?}: {e}"),
+            })?;
+            Ok((pos as u64, reply))
+        })
+        .transpose()
+    }
+
+    /// The highest executed sequence number of every stream.
+    pub fn stream_heads(&self) -> Result<Vec<RequestKey>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT stream, MAX(seq) FROM replies GROUP BY stream ORDER BY stream")
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RequestKey {
+                    stream: r.get::<_, i64>(0)? as u64,
+                    seq: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Every audit line, in log order.
+    pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT position, time_ms, manager_id, clinic, operation, arguments, outcome
+                 FROM audit ORDER BY position",
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let clinic: Option<String> = r.get(3)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    AuditEntry {
+                        time_ms: r.get::<_, i64>(1)? as u64,
+                        manager_id: r.get(2)?,
+                        clinic: clinic.as_deref().and_then(Clinic::parse),
+                        operation: r.get(4)?,
+                        arguments: r.get(5)?,
+                        outcome: r.get(6)?,
+                    },
+                ))
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Borrow the connection (snapshots and the audit export use it).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub(crate) fn set_last_applied(&mut self, position: u64) {
+        self.last_applied = position;
+    }
+}
+
+pub(crate) fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn write_change(conn: &Connection, change: &Change) -> rusqlite::Result<()> {
+    let r = change.record();
+    let (doctor, nurse) = match &r.body {
+        RecordBody::Doctor(d) => (Some(d), None),
+        RecordBody::Nurse(n) => (None, Some(n)),
+    };
+    let sql = match change {
+        Change::Create(_) => {
+            "INSERT INTO records (kind, number, clinic, first_name, last_name, address, phone,
+                 specialization, location, designation, status, status_date)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        }
+        Change::Update(_) => {
+            "UPDATE records SET clinic = ?3, first_name = ?4, last_name = ?5, address = ?6,
+                 phone = ?7, specialization = ?8, location = ?9, designation = ?10,
+                 status = ?11, status_date = ?12
+             WHERE kind = ?1 AND number = ?2"
+        }
+    };
+    let changed = conn.prepare_cached(sql)?.execute(params![
+        r.id.kind.prefix(),
+        r.id.number,
+        r.clinic.code(),
+        r.first_name(),
+        r.last_name(),
+        doctor.map_or("", |d| d.address.as_str()),
+        doctor.map_or("", |d| d.phone.as_str()),
+        doctor.map_or("", |d| d.specialization.as_str()),
+        doctor.map_or("", |d| d.location.location()),
+        nurse.map_or("", |n| n.designation.as_str()),
+        nurse.map_or("", |n| n.status.as_str()),
+        nurse.map(|n| n.status_date.to_string()).unwrap_or_default(),
+    ])?;
+    // An update of a missing record would be a replication bug.
+    assert_eq!(changed, 1, "change of {} touched {changed} rows", r.id);
+    Ok(())
+}
+
+pub(crate) fn write_audit(conn: &Connection, position: u64, a: &AuditEntry) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        position as i64,
+        a.time_ms as i64,
+        a.manager_id,
+        a.clinic.map(Clinic::code),
+        a.operation,
+        a.arguments,
+        a.outcome,
+    ])?;
+    Ok(())
+}
+
+/// Reads one `records` row; the inner error says what was unreadable.
+pub(crate) fn read_record(row: &Row<'_>) -> rusqlite::Result<Result<Record, String>> {
+    let kind: String = row.get("kind")?;
+    let number: u32 = row.get("number")?;
+    let clinic: String = row.get("clinic")?;
+    let text = |name: &str| row.get::<_, String>(name);
+    let (first_name, last_name) = (text("first_name")?, text("last_name")?);
+    let parsed = (|| {
+        let kind = match kind.as_str() {
+            "DR" => RecordKind::Doctor,
+            "NR" => RecordKind::Nurse,
+            other => return Err(format!("record kind {other:?}")),
+        };
+        let id = RecordId { kind, number };
+        let clinic = Clinic::parse(&clinic).ok_or(format!("clinic {clinic:?} of {id}"))?;
+        Ok((id, clinic))
+    })();
+    let (id, clinic) = match parsed {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let body = match id.kind {
+        RecordKind::Doctor => {
+            let location: String = text("location")?;
+            let Some(location) = Clinic::parse(&location) else {
+                return Ok(Err(format!("location {location:?} of {id}")));
+            };
+            RecordBody::Doctor(Doctor {
+                first_name,
+                last_name,
+                address: text("address")?,
+                phone: text("phone")?,
+                specialization: text("specialization")?,
+                location,
+            })
+        }
+        RecordKind::Nurse => {
+            let (d, s, sd) = (text("designation")?, text("status")?, text("status_date")?);
+            let (Some(designation), Some(status), Ok(status_date)) =
+                (Designation::parse(&d), NurseStatus::parse(&s), Date::parse(&sd))
+            else {
+                return Ok(Err(format!("nurse fields {d:?}/{s:?}/{sd:?} of {id}")));
+            };
+            RecordBody::Nurse(Nurse {
+                first_name,
+                last_name,
+                designation,
+                status,
+                status_date,
+            })
+        }
+    };
+    Ok(Ok(Record { id, clinic, body }))
+}
+
+#[cfg(test)]
+mod tests;

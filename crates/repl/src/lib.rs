@@ -1,0 +1,1 @@
+//! dcms-repl (to come)
