@@ -18,7 +18,10 @@ pub mod state;
 pub mod store;
 mod validate;
 
-pub use model::{Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId, RecordKind};
+pub use model::{
+    Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId,
+    RecordKind,
+};
 pub use ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_TEXT_CHARS};
 pub use state::{ClinicState, StateDigest};
 pub use store::{LogEntry, RequestKey, Store, StoreError, SyncMode};

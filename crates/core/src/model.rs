@@ -84,7 +84,8 @@ impl ManagerId {
         if t.len() != 7 || !t.is_ascii() {
             return Err("expected a clinic code (MTL, LVL or DDO) and four digits, like MTL1234");
         }
-        let clinic = Clinic::parse(&t[..3]).ok_or("unknown clinic code; expected MTL, LVL or DDO")?;
+        let clinic =
+            Clinic::parse(&t[..3]).ok_or("unknown clinic code; expected MTL, LVL or DDO")?;
         let digits = &t[3..];
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("expected four digits after the clinic code, like MTL1234");
@@ -241,8 +242,7 @@ impl Date {
         let shape_ok = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b
-                .iter()
+            && b.iter()
                 .enumerate()
                 .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
@@ -269,7 +269,8 @@ fn days_in_month(year: u16, month: u8) -> u8 {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
         _ => {
-            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let leap =
+                (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
             if leap {
                 29
             } else {
@@ -431,7 +432,10 @@ mod tests {
     fn enumerations_are_case_insensitive_and_canonical() {
         assert_eq!(Designation::parse("SENIOR"), Some(Designation::Senior));
         assert_eq!(Designation::parse("Junior").unwrap().as_str(), "junior");
-        assert_eq!(NurseStatus::parse("Terminated").unwrap().as_str(), "terminated");
+        assert_eq!(
+            NurseStatus::parse("Terminated").unwrap().as_str(),
+            "terminated"
+        );
         assert_eq!(NurseStatus::parse("retired"), None);
     }
 

@@ -89,7 +89,9 @@ impl Request {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Request::GetRecordCounts { .. } | Request::GetRecord { .. } | Request::ListRecords { .. }
+            Request::GetRecordCounts { .. }
+                | Request::GetRecord { .. }
+                | Request::ListRecords { .. }
         )
     }
 

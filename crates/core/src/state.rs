@@ -29,7 +29,8 @@ use std::fmt;
 pub struct StateDigest(pub [u8; 32]);
 
 impl StateDigest {
-    fn toggle(&mut self, record: &Record) {
+    /// Adds `record` to the digest, or removes it if it was in.
+    pub(crate) fn toggle(&mut self, record: &Record) {
         let h = Sha256::digest(record.canonical_bytes());
         for (d, x) in self.0.iter_mut().zip(h.iter()) {
             *d ^= x;
@@ -98,7 +99,11 @@ impl ClinicState {
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> ClinicState {
         let mut s = ClinicState::new();
         for r in records {
-            assert!(!s.records.contains_key(&r.id), "duplicate stored record {}", r.id);
+            assert!(
+                !s.records.contains_key(&r.id),
+                "duplicate stored record {}",
+                r.id
+            );
             s.insert(r);
         }
         s
@@ -272,7 +277,11 @@ impl ClinicState {
             RecordBody::Nurse(_) => RecordKind::Nurse,
         };
         let id = self.next_id(kind).ok_or_else(|| DomainError::Exhausted {
-            reason: format!("all {} record IDs up to {} are used", kind.as_str(), RecordId::LAST),
+            reason: format!(
+                "all {} record IDs up to {} are used",
+                kind.as_str(),
+                RecordId::LAST
+            ),
         })?;
         let record = Record {
             id,
@@ -322,7 +331,11 @@ impl ClinicState {
                     .records
                     .remove(&record.id)
                     .unwrap_or_else(|| panic!("update of missing record {}", record.id));
-                assert_eq!(old.kind(), record.kind(), "an update never changes the kind");
+                assert_eq!(
+                    old.kind(),
+                    record.kind(),
+                    "an update never changes the kind"
+                );
                 self.unindex(&old);
             }
         }
@@ -330,7 +343,11 @@ impl ClinicState {
     }
 
     fn insert(&mut self, record: Record) {
-        assert_eq!(record.id.kind, record.kind(), "record ID kind must match its body");
+        assert_eq!(
+            record.id.kind,
+            record.kind(),
+            "record ID kind must match its body"
+        );
         let slot = &mut self.highest[kind_slot(record.id.kind)];
         *slot = (*slot).max(record.id.number);
         self.index(&record);
@@ -417,4 +434,4 @@ fn describe(o: &Outcome) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

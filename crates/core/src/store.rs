@@ -30,7 +30,9 @@ pub enum StoreError {
     },
     #[error("entry at position {got} does not follow the last applied position {last}")]
     OutOfOrder { last: u64, got: u64 },
-    #[error("database {path} was written by schema version {found}; this dcms reads version {expected}")]
+    #[error(
+        "database {path} was written by schema version {found}; this dcms reads version {expected}"
+    )]
     Schema {
         path: PathBuf,
         found: i64,
@@ -171,7 +173,9 @@ impl Store {
         self.conn
             .pragma_update(None, "synchronous", sync.pragma())
             .map_err(e)?;
-        self.conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(e)?;
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
         self.conn.execute_batch(SCHEMA).map_err(e)?;
         let version: Option<i64> = self.meta("schema_version")?;
         match version {
@@ -220,15 +224,13 @@ impl Store {
     /// must follow on from [`Store::last_applied`] without a gap; otherwise
     /// nothing is written.
     pub fn commit(&mut self, entries: &[LogEntry]) -> Result<()> {
-        let mut expected = self.last_applied + 1;
-        for entry in entries {
+        for (expected, entry) in (self.last_applied + 1..).zip(entries) {
             if entry.position != expected {
                 return Err(StoreError::OutOfOrder {
                     last: expected - 1,
                     got: entry.position,
                 });
             }
-            expected += 1;
         }
         let Some(last) = entries.last() else {
             return Ok(());
@@ -282,12 +284,13 @@ impl Store {
             .map_err(|e| sql(&self.path, e))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(row.map_err(|e| sql(&self.path, e))?.map_err(|what| {
-                StoreError::Corrupt {
-                    path: self.path.clone(),
-                    what,
-                }
-            })?);
+            out.push(
+                row.map_err(|e| sql(&self.path, e))?
+                    .map_err(|what| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        what,
+                    })?,
+            );
         }
         Ok(out)
     }
@@ -340,36 +343,7 @@ impl Store {
 
     /// Every audit line, in log order.
     pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT position, time_ms, manager_id, clinic, operation, arguments, outcome
-                 FROM audit ORDER BY position",
-            )
-            .map_err(|e| sql(&self.path, e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let clinic: Option<String> = r.get(3)?;
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    AuditEntry {
-                        time_ms: r.get::<_, i64>(1)? as u64,
-                        manager_id: r.get(2)?,
-                        clinic: clinic.as_deref().and_then(Clinic::parse),
-                        operation: r.get(4)?,
-                        arguments: r.get(5)?,
-                        outcome: r.get(6)?,
-                    },
-                ))
-            })
-            .map_err(|e| sql(&self.path, e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| sql(&self.path, e))
-    }
-
-    /// Borrow the connection (snapshots and the audit export use it).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+        read_audit(&self.conn, &self.path)
     }
 
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
@@ -379,6 +353,33 @@ impl Store {
     pub(crate) fn set_last_applied(&mut self, position: u64) {
         self.last_applied = position;
     }
+}
+
+pub(crate) fn read_audit(conn: &Connection, path: &Path) -> Result<Vec<(u64, AuditEntry)>> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT position, time_ms, manager_id, clinic, operation, arguments, outcome
+             FROM audit ORDER BY position",
+        )
+        .map_err(|e| sql(path, e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let clinic: Option<String> = r.get(3)?;
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                AuditEntry {
+                    time_ms: r.get::<_, i64>(1)? as u64,
+                    manager_id: r.get(2)?,
+                    clinic: clinic.as_deref().and_then(Clinic::parse),
+                    operation: r.get(4)?,
+                    arguments: r.get(5)?,
+                    outcome: r.get(6)?,
+                },
+            ))
+        })
+        .map_err(|e| sql(path, e))?;
+    rows.collect::<rusqlite::Result<_>>()
+        .map_err(|e| sql(path, e))
 }
 
 pub(crate) fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -426,7 +427,11 @@ pub(crate) fn write_change(conn: &Connection, change: &Change) -> rusqlite::Resu
     Ok(())
 }
 
-pub(crate) fn write_audit(conn: &Connection, position: u64, a: &AuditEntry) -> rusqlite::Result<()> {
+pub(crate) fn write_audit(
+    conn: &Connection,
+    position: u64,
+    a: &AuditEntry,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -481,9 +486,11 @@ pub(crate) fn read_record(row: &Row<'_>) -> rusqlite::Result<Result<Record, Stri
         }
         RecordKind::Nurse => {
             let (d, s, sd) = (text("designation")?, text("status")?, text("status_date")?);
-            let (Some(designation), Some(status), Ok(status_date)) =
-                (Designation::parse(&d), NurseStatus::parse(&s), Date::parse(&sd))
-            else {
+            let (Some(designation), Some(status), Ok(status_date)) = (
+                Designation::parse(&d),
+                NurseStatus::parse(&s),
+                Date::parse(&sd),
+            ) else {
                 return Ok(Err(format!("nurse fields {d:?}/{s:?}/{sd:?} of {id}")));
             };
             RecordBody::Nurse(Nurse {

@@ -20,7 +20,10 @@ pub fn text(field: &str, raw: &str) -> Result<String, DomainError> {
         ));
     }
     if t.chars().any(char::is_control) {
-        return Err(DomainError::invalid(field, "must not contain control characters"));
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(t.to_string())
 }
@@ -64,7 +67,10 @@ pub fn clinic(field: &str, raw: &str) -> Result<Clinic, DomainError> {
     Clinic::parse(raw).ok_or_else(|| {
         DomainError::invalid(
             field,
-            format!("{:?} is not a clinic; expected MTL, LVL or DDO", cut(raw.trim(), 40)),
+            format!(
+                "{:?} is not a clinic; expected MTL, LVL or DDO",
+                cut(raw.trim(), 40)
+            ),
         )
     })
 }
@@ -73,7 +79,10 @@ pub fn location(raw: &str) -> Result<Clinic, DomainError> {
     Clinic::parse(raw).ok_or_else(|| {
         DomainError::invalid(
             "location",
-            format!("{:?} is not a location; expected mtl, lvl or ddo", cut(raw.trim(), 40)),
+            format!(
+                "{:?} is not a location; expected mtl, lvl or ddo",
+                cut(raw.trim(), 40)
+            ),
         )
     })
 }
@@ -82,7 +91,10 @@ pub fn designation(raw: &str) -> Result<Designation, DomainError> {
     Designation::parse(raw).ok_or_else(|| {
         DomainError::invalid(
             "designation",
-            format!("{:?} is not a designation; expected junior or senior", cut(raw.trim(), 40)),
+            format!(
+                "{:?} is not a designation; expected junior or senior",
+                cut(raw.trim(), 40)
+            ),
         )
     })
 }
@@ -91,7 +103,10 @@ pub fn status(raw: &str) -> Result<NurseStatus, DomainError> {
     NurseStatus::parse(raw).ok_or_else(|| {
         DomainError::invalid(
             "status",
-            format!("{:?} is not a status; expected active or terminated", cut(raw.trim(), 40)),
+            format!(
+                "{:?} is not a status; expected active or terminated",
+                cut(raw.trim(), 40)
+            ),
         )
     })
 }
@@ -139,8 +154,14 @@ mod tests {
         assert_eq!(text("firstName", "  Ann ").unwrap(), "Ann");
         assert_eq!(field_of(text("firstName", "   ").unwrap_err()), "firstName");
         assert!(text("address", &"a".repeat(100)).is_ok());
-        assert!(text("address", &"é".repeat(100)).is_ok(), "limit counts characters, not bytes");
-        assert_eq!(field_of(text("address", &"a".repeat(101)).unwrap_err()), "address");
+        assert!(
+            text("address", &"é".repeat(100)).is_ok(),
+            "limit counts characters, not bytes"
+        );
+        assert_eq!(
+            field_of(text("address", &"a".repeat(101)).unwrap_err()),
+            "address"
+        );
         assert!(text("lastName", "O\u{0}Brien").is_err());
         assert_eq!(text("lastName", "Müller-Straße").unwrap(), "Müller-Straße");
     }

@@ -1,1 +1,346 @@
+//! Tests of the durable store: group commit, reopen, replies, snapshots,
+//! the audit export, and properties against the in-memory state.
 
+use super::*;
+use crate::ops::{Outcome, Request};
+use crate::snapshot::SnapshotChunk;
+use crate::state::tests::{doctor, nurse, properties};
+use proptest::prelude::*;
+use tempfile::TempDir;
+
+/// Executes `reqs` on `state` as a leader would, returning the log entries.
+fn execute_all(state: &mut ClinicState, first_position: u64, reqs: &[Request]) -> Vec<LogEntry> {
+    reqs.iter()
+        .enumerate()
+        .map(|(i, req)| {
+            let position = first_position + i as u64;
+            let (reply, effect) = state.execute(req, 1_000 + position);
+            state.apply(&effect);
+            LogEntry {
+                position,
+                key: RequestKey {
+                    stream: 7,
+                    seq: position,
+                },
+                effect,
+                reply,
+            }
+        })
+        .collect()
+}
+
+fn open(dir: &TempDir, name: &str) -> Store {
+    Store::open(dir.path().join(name), SyncMode::Normal).unwrap()
+}
+
+#[test]
+fn commits_survive_reopen_with_their_replies() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[
+            doctor("MTL0001", "Doe"),
+            nurse("LVL0001", "Roe"),
+            doctor("QQQ", "Bad"),
+        ],
+    );
+    {
+        let mut store = open(&dir, "a.db");
+        assert_eq!(store.last_applied(), 0);
+        store.commit(&entries[..2]).unwrap();
+        store.commit(&entries[2..]).unwrap();
+        assert_eq!(store.last_applied(), 3);
+    }
+    let store = open(&dir, "a.db");
+    assert_eq!(store.last_applied(), 3);
+    let loaded = store.load_state().unwrap();
+    assert_eq!(loaded.digest(), state.digest());
+    assert_eq!(
+        loaded.records().collect::<Vec<_>>(),
+        state.records().collect::<Vec<_>>()
+    );
+    assert_eq!(store.digest().unwrap(), state.digest());
+    let (pos, reply) = store
+        .reply(RequestKey { stream: 7, seq: 2 })
+        .unwrap()
+        .unwrap();
+    assert_eq!(pos, 2);
+    assert_eq!(reply, entries[1].reply);
+    assert!(matches!(
+        store
+            .reply(RequestKey { stream: 7, seq: 3 })
+            .unwrap()
+            .unwrap()
+            .1,
+        Err(crate::DomainError::InvalidRequest { .. })
+    ));
+    assert_eq!(store.reply(RequestKey { stream: 8, seq: 1 }).unwrap(), None);
+    assert_eq!(
+        store.stream_heads().unwrap(),
+        vec![RequestKey { stream: 7, seq: 3 }]
+    );
+    assert_eq!(store.audit().unwrap().len(), 3);
+}
+
+#[test]
+fn a_gap_or_a_repeat_is_refused_and_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[doctor("MTL0001", "A"), doctor("MTL0001", "B")],
+    );
+    let mut store = open(&dir, "a.db");
+    assert!(matches!(
+        store.commit(&entries[1..]),
+        Err(StoreError::OutOfOrder { last: 0, got: 2 })
+    ));
+    store.commit(&entries[..1]).unwrap();
+    assert!(matches!(
+        store.commit(&entries[..1]),
+        Err(StoreError::OutOfOrder { last: 1, got: 1 })
+    ));
+    // A batch with an internal gap is refused whole.
+    let bad = vec![entries[1].clone(), entries[1].clone()];
+    assert!(store.commit(&bad).is_err());
+    assert_eq!(store.last_applied(), 1);
+    assert_eq!(store.records().unwrap().len(), 1);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a.db");
+    drop(Store::open(&path, SyncMode::Full).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = Store::open(&path, SyncMode::Full).unwrap_err();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn snapshot_round_trip_in_small_chunks() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let reqs: Vec<Request> = (0..60)
+        .map(|i| {
+            if i % 2 == 0 {
+                doctor("MTL0001", &format!("Name{i}"))
+            } else {
+                nurse("DDO0001", &format!("Näme{i}"))
+            }
+        })
+        .collect();
+    let entries = execute_all(&mut state, 1, &reqs);
+    let mut store = open(&dir, "a.db");
+    store.commit(&entries).unwrap();
+
+    let mut chunks = Vec::new();
+    let header = store
+        .write_snapshot(1024, |c| {
+            chunks.push(c.encode());
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        chunks.len() > 5,
+        "1 KiB chunks split the snapshot ({} chunks)",
+        chunks.len()
+    );
+    assert!(chunks.iter().all(|c| c.len() < 2048));
+    assert_eq!(header.position, 60);
+    assert_eq!(header.digest, state.digest());
+
+    let decoded: Vec<SnapshotChunk> = chunks
+        .iter()
+        .map(|b| SnapshotChunk::decode(b).unwrap())
+        .collect();
+    let restored =
+        Store::restore(dir.path().join("b.db"), SyncMode::Normal, decoded.clone()).unwrap();
+    assert_eq!(restored.last_applied(), 60);
+    assert_eq!(restored.digest().unwrap(), state.digest());
+    assert_eq!(restored.audit().unwrap(), store.audit().unwrap());
+    assert_eq!(
+        restored.reply(RequestKey { stream: 7, seq: 9 }).unwrap(),
+        store.reply(RequestKey { stream: 7, seq: 9 }).unwrap()
+    );
+
+    // A restored store goes on from where the snapshot ended.
+    let mut restored = restored;
+    let more = execute_all(&mut state, 61, &[doctor("LVL0001", "After")]);
+    restored.commit(&more).unwrap();
+    assert_eq!(restored.digest().unwrap(), state.digest());
+
+    // Restoring into a store that has data is refused.
+    assert!(Store::restore(dir.path().join("a.db"), SyncMode::Normal, decoded).is_err());
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_and_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &(0..20)
+            .map(|i| doctor("MTL0001", &format!("N{i}")))
+            .collect::<Vec<_>>(),
+    );
+    let mut store = open(&dir, "a.db");
+    store.commit(&entries).unwrap();
+    let mut chunks = Vec::new();
+    store
+        .write_snapshot(256, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    assert!(chunks.len() >= 3);
+
+    let cases: Vec<(&str, Vec<SnapshotChunk>)> = vec![
+        ("missing last chunk", chunks[..chunks.len() - 1].to_vec()),
+        ("missing middle chunk", {
+            let mut c = chunks.clone();
+            c.remove(1);
+            c
+        }),
+        ("no header", chunks[1..].to_vec()),
+        ("tampered record", {
+            let mut c = chunks.clone();
+            let item = c
+                .iter_mut()
+                .flat_map(|c| c.items.iter_mut())
+                .find_map(|i| match i {
+                    crate::snapshot::SnapshotItem::Record(r) => Some(r),
+                    _ => None,
+                })
+                .unwrap();
+            item.clinic = Clinic::Ddo;
+            c
+        }),
+        ("empty", vec![]),
+    ];
+    for (i, (what, chunks)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.db"));
+        assert!(
+            Store::restore(&path, SyncMode::Normal, chunks).is_err(),
+            "{what}"
+        );
+        let reopened = Store::open(&path, SyncMode::Normal).unwrap();
+        assert_eq!(reopened.last_applied(), 0, "{what}");
+        assert!(reopened.records().unwrap().is_empty(), "{what}");
+    }
+    assert!(SnapshotChunk::decode(&[0xff, 0xff, 0xff]).is_err());
+}
+
+#[test]
+fn audit_export_writes_one_file_per_manager_and_per_clinic() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[
+            doctor("MTL0001", "A"),
+            doctor("mtl0002", "B"),
+            nurse("LVL0001", "C"),
+            doctor("../../etc/passwd", "D"),
+            Request::GetRecordCounts {
+                manager_id: "MTL0001".into(),
+            },
+        ],
+    );
+    let mut store = open(&dir, "a.db");
+    store.commit(&entries).unwrap();
+    let out = dir.path().join("logs");
+    let summary = crate::audit::export(&store, &out).unwrap();
+    assert_eq!(summary.lines, 5);
+    let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+    let m1 = read("managers/MTL0001.log");
+    assert_eq!(m1.lines().count(), 2);
+    assert!(m1.lines().next().unwrap().contains("createDRecord"));
+    assert!(m1.contains("-> ok: DR10000"));
+    assert!(m1.contains("getRecordCounts"));
+    assert!(m1.contains("ok: MTL 2, LVL 1, DDO 0"));
+    assert_eq!(read("managers/MTL0002.log").lines().count(), 1);
+    assert_eq!(read("clinics/MTL.log").lines().count(), 3);
+    assert_eq!(read("clinics/LVL.log").lines().count(), 1);
+    let bad = read("unidentified.log");
+    assert!(bad.contains("error: invalid managerID"));
+    assert!(!out.join("clinics/DDO.log").exists());
+    // Lines start with an RFC 3339 time.
+    assert!(m1.starts_with("1970-01-01T00:00:01."), "{m1}");
+}
+
+#[test]
+fn read_outcomes_and_refusals_are_stored_as_replies_too() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[
+            doctor("MTL0001", "A"),
+            Request::ListRecords {
+                manager_id: "MTL0001".into(),
+                last_name_prefix: "".into(),
+            },
+        ],
+    );
+    let mut store = open(&dir, "a.db");
+    store.commit(&entries).unwrap();
+    match store
+        .reply(RequestKey { stream: 7, seq: 2 })
+        .unwrap()
+        .unwrap()
+        .1
+    {
+        Ok(Outcome::Records(list)) => assert_eq!(list.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Requests executed on one store's state, their effects committed to two
+    /// stores in different batch sizes, give equal digests, also after
+    /// reopening and after a snapshot round trip.
+    #[test]
+    fn stores_fed_the_same_effects_agree(
+        reqs in prop::collection::vec(properties::request(), 1..60),
+        batch in 1usize..17,
+    ) {
+        let dir = TempDir::new().unwrap();
+        let mut state = ClinicState::new();
+        let entries = execute_all(&mut state, 1, &reqs);
+        let mut a = open(&dir, "a.db");
+        let mut b = open(&dir, "b.db");
+        for e in &entries {
+            a.commit(std::slice::from_ref(e)).unwrap();
+        }
+        for group in entries.chunks(batch) {
+            b.commit(group).unwrap();
+        }
+        prop_assert_eq!(a.digest().unwrap(), state.digest());
+        prop_assert_eq!(b.digest().unwrap(), state.digest());
+        drop(b);
+        let mut b = open(&dir, "b.db");
+        prop_assert_eq!(b.load_state().unwrap().digest(), state.digest());
+        prop_assert_eq!(b.last_applied(), entries.len() as u64);
+
+        let mut chunks = Vec::new();
+        b.write_snapshot(512, |c| { chunks.push(c); Ok(()) }).unwrap();
+        let c = Store::restore(dir.path().join("c.db"), SyncMode::Normal, chunks).unwrap();
+        prop_assert_eq!(c.digest().unwrap(), state.digest());
+        prop_assert_eq!(c.last_applied(), entries.len() as u64);
+    }
+}
