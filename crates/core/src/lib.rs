@@ -6,6 +6,7 @@
 //! - [`store`]: the SQLite store, one per replica, with group commit.
 //! - [`snapshot`]: a consistent snapshot as a stream of chunks, and restore.
 //! - [`audit`]: the audit trail exported as log files.
+//! - [`workload`]: a seeded request generator for tests and benchmarks.
 //!
 //! Nothing here does network IO or reads a clock: time comes in as an
 //! argument, so the whole domain runs unchanged in the simulator.
@@ -16,6 +17,7 @@ pub mod ops;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod workload;
 mod validate;
 
 pub use model::{

@@ -346,6 +346,26 @@ impl Store {
         read_audit(&self.conn, &self.path)
     }
 
+    /// Moves the WAL into the main database file and truncates the WAL.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Bytes on disk: the database file plus its WAL and shared-memory files.
+    pub fn disk_size(&self) -> u64 {
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(p).ok()
+            })
+            .map(|m| m.len())
+            .sum()
+    }
+
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
