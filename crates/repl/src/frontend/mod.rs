@@ -1,0 +1,355 @@
+//! The front end's sequencer: one stream of numbered requests to the leader.
+//!
+//! [`FrontEnd::submit`] numbers a request (1, 2, 3, ...) and sends it as
+//! soon as it fits the window (`max_in_flight` numbers from the oldest
+//! unanswered one). Each sent request is retransmitted whenever its
+//! RTT-estimated timeout ([`rto::RttEstimator`]) expires without a reply,
+//! and the named ones are resent at once when the leader NACKs them.
+//!
+//! Exactly one [`Completion`] per submitted request: the reply, or
+//! [`ClientOutcome::Unknown`] if none came within `outcome_timeout_ms`. A
+//! request that timed out is not forgotten: it is retransmitted until its
+//! reply arrives, which then shows up in [`FrontEndReady::late_replies`]
+//! (for logs and the shell's bookkeeping, not as a second completion).
+
+pub mod rto;
+#[cfg(test)]
+mod tests;
+
+use crate::ids::{Epoch, NodeId, Seq, StreamId};
+use crate::wire::{Decoder, Encoder, Message, Reassembler, Transmit, WireConfig, WireError};
+use dcms_core::{Reply, Request};
+use rto::RttEstimator;
+use std::collections::BTreeMap;
+
+/// Settings of a front end. Times are in milliseconds.
+#[derive(Clone, Debug)]
+pub struct FrontEndConfig {
+    pub wire: WireConfig,
+    /// This front end's stream, which is also its node ID.
+    pub stream: StreamId,
+    pub leader: NodeId,
+    /// The epoch it believes in at start; raised by newer replies.
+    pub epoch: Epoch,
+    /// Report [`ClientOutcome::Unknown`] when no reply came by then.
+    pub outcome_timeout_ms: u64,
+    pub initial_rto_ms: u64,
+    pub min_rto_ms: u64,
+    pub max_rto_ms: u64,
+    /// Numbers in flight at most (from the oldest unanswered). Must not
+    /// exceed the replicas' `reply_cache`.
+    pub max_in_flight: u64,
+}
+
+impl FrontEndConfig {
+    pub fn new(wire: WireConfig, stream: StreamId, leader: NodeId) -> FrontEndConfig {
+        FrontEndConfig {
+            wire,
+            stream,
+            leader,
+            epoch: 1,
+            outcome_timeout_ms: 5_000,
+            initial_rto_ms: 1_000,
+            min_rto_ms: 200,
+            max_rto_ms: 10_000,
+            max_in_flight: 256,
+        }
+    }
+}
+
+/// What the client hears, exactly once per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOutcome {
+    Reply(Reply),
+    /// No reply within the deadline; the request may or may not execute.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub seq: Seq,
+    pub outcome: ClientOutcome,
+}
+
+/// Outputs, drained by [`FrontEnd::ready`].
+#[derive(Debug, Default)]
+pub struct FrontEndReady {
+    /// Datagrams to send (all to the leader).
+    pub transmits: Vec<Transmit>,
+    pub completions: Vec<Completion>,
+    /// Replies to requests already completed as [`ClientOutcome::Unknown`].
+    pub late_replies: Vec<(Seq, Reply)>,
+}
+
+/// Counters for monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontEndStats {
+    pub decode_errors: u64,
+    pub stale_epoch: u64,
+    pub unexpected: u64,
+    pub sent: u64,
+    pub retransmitted: u64,
+    pub nack_resends: u64,
+    pub duplicate_replies: u64,
+    pub timeouts: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    request: Request,
+    deadline: u64,
+    reported_unknown: bool,
+    /// (first sent, last sent, transmissions), once sent.
+    sent: Option<(u64, u64, u32)>,
+}
+
+/// The sequencer of one front end.
+#[derive(Debug)]
+pub struct FrontEnd {
+    config: FrontEndConfig,
+    epoch: Epoch,
+    next_seq: Seq,
+    /// Submitted and not yet answered by a reply, by number.
+    pending: BTreeMap<Seq, Pending>,
+    rtt: RttEstimator,
+    encoder: Encoder,
+    decoder: Decoder,
+    reassembler: Reassembler,
+    outbox: Vec<Message>,
+    completions: Vec<Completion>,
+    late_replies: Vec<(Seq, Reply)>,
+    stats: FrontEndStats,
+}
+
+impl FrontEnd {
+    pub fn new(config: FrontEndConfig) -> FrontEnd {
+        assert!(config.max_in_flight >= 1);
+        assert!(config.outcome_timeout_ms > 0);
+        let me = NodeId::of_stream(config.stream);
+        assert_ne!(me, config.leader, "a front end is not a replica");
+        FrontEnd {
+            epoch: config.epoch,
+            next_seq: 1,
+            pending: BTreeMap::new(),
+            rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
+            encoder: Encoder::new(config.wire.clone(), me, config.epoch),
+            decoder: Decoder::new(config.wire.clone()),
+            reassembler: Reassembler::new(),
+            outbox: Vec::new(),
+            completions: Vec::new(),
+            late_replies: Vec::new(),
+            stats: FrontEndStats::default(),
+            config,
+        }
+    }
+
+    pub fn stream(&self) -> StreamId {
+        self.config.stream
+    }
+
+    pub fn stats(&self) -> &FrontEndStats {
+        &self.stats
+    }
+
+    pub fn rto_ms(&self) -> u64 {
+        self.rtt.rto()
+    }
+
+    /// Requests submitted and not yet answered by a reply.
+    pub fn unanswered(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Numbers `request` and sends it when the window allows. Returns its
+    /// sequence number.
+    pub fn submit(&mut self, now_ms: u64, request: Request) -> Seq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(
+            seq,
+            Pending {
+                request,
+                deadline: now_ms + self.config.outcome_timeout_ms,
+                reported_unknown: false,
+                sent: None,
+            },
+        );
+        self.pump(now_ms);
+        seq
+    }
+
+    /// Sends every unsent request inside the window.
+    fn pump(&mut self, now_ms: u64) {
+        let Some(&oldest) = self.pending.keys().next() else {
+            return;
+        };
+        let limit = oldest + self.config.max_in_flight;
+        let unsent: Vec<Seq> = self
+            .pending
+            .range(oldest..limit)
+            .filter(|(_, p)| p.sent.is_none())
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in unsent {
+            self.transmit(now_ms, seq);
+        }
+    }
+
+    fn transmit(&mut self, now_ms: u64, seq: Seq) {
+        let p = self.pending.get_mut(&seq).expect("pending");
+        p.sent = Some(match p.sent {
+            None => {
+                self.stats.sent += 1;
+                (now_ms, now_ms, 1)
+            }
+            Some((first, _, n)) => {
+                self.stats.retransmitted += 1;
+                (first, now_ms, n + 1)
+            }
+        });
+        self.outbox.push(Message::Request {
+            seq,
+            request: p.request.clone(),
+        });
+    }
+
+    /// Handles one received datagram.
+    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), WireError> {
+        let datagram = self.decoder.decode(bytes).inspect_err(|_| {
+            self.stats.decode_errors += 1;
+        })?;
+        let header = datagram.header;
+        if header.epoch < self.epoch {
+            self.stats.stale_epoch += 1;
+            return Ok(());
+        }
+        if header.epoch > self.epoch {
+            self.epoch = header.epoch;
+            self.encoder.set_epoch(header.epoch);
+        }
+        for message in datagram.messages {
+            let message = match message {
+                Message::Fragment(f) => match self.reassembler.push(header.sender, f) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.stats.decode_errors += 1;
+                        return Err(e);
+                    }
+                },
+                m => m,
+            };
+            self.handle_message(now_ms, message);
+        }
+        Ok(())
+    }
+
+    /// Handles one authenticated message from a replica.
+    pub fn handle_message(&mut self, now_ms: u64, message: Message) {
+        match message {
+            Message::Reply { seq, reply } => self.on_reply(now_ms, seq, reply),
+            Message::RequestNack { missing } => {
+                for seq in missing {
+                    if self.pending.get(&seq).is_some_and(|p| p.sent.is_some()) {
+                        self.stats.nack_resends += 1;
+                        self.transmit(now_ms, seq);
+                    }
+                }
+            }
+            _ => self.stats.unexpected += 1,
+        }
+    }
+
+    fn on_reply(&mut self, now_ms: u64, seq: Seq, reply: Reply) {
+        let Some(p) = self.pending.remove(&seq) else {
+            if seq < self.next_seq {
+                self.stats.duplicate_replies += 1;
+            } else {
+                self.stats.unexpected += 1; // never sent: not ours to take
+            }
+            return;
+        };
+        let Some((first, _, transmissions)) = p.sent else {
+            // A reply to a request never sent cannot be genuine.
+            self.stats.unexpected += 1;
+            self.pending.insert(seq, p);
+            return;
+        };
+        if transmissions == 1 {
+            self.rtt.sample(now_ms.saturating_sub(first));
+        }
+        if p.reported_unknown {
+            self.late_replies.push((seq, reply));
+        } else {
+            self.completions.push(Completion {
+                seq,
+                outcome: ClientOutcome::Reply(reply),
+            });
+        }
+        self.pump(now_ms);
+    }
+
+    /// Fires due timers: outcome deadlines and retransmissions.
+    pub fn tick(&mut self, now_ms: u64) {
+        let rto = self.rtt.rto();
+        let mut expired = Vec::new();
+        for (&seq, p) in &mut self.pending {
+            if !p.reported_unknown && now_ms >= p.deadline {
+                p.reported_unknown = true;
+                self.stats.timeouts += 1;
+                self.completions.push(Completion {
+                    seq,
+                    outcome: ClientOutcome::Unknown,
+                });
+            }
+            if let Some((_, last, _)) = p.sent {
+                if now_ms >= last + rto {
+                    expired.push(seq);
+                }
+            }
+        }
+        if !expired.is_empty() {
+            self.rtt.backoff();
+        }
+        for seq in expired {
+            self.transmit(now_ms, seq);
+        }
+        self.pump(now_ms);
+    }
+
+    /// When [`FrontEnd::tick`] must be called next, if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let rto = self.rtt.rto();
+        self.pending
+            .values()
+            .flat_map(|p| {
+                let retransmit = p.sent.map(|(_, last, _)| last + rto);
+                let deadline = (!p.reported_unknown).then_some(p.deadline);
+                retransmit.into_iter().chain(deadline)
+            })
+            .min()
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !(self.outbox.is_empty() && self.completions.is_empty() && self.late_replies.is_empty())
+    }
+
+    /// Drains the outputs.
+    pub fn ready(&mut self) -> FrontEndReady {
+        let messages = std::mem::take(&mut self.outbox);
+        let transmits = self
+            .encoder
+            .encode(&messages)
+            .into_iter()
+            .map(|bytes| Transmit {
+                to: self.config.leader,
+                bytes,
+            })
+            .collect();
+        FrontEndReady {
+            transmits,
+            completions: std::mem::take(&mut self.completions),
+            late_replies: std::mem::take(&mut self.late_replies),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The per-stream table that makes execution at-most-once.
+//!
+//! For each stream it keeps the head (the highest executed sequence number;
+//! requests of a stream execute strictly in order, so every number up to the
+//! head has executed) and the replies of the last `keep` executed numbers
+//! with their log positions. Every replica keeps it, leader and backups
+//! alike, so a backup that becomes leader answers retransmits from it.
+//!
+//! `keep` must be at least the front ends' window (requests in flight): a
+//! front end never waits for a number more than its window below its newest,
+//! so an older reply is never asked for again.
+
+use crate::ids::{Position, Seq, StreamId};
+use dcms_core::{LogEntry, Reply, RequestKey};
+use std::collections::BTreeMap;
+
+/// What the table knows about one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Not executed yet (the number is beyond the head).
+    NotExecuted,
+    /// Executed at `position` with this reply.
+    Executed {
+        position: Position,
+        reply: &'a Reply,
+    },
+    /// Executed, but so long ago that its reply is no longer kept.
+    Forgotten,
+}
+
+#[derive(Clone, Debug, Default)]
+struct StreamSession {
+    head: Seq,
+    replies: BTreeMap<Seq, (Position, Reply)>,
+}
+
+/// Heads and recent replies of every stream.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    streams: BTreeMap<StreamId, StreamSession>,
+    keep: usize,
+}
+
+impl Sessions {
+    pub fn new(keep: usize) -> Sessions {
+        assert!(keep >= 1, "keep at least the last reply of each stream");
+        Sessions {
+            streams: BTreeMap::new(),
+            keep,
+        }
+    }
+
+    /// The highest executed number of `stream` (0 when none).
+    pub fn head(&self, stream: StreamId) -> Seq {
+        self.streams.get(&stream).map_or(0, |s| s.head)
+    }
+
+    /// Every stream's head, in stream order.
+    pub fn heads(&self) -> impl Iterator<Item = RequestKey> + '_ {
+        self.streams.iter().map(|(&stream, s)| RequestKey {
+            stream,
+            seq: s.head,
+        })
+    }
+
+    pub fn lookup(&self, key: RequestKey) -> Lookup<'_> {
+        let Some(s) = self.streams.get(&key.stream) else {
+            return Lookup::NotExecuted;
+        };
+        if key.seq > s.head {
+            return Lookup::NotExecuted;
+        }
+        match s.replies.get(&key.seq) {
+            Some((position, reply)) => Lookup::Executed {
+                position: *position,
+                reply,
+            },
+            None => Lookup::Forgotten,
+        }
+    }
+
+    /// Records a newly applied entry. Its number must be the stream's next.
+    pub fn record(&mut self, entry: &LogEntry) {
+        let s = self.streams.entry(entry.key.stream).or_default();
+        assert_eq!(
+            entry.key.seq,
+            s.head + 1,
+            "stream {} executes out of order at position {}",
+            entry.key.stream,
+            entry.position
+        );
+        s.head = entry.key.seq;
+        s.replies
+            .insert(entry.key.seq, (entry.position, entry.reply.clone()));
+        while s.replies.len() > self.keep {
+            s.replies.pop_first();
+        }
+    }
+
+    /// Loads a stored reply at recovery (any order; numbers up to the
+    /// highest loaded count as executed).
+    pub fn preload(&mut self, key: RequestKey, position: Position, reply: Reply) {
+        let s = self.streams.entry(key.stream).or_default();
+        s.head = s.head.max(key.seq);
+        s.replies.insert(key.seq, (position, reply));
+        while s.replies.len() > self.keep {
+            s.replies.pop_first();
+        }
+    }
+
+    /// Sets a stream's head at recovery (its replies may be forgotten).
+    pub fn preload_head(&mut self, key: RequestKey) {
+        let s = self.streams.entry(key.stream).or_default();
+        s.head = s.head.max(key.seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcms_core::{AuditEntry, Effect};
+
+    fn entry(position: Position, stream: StreamId, seq: Seq) -> LogEntry {
+        LogEntry {
+            position,
+            key: RequestKey { stream, seq },
+            effect: Effect {
+                change: None,
+                audit: AuditEntry {
+                    time_ms: 0,
+                    manager_id: String::new(),
+                    clinic: None,
+                    operation: "getRecordCounts".into(),
+                    arguments: String::new(),
+                    outcome: "ok".into(),
+                },
+            },
+            reply: Ok(dcms_core::Outcome::Counts(Default::default())),
+        }
+    }
+
+    #[test]
+    fn heads_advance_in_order_and_old_replies_are_forgotten() {
+        let mut s = Sessions::new(2);
+        for seq in 1..=3 {
+            s.record(&entry(seq, 7, seq));
+        }
+        assert_eq!(s.head(7), 3);
+        assert_eq!(s.head(8), 0);
+        assert_eq!(
+            s.lookup(RequestKey { stream: 7, seq: 1 }),
+            Lookup::Forgotten
+        );
+        assert!(matches!(
+            s.lookup(RequestKey { stream: 7, seq: 3 }),
+            Lookup::Executed { position: 3, .. }
+        ));
+        assert_eq!(
+            s.lookup(RequestKey { stream: 7, seq: 4 }),
+            Lookup::NotExecuted
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "out of order")]
+    fn a_gap_in_a_stream_is_a_bug() {
+        let mut s = Sessions::new(4);
+        s.record(&entry(1, 7, 2));
+    }
+}

@@ -1,0 +1,71 @@
+//! Simulator tests: many seeds, and the replay of one.
+//!
+//! `sim_many_seeds` runs seeds `0..DCMS_SIM_SEEDS` (default 1000) and, for
+//! the first failing seed, prints the one-line replay command:
+//!
+//! ```text
+//! DCMS_SIM_SEED=1234 cargo test -p dcms-repl sim_replay -- --nocapture
+//! ```
+//!
+//! `sim_replay` runs the seed in `DCMS_SIM_SEED` (default 42, so it is a real
+//! test when the variable is unset) and prints its report; set
+//! `RUST_LOG`-style tracing in your own harness if you want more.
+
+use super::{replay_command, run};
+use std::time::Instant;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
+    })
+}
+
+#[test]
+fn sim_many_seeds() {
+    let seeds = env_u64("DCMS_SIM_SEEDS").unwrap_or(1000);
+    let first = env_u64("DCMS_SIM_FIRST_SEED").unwrap_or(0);
+    let started = Instant::now();
+    let (mut unknown, mut late, mut steps) = (0, 0, 0);
+    for seed in first..first + seeds {
+        let result = std::panic::catch_unwind(|| run(seed));
+        match result {
+            Ok(report) => {
+                unknown += report.unknown_outcomes;
+                late += report.late_replies;
+                steps += report.steps;
+            }
+            Err(_) => {
+                eprintln!("simulation failed for seed {seed}; replay with:");
+                eprintln!("{}", replay_command(seed));
+                panic!(
+                    "simulation failed for seed {seed}: {}",
+                    replay_command(seed)
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{seeds} seeds passed in {:.1} s ({steps} steps; {unknown} outcome-unknown, {late} late replies)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn sim_replay() {
+    let seed = env_u64("DCMS_SIM_SEED").unwrap_or(42);
+    let report = run(seed);
+    println!("{report}");
+    assert_eq!(report.seed, seed);
+    assert!(report.requests >= 20, "a run submits a real workload");
+}
+
+#[test]
+fn a_seed_replays_identically() {
+    let a = run(7);
+    let b = run(7);
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.virtual_ms, b.virtual_ms);
+    assert_eq!(a.net.sent, b.net.sent);
+}
