@@ -1,1 +1,214 @@
+//! Front-end sequencer tests, driven by hand-made leader datagrams.
 
+use super::*;
+use crate::wire::Decoder;
+use dcms_core::{Counts, DomainError, Outcome};
+
+const LEADER: NodeId = NodeId(1);
+
+fn wire() -> WireConfig {
+    WireConfig::new(5, b"k".to_vec())
+}
+
+fn frontend(max_in_flight: u64) -> FrontEnd {
+    let mut c = FrontEndConfig::new(wire(), 100, LEADER);
+    c.max_in_flight = max_in_flight;
+    c.initial_rto_ms = 1000;
+    c.min_rto_ms = 100;
+    FrontEnd::new(c)
+}
+
+fn get(n: u8) -> Request {
+    Request::GetRecordCounts {
+        manager_id: format!("MTL000{n}"),
+    }
+}
+
+fn ok() -> Reply {
+    Ok(Outcome::Counts(Counts([1, 2, 3])))
+}
+
+/// The requests a front end sent, as (seq, epoch).
+fn sent(fe: &mut FrontEnd) -> Vec<(Seq, Epoch)> {
+    let ready = fe.ready();
+    let d = Decoder::new(wire());
+    let mut out = Vec::new();
+    for t in ready.transmits {
+        assert_eq!(t.to, LEADER);
+        let dg = d.decode(&t.bytes).unwrap();
+        assert_eq!(dg.header.sender, NodeId(100));
+        for m in dg.messages {
+            match m {
+                Message::Request { seq, .. } => out.push((seq, dg.header.epoch)),
+                other => panic!("front end sent {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+fn from_leader(epoch: Epoch, messages: &[Message]) -> Vec<u8> {
+    let mut e = Encoder::new(wire(), LEADER, epoch);
+    let mut d = e.encode(messages);
+    assert_eq!(d.len(), 1);
+    d.remove(0)
+}
+
+fn reply(seq: Seq) -> Vec<u8> {
+    from_leader(1, &[Message::Reply { seq, reply: ok() }])
+}
+
+#[test]
+fn numbers_sends_and_completes_exactly_once() {
+    let mut fe = frontend(8);
+    assert_eq!(fe.submit(0, get(1)), 1);
+    assert_eq!(fe.submit(0, get(2)), 2);
+    assert_eq!(sent(&mut fe), vec![(1, 1), (2, 1)]);
+    fe.handle_datagram(30, &reply(2)).unwrap();
+    fe.handle_datagram(31, &reply(2)).unwrap();
+    let ready = fe.ready();
+    assert_eq!(
+        ready.completions,
+        vec![Completion {
+            seq: 2,
+            outcome: ClientOutcome::Reply(ok())
+        }]
+    );
+    assert_eq!(fe.stats().duplicate_replies, 1);
+    assert_eq!(fe.unanswered(), 1);
+    assert!(
+        fe.rto_ms() < 1000,
+        "a first sample sets the timeout from the RTT"
+    );
+}
+
+#[test]
+fn retransmits_on_timeout_with_backoff_and_karn() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    sent(&mut fe);
+    assert_eq!(fe.next_deadline(), Some(1000));
+    fe.tick(999);
+    assert!(sent(&mut fe).is_empty());
+    fe.tick(1000);
+    assert_eq!(sent(&mut fe), vec![(1, 1)]);
+    assert_eq!(fe.rto_ms(), 2000, "back-off doubles the timeout");
+    fe.handle_datagram(1500, &reply(1)).unwrap();
+    assert_eq!(fe.rto_ms(), 2000, "no sample from a retransmitted request");
+    assert_eq!(fe.ready().completions.len(), 1);
+    assert_eq!(fe.next_deadline(), None);
+}
+
+#[test]
+fn reports_unknown_outcome_once_and_keeps_retransmitting() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    sent(&mut fe);
+    let mut unknown = 0;
+    let mut now = 0;
+    while now < 20_000 {
+        now = fe.next_deadline().unwrap();
+        fe.tick(now);
+        let ready = fe.ready();
+        unknown += ready
+            .completions
+            .iter()
+            .filter(|c| c.outcome == ClientOutcome::Unknown)
+            .count();
+    }
+    assert_eq!(unknown, 1, "exactly one OutcomeUnknown");
+    assert_eq!(fe.stats().timeouts, 1);
+    assert!(
+        fe.stats().retransmitted >= 4,
+        "still retransmitting after the deadline"
+    );
+    fe.handle_datagram(now, &reply(1)).unwrap();
+    let ready = fe.ready();
+    assert!(ready.completions.is_empty(), "no second completion");
+    assert_eq!(ready.late_replies, vec![(1, ok())]);
+    assert_eq!(fe.unanswered(), 0);
+}
+
+#[test]
+fn resends_exactly_what_a_nack_names() {
+    let mut fe = frontend(8);
+    for i in 0..5 {
+        fe.submit(0, get(i));
+    }
+    sent(&mut fe);
+    let nack = from_leader(
+        1,
+        &[Message::RequestNack {
+            missing: vec![2, 4, 9],
+        }],
+    );
+    fe.handle_datagram(10, &nack).unwrap();
+    assert_eq!(sent(&mut fe), vec![(2, 1), (4, 1)]);
+    assert_eq!(fe.stats().nack_resends, 2);
+}
+
+#[test]
+fn keeps_the_window() {
+    let mut fe = frontend(2);
+    for i in 0..4 {
+        fe.submit(0, get(i));
+    }
+    assert_eq!(sent(&mut fe), vec![(1, 1), (2, 1)]);
+    fe.handle_datagram(5, &reply(2)).unwrap();
+    assert!(
+        sent(&mut fe).is_empty(),
+        "1 is still unanswered: the window holds"
+    );
+    fe.handle_datagram(6, &reply(1)).unwrap();
+    assert_eq!(sent(&mut fe), vec![(3, 1), (4, 1)]);
+    // A reply to a number never sent is not taken.
+    fe.handle_datagram(7, &reply(9)).unwrap();
+    assert_eq!(fe.stats().unexpected, 1);
+}
+
+#[test]
+fn follows_newer_epochs_and_refuses_older_ones() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    fe.submit(0, get(2));
+    sent(&mut fe);
+    let newer = from_leader(3, &[Message::RequestNack { missing: vec![1] }]);
+    fe.handle_datagram(1, &newer).unwrap();
+    assert_eq!(
+        sent(&mut fe),
+        vec![(1, 3)],
+        "requests carry the newest epoch"
+    );
+    let older = from_leader(
+        2,
+        &[Message::Reply {
+            seq: 2,
+            reply: ok(),
+        }],
+    );
+    fe.handle_datagram(2, &older).unwrap();
+    assert_eq!(fe.stats().stale_epoch, 1);
+    assert!(fe.ready().completions.is_empty());
+    let bad: Reply = Err(DomainError::NotFound {
+        record_id: "DR10000".into(),
+    });
+    let current = from_leader(
+        3,
+        &[Message::Reply {
+            seq: 2,
+            reply: bad.clone(),
+        }],
+    );
+    fe.handle_datagram(3, &current).unwrap();
+    assert_eq!(fe.ready().completions[0].outcome, ClientOutcome::Reply(bad));
+}
+
+#[test]
+fn refuses_garbage() {
+    let mut fe = frontend(8);
+    assert!(fe.handle_datagram(0, b"hello").is_err());
+    let mut r = reply(1);
+    r[40] ^= 4;
+    assert!(fe.handle_datagram(0, &r).is_err());
+    assert_eq!(fe.stats().decode_errors, 2);
+}

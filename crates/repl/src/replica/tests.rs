@@ -1,1 +1,320 @@
+//! Replica state-machine tests: a leader and two backups driven by hand, the
+//! test playing network and disk.
 
+use super::*;
+use crate::ids::Seq;
+use crate::wire::Decoder;
+use dcms_core::{Request, RequestKey};
+
+const L: NodeId = NodeId(1);
+const B1: NodeId = NodeId(2);
+const B2: NodeId = NodeId(3);
+const FE: NodeId = NodeId(100);
+
+fn wire() -> WireConfig {
+    WireConfig::new(5, b"k".to_vec())
+}
+
+fn replica(me: NodeId) -> Replica {
+    let mut c = ReplicaConfig::new(wire(), me, vec![L, B1, B2], L);
+    c.nack_delay_ms = 5;
+    c.nack_retry_ms = 50;
+    c.retransmit_ms = 100;
+    c.max_holdback = 8;
+    Replica::new(c, Recovered::empty(16))
+}
+
+fn encode(from: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u8> {
+    let mut d = Encoder::new(wire(), from, epoch).encode(messages);
+    assert_eq!(d.len(), 1);
+    d.remove(0)
+}
+
+fn create(n: u32) -> Request {
+    Request::CreateNurse {
+        manager_id: "MTL0001".into(),
+        first_name: format!("N{n}"),
+        last_name: "Roy".into(),
+        designation: "junior".into(),
+        status: "active".into(),
+        status_date: "2024-01-01".into(),
+    }
+}
+
+fn request(seq: Seq) -> Vec<u8> {
+    encode(
+        FE,
+        1,
+        &[Message::Request {
+            seq,
+            request: create(seq as u32),
+        }],
+    )
+}
+
+/// Drains `r`: (destination, message) pairs and entries to persist.
+fn out(r: &mut Replica) -> (Vec<(NodeId, Message)>, Vec<LogEntry>, Vec<ReplicaEvent>) {
+    let ready = r.ready();
+    let d = Decoder::new(wire());
+    let mut messages = Vec::new();
+    for t in ready.transmits {
+        let dg = d.decode(&t.bytes).unwrap();
+        assert_eq!(dg.header.sender, r.id());
+        messages.extend(dg.messages.into_iter().map(|m| (t.to, m)));
+    }
+    (messages, ready.persist, ready.events)
+}
+
+fn to(messages: &[(NodeId, Message)], node: NodeId) -> Vec<Message> {
+    messages
+        .iter()
+        .filter(|(t, _)| *t == node)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+fn positions(entries: &[LogEntry]) -> Vec<Position> {
+    entries.iter().map(|e| e.position).collect()
+}
+
+fn ack(r: &Replica) -> Message {
+    Message::Ack {
+        durable: r.durable(),
+        applied: r.applied(),
+        digest: r.digest(),
+    }
+}
+
+#[test]
+fn leader_executes_in_order_and_nacks_gaps() {
+    let mut l = replica(L);
+    l.handle_datagram(0, &request(1)).unwrap();
+    l.handle_datagram(0, &request(3)).unwrap();
+    l.handle_datagram(0, &request(4)).unwrap();
+    let (msgs, persist, _) = out(&mut l);
+    assert_eq!(
+        positions(&persist),
+        vec![1],
+        "nothing beyond the gap executes"
+    );
+    assert_eq!(to(&msgs, B1).len(), 1);
+    assert!(to(&msgs, FE).is_empty(), "no NACK before the delay");
+    assert_eq!(l.next_deadline(), Some(5));
+    l.tick(5);
+    let (msgs, _, _) = out(&mut l);
+    assert_eq!(
+        to(&msgs, FE),
+        vec![Message::RequestNack { missing: vec![2] }]
+    );
+    l.tick(55);
+    assert_eq!(
+        to(&out(&mut l).0, FE).len(),
+        1,
+        "asks again after the retry delay"
+    );
+    l.handle_datagram(60, &request(2)).unwrap();
+    let (_, persist, _) = out(&mut l);
+    assert_eq!(positions(&persist), vec![2, 3, 4]);
+    let keys: Vec<Seq> = persist.iter().map(|e| e.key.seq).collect();
+    assert_eq!(keys, vec![2, 3, 4]);
+    assert_eq!(l.sessions().head(FE.0), 4);
+    assert_eq!(
+        l.next_deadline(),
+        Some(100),
+        "only the backups' resend timers remain (set at the first append)"
+    );
+}
+
+#[test]
+fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
+    let mut l = replica(L);
+    let mut b1 = replica(B1);
+    let mut b2 = replica(B2);
+    l.handle_datagram(0, &request(1)).unwrap();
+    let (msgs, _, _) = out(&mut l);
+    for (b, id) in [(&mut b1, B1), (&mut b2, B2)] {
+        for m in to(&msgs, id) {
+            b.handle_datagram(1, &encode(L, 1, &[m])).unwrap();
+        }
+        let (acks, persist, _) = out(b);
+        assert!(acks.is_empty(), "a backup acks only what is durable");
+        assert_eq!(positions(&persist), vec![1]);
+    }
+    l.persisted(2, 1);
+    b1.persisted(2, 1);
+    l.handle_datagram(3, &encode(B1, 1, &[ack(&b1)])).unwrap();
+    assert!(
+        to(&out(&mut l).0, FE).is_empty(),
+        "one backup is not enough"
+    );
+    // A duplicate before commit gets nothing: the commit will answer.
+    l.handle_datagram(3, &request(1)).unwrap();
+    assert!(to(&out(&mut l).0, FE).is_empty());
+    b2.persisted(4, 1);
+    l.handle_datagram(5, &encode(B2, 1, &[ack(&b2)])).unwrap();
+    let (msgs, _, _) = out(&mut l);
+    let replies = to(&msgs, FE);
+    assert_eq!(replies.len(), 1);
+    assert!(matches!(
+        &replies[0],
+        Message::Reply {
+            seq: 1,
+            reply: Ok(_)
+        }
+    ));
+    assert_eq!(l.committed(), Some(1));
+    // A duplicate after commit gets the stored reply, without executing.
+    l.handle_datagram(6, &request(1)).unwrap();
+    let (msgs, persist, _) = out(&mut l);
+    assert_eq!(to(&msgs, FE), replies);
+    assert!(persist.is_empty());
+    assert_eq!(l.stats().executed, 1);
+    assert_eq!(b1.digest(), l.digest());
+    assert_eq!(
+        b1.sessions().lookup(RequestKey {
+            stream: FE.0,
+            seq: 1
+        }),
+        l.sessions().lookup(RequestKey {
+            stream: FE.0,
+            seq: 1
+        })
+    );
+}
+
+#[test]
+fn backup_holds_back_nacks_and_reacks_duplicates() {
+    let mut l = replica(L);
+    for seq in 1..=3 {
+        l.handle_datagram(0, &request(seq)).unwrap();
+    }
+    let appends = to(&out(&mut l).0, B1);
+    assert_eq!(appends.len(), 3);
+    let mut b = replica(B1);
+    b.handle_datagram(1, &encode(L, 1, &[appends[2].clone()]))
+        .unwrap();
+    let (_, persist, _) = out(&mut b);
+    assert!(persist.is_empty(), "3 waits for 1 and 2");
+    assert_eq!(b.next_deadline(), Some(6));
+    b.tick(6);
+    let (msgs, _, _) = out(&mut b);
+    assert_eq!(
+        to(&msgs, L),
+        vec![Message::LogNack {
+            missing: vec![1, 2]
+        }]
+    );
+    // The leader answers the NACK with exactly those positions.
+    l.handle_datagram(
+        7,
+        &encode(
+            B1,
+            1,
+            &[Message::LogNack {
+                missing: vec![1, 2],
+            }],
+        ),
+    )
+    .unwrap();
+    let resent = to(&out(&mut l).0, B1);
+    let resent_positions: Vec<Position> = resent
+        .iter()
+        .map(|m| match m {
+            Message::Append { entry, leader_last } => {
+                assert_eq!(*leader_last, 3);
+                entry.position
+            }
+            other => panic!("leader sent {other:?}"),
+        })
+        .collect();
+    assert_eq!(resent_positions, vec![1, 2]);
+    b.handle_datagram(8, &encode(L, 1, &resent)).unwrap();
+    let (_, persist, _) = out(&mut b);
+    assert_eq!(positions(&persist), vec![1, 2, 3]);
+    assert_eq!(b.next_deadline(), None, "no gap left");
+    b.persisted(9, 3);
+    assert_eq!(to(&out(&mut b).0, L), vec![ack(&b)]);
+    b.handle_datagram(10, &encode(L, 1, &[appends[0].clone()]))
+        .unwrap();
+    let (msgs, persist, _) = out(&mut b);
+    assert!(persist.is_empty(), "a duplicate is not applied again");
+    assert_eq!(to(&msgs, L), vec![ack(&b)], "but acknowledged again");
+    assert_eq!(b.digest(), l.digest());
+}
+
+#[test]
+fn leader_resends_to_a_silent_backup() {
+    let mut l = replica(L);
+    l.handle_datagram(0, &request(1)).unwrap();
+    l.handle_datagram(0, &request(2)).unwrap();
+    out(&mut l);
+    l.persisted(1, 2);
+    let b1 = replica(B1);
+    // B1 acks position 0 (nothing); B2 says nothing.
+    l.handle_datagram(1, &encode(B1, 1, &[ack(&b1)])).unwrap();
+    l.tick(100);
+    let (msgs, _, _) = out(&mut l);
+    assert_eq!(to(&msgs, B1).len(), 2);
+    assert_eq!(to(&msgs, B2).len(), 2);
+    assert_eq!(l.stats().entries_resent, 4);
+}
+
+#[test]
+fn divergent_digest_is_reported() {
+    let mut l = replica(L);
+    l.handle_datagram(0, &request(1)).unwrap();
+    out(&mut l);
+    let wrong = Message::Ack {
+        durable: 1,
+        applied: 1,
+        digest: dcms_core::StateDigest([7; 32]),
+    };
+    l.handle_datagram(1, &encode(B1, 1, &[wrong])).unwrap();
+    let (_, _, events) = out(&mut l);
+    assert!(matches!(
+        events.as_slice(),
+        [ReplicaEvent::Divergence {
+            backup: B1,
+            position: 1,
+            ..
+        }]
+    ));
+    assert_eq!(l.stats().divergences, 1);
+}
+
+#[test]
+fn stale_epochs_and_strangers_are_refused() {
+    let mut l = replica(L);
+    let mut b = replica(B1);
+    l.handle_datagram(0, &request(1)).unwrap();
+    let appends = to(&out(&mut l).0, B1);
+    b.handle_datagram(0, &encode(L, 0, &appends)).unwrap();
+    assert_eq!(b.stats().stale_epoch, 1);
+    assert!(out(&mut b).1.is_empty());
+    // Only the leader's appends count, and backups take no requests.
+    b.handle_datagram(0, &encode(B2, 1, &appends)).unwrap();
+    b.handle_datagram(0, &request(1)).unwrap();
+    assert_eq!(b.stats().unexpected, 2);
+    assert!(b.handle_datagram(0, b"junk").is_err());
+    assert_eq!(b.stats().decode_errors, 1);
+    assert_eq!(b.applied(), 0);
+}
+
+#[test]
+fn a_full_window_pushes_back() {
+    let mut c = ReplicaConfig::new(wire(), L, vec![L, B1, B2], L);
+    c.max_window = 2;
+    let mut l = Replica::new(c, Recovered::empty(16));
+    for seq in 1..=3 {
+        l.handle_datagram(0, &request(seq)).unwrap();
+    }
+    assert_eq!(l.applied(), 2);
+    assert_eq!(l.stats().backpressure_drops, 1);
+}
+
+#[test]
+#[should_panic(expected = "beyond applied")]
+fn persisting_what_was_never_handed_out_is_a_bug() {
+    let mut l = replica(L);
+    l.persisted(0, 1);
+}
