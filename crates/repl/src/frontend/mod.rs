@@ -92,6 +92,10 @@ pub struct FrontEndStats {
     pub nack_resends: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
+    /// Messages sent in fragments.
+    pub fragmented_sent: u64,
+    /// Messages dropped because they could not be encoded at all.
+    pub oversize_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -346,6 +350,8 @@ impl FrontEnd {
                 bytes,
             })
             .collect();
+        self.stats.fragmented_sent = self.encoder.fragmented;
+        self.stats.oversize_dropped = self.encoder.oversize_dropped;
         FrontEndReady {
             transmits,
             completions: std::mem::take(&mut self.completions),

@@ -139,6 +139,10 @@ pub struct ReplicaStats {
     pub entries_resent: u64,
     pub duplicate_entries: u64,
     pub divergences: u64,
+    /// Messages sent in fragments.
+    pub fragmented_sent: u64,
+    /// Messages dropped because they could not be encoded at all.
+    pub oversize_dropped: u64,
 }
 
 /// What the shell must do after feeding inputs.
@@ -437,6 +441,8 @@ impl Replica {
                 transmits.push(Transmit { to, bytes });
             }
         }
+        self.core.stats.fragmented_sent = self.encoder.fragmented;
+        self.core.stats.oversize_dropped = self.encoder.oversize_dropped;
         ReplicaReady {
             transmits,
             persist: std::mem::take(&mut self.core.persist),

@@ -54,6 +54,81 @@ const MAX_STEPS: u64 = 3_000_000;
 /// Virtual time after healing by which everything must be answered.
 const QUIESCE_LIMIT_MS: u64 = 30 * 60 * 1000;
 
+/// How often each protocol path ran, summed over nodes (and over runs by
+/// [`Coverage::add`]); the many-seeds test requires every path to run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub request_nacks: u64,
+    pub log_nacks: u64,
+    pub entries_resent: u64,
+    pub requests_held_back: u64,
+    pub entries_held_back: u64,
+    pub backpressure_drops: u64,
+    pub duplicate_requests: u64,
+    pub replies_resent: u64,
+    pub duplicate_entries: u64,
+    pub decode_errors: u64,
+    pub fragmented: u64,
+    pub retransmitted: u64,
+    pub nack_resends: u64,
+    pub unknown_outcomes: u64,
+    pub late_replies: u64,
+}
+
+impl Coverage {
+    pub fn add(&mut self, o: &Coverage) {
+        self.request_nacks += o.request_nacks;
+        self.log_nacks += o.log_nacks;
+        self.entries_resent += o.entries_resent;
+        self.requests_held_back += o.requests_held_back;
+        self.entries_held_back += o.entries_held_back;
+        self.backpressure_drops += o.backpressure_drops;
+        self.duplicate_requests += o.duplicate_requests;
+        self.replies_resent += o.replies_resent;
+        self.duplicate_entries += o.duplicate_entries;
+        self.decode_errors += o.decode_errors;
+        self.fragmented += o.fragmented;
+        self.retransmitted += o.retransmitted;
+        self.nack_resends += o.nack_resends;
+        self.unknown_outcomes += o.unknown_outcomes;
+        self.late_replies += o.late_replies;
+    }
+
+    fn of(sim: &Sim) -> Coverage {
+        let mut c = Coverage::default();
+        for (&id, r) in &sim.replicas {
+            let s = r.stats();
+            if id == LEADER {
+                c.request_nacks += s.nacks_sent;
+                c.requests_held_back += s.held_back;
+            } else {
+                c.log_nacks += s.nacks_sent;
+                c.entries_held_back += s.held_back;
+            }
+            c.entries_resent += s.entries_resent;
+            c.backpressure_drops += s.backpressure_drops;
+            c.duplicate_requests += s.duplicate_requests;
+            c.replies_resent += s.replies_resent;
+            c.duplicate_entries += s.duplicate_entries;
+            c.decode_errors += s.decode_errors;
+            c.fragmented += s.fragmented_sent;
+            assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
+            assert_eq!(s.divergences, 0, "{id} saw divergence");
+        }
+        for (id, fe) in &sim.frontends {
+            let s = fe.stats();
+            c.decode_errors += s.decode_errors;
+            c.fragmented += s.fragmented_sent;
+            c.retransmitted += s.retransmitted;
+            c.nack_resends += s.nack_resends;
+            assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
+        }
+        c.unknown_outcomes = sim.check.unknown_outcomes;
+        c.late_replies = sim.check.late_replies;
+        c
+    }
+}
+
 /// What a run did, for the report line.
 #[derive(Clone, Debug)]
 pub struct SimReport {
@@ -63,8 +138,7 @@ pub struct SimReport {
     pub steps: u64,
     pub virtual_ms: u64,
     pub net: NetStats,
-    pub unknown_outcomes: u64,
-    pub late_replies: u64,
+    pub coverage: Coverage,
     pub forged: u64,
     pub setting: String,
 }
@@ -73,7 +147,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} requests, {} front end(s), {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {}; forged {}; unknown {} late {}; {}",
+            "seed {}: {} requests, {} front end(s), {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {}; forged {}; {:?}; {}",
             self.seed,
             self.requests,
             self.frontends,
@@ -85,8 +159,7 @@ impl std::fmt::Display for SimReport {
             self.net.corrupted,
             self.net.partitioned,
             self.forged,
-            self.unknown_outcomes,
-            self.late_replies,
+            self.coverage,
             self.setting
         )
     }
@@ -151,7 +224,7 @@ pub fn run(seed: u64) -> SimReport {
     rc.max_nack_numbers = pick(&mut rng, &[1, 4, 64]);
     let disk_ms = pick(&mut rng, &[0, 2, 20]);
     let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
-    let requests: u64 = rng.gen_range(20..=60);
+    let requests: u64 = rng.gen_range(20..=300);
     let outcome_timeout_ms = pick(&mut rng, &[300, 5_000]);
     let initial_rto_ms = rng.gen_range(50..=1000);
     let setting = format!(
@@ -232,8 +305,7 @@ pub fn run(seed: u64) -> SimReport {
         steps: sim.steps,
         virtual_ms: sim.now - EPOCH_MS,
         net: sim.net.stats.clone(),
-        unknown_outcomes: sim.check.unknown_outcomes,
-        late_replies: sim.check.late_replies,
+        coverage: Coverage::of(&sim),
         forged: sim.forged,
         setting,
     }

@@ -11,7 +11,7 @@
 //! test when the variable is unset) and prints its report; set
 //! `RUST_LOG`-style tracing in your own harness if you want more.
 
-use super::{replay_command, run};
+use super::{replay_command, run, Coverage};
 use std::time::Instant;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -27,13 +27,13 @@ fn sim_many_seeds() {
     let seeds = env_u64("DCMS_SIM_SEEDS").unwrap_or(1000);
     let first = env_u64("DCMS_SIM_FIRST_SEED").unwrap_or(0);
     let started = Instant::now();
-    let (mut unknown, mut late, mut steps) = (0, 0, 0);
+    let mut coverage = Coverage::default();
+    let mut steps = 0;
     for seed in first..first + seeds {
         let result = std::panic::catch_unwind(|| run(seed));
         match result {
             Ok(report) => {
-                unknown += report.unknown_outcomes;
-                late += report.late_replies;
+                coverage.add(&report.coverage);
                 steps += report.steps;
             }
             Err(_) => {
@@ -47,9 +47,33 @@ fn sim_many_seeds() {
         }
     }
     eprintln!(
-        "{seeds} seeds passed in {:.1} s ({steps} steps; {unknown} outcome-unknown, {late} late replies)",
+        "{seeds} seeds passed in {:.1} s ({steps} steps)\n{coverage:#?}",
         started.elapsed().as_secs_f64()
     );
+    if seeds >= 1000 {
+        // Every recovery path must have run somewhere, or the simulator is
+        // not testing what it claims to.
+        let c = &coverage;
+        for (path, count) in [
+            ("request NACKs", c.request_nacks),
+            ("log NACKs", c.log_nacks),
+            ("entries resent", c.entries_resent),
+            ("requests held back", c.requests_held_back),
+            ("entries held back", c.entries_held_back),
+            ("backpressure drops", c.backpressure_drops),
+            ("duplicate requests", c.duplicate_requests),
+            ("replies resent", c.replies_resent),
+            ("duplicate entries", c.duplicate_entries),
+            ("refused datagrams", c.decode_errors),
+            ("fragmented messages", c.fragmented),
+            ("retransmissions", c.retransmitted),
+            ("NACK resends", c.nack_resends),
+            ("outcome unknown", c.unknown_outcomes),
+            ("late replies", c.late_replies),
+        ] {
+            assert!(count > 0, "no run exercised {path}");
+        }
+    }
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct Encoder {
     next_fragment_id: u64,
     /// Messages dropped because even fragmentation could not carry them.
     pub oversize_dropped: u64,
+    /// Messages sent as fragments.
+    pub fragmented: u64,
 }
 
 impl Encoder {
@@ -39,6 +41,7 @@ impl Encoder {
             epoch,
             next_fragment_id: 1,
             oversize_dropped: 0,
+            fragmented: 0,
         }
     }
 
@@ -81,6 +84,7 @@ impl Encoder {
             }
             let id = self.next_fragment_id;
             self.next_fragment_id += 1;
+            self.fragmented += 1;
             for (index, chunk) in body.chunks(chunk_len).enumerate() {
                 let fragment = Message::Fragment(Fragment {
                     id,
