@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod common;
 pub mod debug;
 pub mod frontend;
 pub mod replica;

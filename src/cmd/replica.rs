@@ -1,8 +1,23 @@
-//! `dcms replica`: not built yet (see the open issues).
+//! `dcms replica`: one replica manager (leader or backup) of a cluster.
+
+use super::common::{runtime, shutdown_signal, ClusterArgs};
 
 #[derive(clap::Args, Debug)]
-pub struct ReplicaArgs {}
+pub struct ReplicaArgs {
+    /// This replica's ID in the configuration.
+    #[arg(long, env = "DCMS_REPLICA_ID")]
+    id: u64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
 
-pub fn run(_args: ReplicaArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`dcms replica` is not built yet")
+pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
+    let config = args.cluster.load()?;
+    let rt = runtime()?;
+    rt.block_on(dcms_node::replica::run_replica(
+        config,
+        args.id,
+        shutdown_signal(),
+    ))?;
+    Ok(())
 }

@@ -1,8 +1,102 @@
-//! `dcms status`: not built yet (see the open issues).
+//! `dcms status`: every process of a cluster — role, PID, epoch, leader,
+//! group, positions, digest — read from the status files the processes write
+//! in the data folder. A process whose PID is gone or whose file is stale is
+//! shown as down.
+
+use dcms_node::status::{read_all, ProcessStatus};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A status older than this means the process is not running its loop.
+const STALE_MS: u64 = 2_000;
 
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// The cluster's data folder.
+    #[arg(long, env = "DCMS_DATA_DIR", default_value = "dcms-data")]
+    data_dir: PathBuf,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: StatusArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`dcms status` is not built yet")
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+            .unwrap_or(true)
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let all = read_all(&args.data_dir);
+    anyhow::ensure!(
+        !all.is_empty(),
+        "no status files under {}: is a cluster running there (dcms up --data-dir ...)?",
+        args.data_dir.display()
+    );
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let rows: Vec<(ProcessStatus, bool, u64)> = all
+        .into_iter()
+        .map(|s| {
+            let age = now.saturating_sub(s.updated_ms);
+            let up = alive(s.pid) && age < STALE_MS;
+            (s, up, age)
+        })
+        .collect();
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(s, up, age)| {
+                let mut v = serde_json::to_value(s).expect("status serializes");
+                v["up"] = (*up).into();
+                v["status_age_ms"] = (*age).into();
+                if !up {
+                    v["role"] = "down".into();
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10}",
+        "PROCESS",
+        "ROLE",
+        "PID",
+        "EPOCH",
+        "LEADER",
+        "GROUP",
+        "APPLIED",
+        "DURABLE",
+        "COMMITTED",
+        "DIGEST"
+    );
+    for (s, up, _) in &rows {
+        let group = s
+            .group
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10}",
+            s.name,
+            if *up { s.role.as_str() } else { "down" },
+            s.pid,
+            s.epoch,
+            s.leader.map(|l| l.to_string()).unwrap_or_default(),
+            group,
+            s.applied,
+            s.durable,
+            s.committed
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            s.digest.get(..8).unwrap_or("-"),
+        );
+    }
+    Ok(())
 }

@@ -1,8 +1,218 @@
-//! `dcms up`: not built yet (see the open issues).
+//! `dcms up`: a whole cluster on 127.0.0.1 — a front end and N replicas, each
+//! its own OS process (so any one can be killed), their log lines prefixed
+//! with their names, all stopped on Ctrl-C.
+//!
+//! The configuration is written to `<data-dir>/cluster.toml` on first start
+//! (free ports, a fresh cluster secret) and reused afterwards, so the
+//! corbaloc URL and the data survive restarts.
+
+use super::common::FaultArgs;
+use anyhow::Context;
+use dcms_node::config::ClusterConfig;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
-pub struct UpArgs {}
+pub struct UpArgs {
+    /// Where the replicas' databases, the configuration and the IOR live.
+    #[arg(long, env = "DCMS_DATA_DIR", default_value = "dcms-data")]
+    data_dir: PathBuf,
+    /// Number of replicas (1 runs a single replica with no backups).
+    #[arg(long, default_value_t = 3)]
+    replicas: u64,
+    /// IIOP port of the front end on first start (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// SQLite durability on first start: full or normal.
+    #[arg(long, default_value = "full")]
+    sync: String,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
 
-pub fn run(_args: UpArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`dcms up` is not built yet")
+/// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel.
+fn free_port() -> anyhow::Result<u16> {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}
+
+fn fresh_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Loads `<data-dir>/cluster.toml`, or writes a new one.
+pub fn prepare_config(
+    data_dir: &Path,
+    replicas: u64,
+    port: u16,
+    sync: &str,
+) -> anyhow::Result<(PathBuf, ClusterConfig)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let path = data_dir.join("cluster.toml");
+    if path.exists() {
+        let config = ClusterConfig::load(&path)?;
+        anyhow::ensure!(
+            config.replicas.len() as u64 == replicas,
+            "{} describes {} replicas, not {replicas}: use another --data-dir, or remove it to start afresh",
+            path.display(),
+            config.replicas.len()
+        );
+        return Ok((path, config));
+    }
+    anyhow::ensure!(
+        (1..=9).contains(&replicas),
+        "--replicas must be between 1 and 9"
+    );
+    let abs = std::path::absolute(data_dir)?;
+    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_secret());
+    config.cluster_id = rand::random::<u64>() >> 1;
+    config.sync = sync.to_string();
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    config.frontend.iiop = addr(if port == 0 { free_port()? } else { port });
+    config.frontend.udp = addr(free_port()?);
+    for r in &mut config.replicas {
+        r.udp = addr(free_port()?);
+    }
+    config.validate()?;
+    std::fs::write(&path, config.to_toml())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok((path, config))
+}
+
+/// Starts a child `dcms` process whose output is prefixed with `name`.
+fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the dcms executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // The children die with `dcms up`, even when it is killed.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                println!("[{name:<9}] {line}");
+            }
+        });
+    }
+    Ok(child)
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    let (config_path, mut config) =
+        prepare_config(&args.data_dir, args.replicas, args.port, &args.sync)?;
+    args.faults.apply(&mut config.faults);
+    config.validate()?;
+    let config_arg = config_path.display().to_string();
+    let fault_args = args.faults.to_args();
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for r in &config.replicas {
+        let name = format!("replica-{}", r.id);
+        let mut a = vec![
+            "replica".into(),
+            "--config".into(),
+            config_arg.clone(),
+            "--id".into(),
+            r.id.to_string(),
+        ];
+        a.extend(fault_args.iter().cloned());
+        children.push((name.clone(), spawn(&name, &a, &[])?));
+    }
+    let ior_file = config.data_dir.join("dcms.ior");
+    let mut a = vec![
+        "frontend".into(),
+        "--config".into(),
+        config_arg.clone(),
+        "--ior-file".into(),
+        ior_file.display().to_string(),
+    ];
+    a.extend(fault_args.iter().cloned());
+    children.push(("frontend".into(), spawn("frontend", &a, &[])?));
+
+    let corbaloc = format!("corbaloc:iiop:{}/DCMS", config.frontend.iiop);
+    println!(
+        "dcms: {} replicas and a front end on 127.0.0.1",
+        config.replicas.len()
+    );
+    println!("dcms: corbaloc  {corbaloc}");
+    println!("dcms: IOR file  {}", ior_file.display());
+    println!("dcms: data      {}", config.data_dir.display());
+    println!("dcms: config    {}", config_path.display());
+    println!("dcms: try       dcms client --url {corbaloc} counts --manager MTL0001");
+    println!("dcms: Ctrl-C stops the cluster");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
+    }
+    let mut exited = vec![false; children.len()];
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        for (i, (name, child)) in children.iter_mut().enumerate() {
+            if !exited[i] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited[i] = true;
+                    println!("dcms: {name} exited ({status}); the others go on");
+                }
+            }
+        }
+    }
+    println!("dcms: stopping");
+    for (_, child) in &children {
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for (name, child) in &mut children {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                _ if Instant::now() > deadline => {
+                    println!("dcms: {name} did not stop in time; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+    Ok(())
 }

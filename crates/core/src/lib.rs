@@ -17,8 +17,8 @@ pub mod ops;
 pub mod snapshot;
 pub mod state;
 pub mod store;
-pub mod workload;
 mod validate;
+pub mod workload;
 
 pub use model::{
     Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId,

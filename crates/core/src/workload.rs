@@ -59,15 +59,25 @@ impl Workload {
             manager_id: self.manager(),
             first_name: format!("First{:08x}", n as u32),
             last_name: format!("Last{:08x}", (n >> 32) as u32),
-            address: format!("{} Rue Sainte-Catherine Ouest, Montréal, QC H3B 1A7, apt {}", n % 9999, n % 97),
+            address: format!(
+                "{} Rue Sainte-Catherine Ouest, Montréal, QC H3B 1A7, apt {}",
+                n % 9999,
+                n % 97
+            ),
             phone: format!("+1 (514) 555-{:04}", n % 10_000),
             specialization: "family medicine and general practice".into(),
             location: Clinic::ALL[(n % 3) as usize].location().into(),
         }
     }
 
-    /// A nurse create; about one in ten has an impossible date.
+    /// A valid nurse create.
     pub fn create_nurse(&mut self) -> Request {
+        self.nurse(28)
+    }
+
+    /// A nurse create with a February date up to `max_day` (29 is
+    /// impossible in most years).
+    fn nurse(&mut self, max_day: u64) -> Request {
         self.created += 1;
         Request::CreateNurse {
             manager_id: self.manager(),
@@ -75,7 +85,7 @@ impl Workload {
             last_name: format!("Nurse{}", self.below(1000)),
             designation: ["junior", "senior"][self.below(2) as usize].into(),
             status: ["active", "terminated"][self.below(2) as usize].into(),
-            status_date: format!("20{:02}-02-{:02}", self.below(30), 1 + self.below(29)),
+            status_date: format!("20{:02}-02-{:02}", self.below(30), 1 + self.below(max_day)),
         }
     }
 
@@ -95,12 +105,14 @@ impl Workload {
         }
         match self.below(20) {
             0..=7 => self.create_doctor(),
-            8..=9 => self.create_nurse(),
+            8..=9 => self.nurse(29),
             10..=12 => Request::EditRecord {
                 manager_id: self.manager(),
                 record_id: self.some_record(),
-                field_name: ["phone", "address", "location", "status"][self.below(4) as usize].into(),
-                new_value: ["514 555 0000", "2 Rue Peel", "lvl", "active"][self.below(4) as usize].into(),
+                field_name: ["phone", "address", "location", "status"][self.below(4) as usize]
+                    .into(),
+                new_value: ["514 555 0000", "2 Rue Peel", "lvl", "active"][self.below(4) as usize]
+                    .into(),
             },
             13..=14 => Request::TransferRecord {
                 manager_id: self.manager(),
@@ -136,6 +148,17 @@ mod tests {
     use crate::ClinicState;
 
     #[test]
+    fn all_creates_succeed() {
+        let mut state = ClinicState::new();
+        for req in Workload::new(3, Mix::AllCreates).take(2000) {
+            let (reply, effect) = state.execute(&req, 0);
+            assert!(reply.is_ok(), "{req:?}: {reply:?}");
+            state.apply(&effect);
+        }
+        assert_eq!(state.len(), 2000);
+    }
+
+    #[test]
     fn same_seed_same_requests() {
         let a: Vec<_> = Workload::new(5, Mix::Mixed).take(50).collect();
         let b: Vec<_> = Workload::new(5, Mix::Mixed).take(50).collect();
@@ -153,11 +176,25 @@ mod tests {
             state.apply(&effect);
             *seen.entry((req.operation(), reply.is_ok())).or_default() += 1;
         }
-        for op in ["createDRecord", "createNRecord", "editRecord", "transferRecord", "getRecord", "getRecordCounts", "listRecords"] {
-            assert!(seen.get(&(op, true)).copied().unwrap_or(0) > 0, "{op} never succeeded: {seen:?}");
+        for op in [
+            "createDRecord",
+            "createNRecord",
+            "editRecord",
+            "transferRecord",
+            "getRecord",
+            "getRecordCounts",
+            "listRecords",
+        ] {
+            assert!(
+                seen.get(&(op, true)).copied().unwrap_or(0) > 0,
+                "{op} never succeeded: {seen:?}"
+            );
         }
         for op in ["createNRecord", "editRecord", "transferRecord", "getRecord"] {
-            assert!(seen.get(&(op, false)).copied().unwrap_or(0) > 0, "{op} never refused: {seen:?}");
+            assert!(
+                seen.get(&(op, false)).copied().unwrap_or(0) > 0,
+                "{op} never refused: {seen:?}"
+            );
         }
     }
 }

@@ -1,0 +1,196 @@
+//! The replicated front end: a [`ClinicService`] whose requests go through
+//! the sans-IO [`FrontEnd`] sequencer to the leader over UDP.
+//!
+//! CORBA servant threads call [`ReplicatedService::call`], which hands the
+//! request to one event-loop task and waits for the single outcome. The task
+//! numbers the request, sends and retransmits it, and completes the waiter
+//! exactly once: with the reply, or with "outcome unknown" at the deadline
+//! (the request itself stays in the sequencer and is still retransmitted).
+
+use crate::clock::Clock;
+use crate::config::ClusterConfig;
+use crate::link::Link;
+use crate::replica::{address_book, initial_leader, wire_config};
+use crate::status::{ProcessStatus, StatusWriter};
+use crate::NodeError;
+use dcms_corba::{ClinicService, ServiceError};
+use dcms_core::{Reply, Request};
+use dcms_repl::{ClientOutcome, FrontEnd, FrontEndConfig};
+use std::collections::HashMap;
+use std::future::Future;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Requests accepted but not yet answered, at most; beyond, callers get
+/// TRANSIENT (COMPLETED_NO) at once instead of piling up.
+pub const MAX_QUEUED: usize = 4096;
+
+/// How a waiting caller is released.
+type Done = Result<ClientOutcome, ServiceError>;
+
+struct Submit {
+    request: Request,
+    done: std::sync::mpsc::SyncSender<Done>,
+}
+
+/// The [`ClinicService`] the CORBA server calls.
+#[derive(Clone)]
+pub struct ReplicatedService {
+    tx: mpsc::Sender<Submit>,
+}
+
+impl ClinicService for ReplicatedService {
+    fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .try_send(Submit { request, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ServiceError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    ServiceError::Unavailable("the front end is shutting down".into())
+                }
+            })?;
+        match wait.recv() {
+            Ok(Ok(ClientOutcome::Reply(reply))) => Ok(reply),
+            Ok(Ok(ClientOutcome::Unknown)) => Err(ServiceError::OutcomeUnknown),
+            Ok(Err(e)) => Err(e),
+            // The event loop ended while the request was in flight.
+            Err(_) => Err(ServiceError::OutcomeUnknown),
+        }
+    }
+}
+
+/// Binds the front end's UDP socket and returns the service plus the event
+/// loop to run (until `shutdown`).
+pub fn start_frontend(
+    config: &ClusterConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(ReplicatedService, impl Future<Output = ()> + Send + 'static), NodeError> {
+    config.validate()?;
+    let id = config.frontend.id;
+    let mut link = Link::bind(
+        config.frontend.udp,
+        address_book(config),
+        &config.faults,
+        id,
+        config.max_datagram,
+    )
+    .map_err(|e| NodeError::Io {
+        what: format!("binding UDP {}", config.frontend.udp),
+        source: e,
+    })?;
+    let mut fc = FrontEndConfig::new(wire_config(config)?, id, initial_leader(config));
+    fc.outcome_timeout_ms = config.timeouts.outcome_ms;
+    let (tx, mut rx) = mpsc::channel::<Submit>(MAX_QUEUED);
+    let data_dir = config.data_dir.clone();
+    let leader = initial_leader(config);
+    let event_loop = async move {
+        let clock = Clock::new();
+        let mut fe = FrontEnd::new(fc);
+        let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
+        let mut status = StatusWriter::new(&data_dir, "frontend");
+        tokio::pin!(shutdown);
+        info!(frontend = id, leader = %leader, "front end sequencer running");
+        loop {
+            let deadline = fe.next_deadline().map(|ms| clock.instant_at(ms));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(s) = rx.recv() => {
+                    let now = clock.now_ms();
+                    submit(&mut fe, &mut waiters, now, s);
+                    while let Ok(s) = rx.try_recv() {
+                        submit(&mut fe, &mut waiters, now, s);
+                    }
+                }
+                (bytes, _) = link.recv() => {
+                    let now = clock.now_ms();
+                    feed(&mut fe, now, &bytes);
+                    while let Some((bytes, _)) = link.try_recv() {
+                        feed(&mut fe, now, &bytes);
+                    }
+                }
+                _ = sleep => fe.tick(clock.now_ms()),
+            }
+            let ready = fe.ready();
+            for t in ready.transmits {
+                link.send(t);
+            }
+            for c in ready.completions {
+                match waiters.remove(&c.seq) {
+                    Some(done) => {
+                        if matches!(c.outcome, ClientOutcome::Unknown) {
+                            warn!(
+                                seq = c.seq,
+                                "no outcome by the deadline: the client hears COMPLETED_MAYBE"
+                            );
+                        }
+                        let _ = done.try_send(Ok(c.outcome));
+                    }
+                    None => debug!(seq = c.seq, "completion without a waiter"),
+                }
+            }
+            for (seq, _) in ready.late_replies {
+                info!(
+                    seq,
+                    "a request reported as unknown has completed after its deadline"
+                );
+            }
+            status.maybe_write(clock.now_ms(), || ProcessStatus {
+                name: "frontend".into(),
+                id,
+                role: "frontend".into(),
+                pid: std::process::id(),
+                epoch: 0,
+                leader: Some(leader.0),
+                group: Vec::new(),
+                applied: 0,
+                durable: 0,
+                committed: None,
+                digest: String::new(),
+                stats: serde_json::json!({
+                    "unanswered": fe.unanswered(),
+                    "rto_ms": fe.rto_ms(),
+                    "protocol": format!("{:?}", fe.stats()),
+                    "link": format!("{:?}", link.stats),
+                }),
+                updated_ms: clock.now_ms(),
+            });
+        }
+        // Waiters still open learn that the outcome is unknown.
+        for (_, done) in waiters.drain() {
+            let _ = done.try_send(Ok(ClientOutcome::Unknown));
+        }
+        info!("front end sequencer stopped");
+    };
+    Ok((ReplicatedService { tx }, event_loop))
+}
+
+fn submit(
+    fe: &mut FrontEnd,
+    waiters: &mut HashMap<u64, std::sync::mpsc::SyncSender<Done>>,
+    now: u64,
+    s: Submit,
+) {
+    if fe.unanswered() >= MAX_QUEUED {
+        // Not started: the client may safely retry.
+        let _ = s.done.try_send(Err(ServiceError::Overloaded));
+        return;
+    }
+    let span = tracing::debug_span!("request", op = s.request.operation());
+    let _g = span.enter();
+    let seq = fe.submit(now, s.request);
+    debug!(seq, "submitted");
+    waiters.insert(seq, s.done);
+}
+
+fn feed(fe: &mut FrontEnd, now: u64, bytes: &[u8]) {
+    if let Err(e) = fe.handle_datagram(now, bytes) {
+        warn!(error = %e, "datagram refused");
+    }
+}

@@ -1,0 +1,182 @@
+//! The replica process: a UDP link, the sans-IO [`Replica`] state machine, a
+//! store thread, and a status file. One event loop feeds the state machine
+//! datagrams, durable positions and timer ticks, then carries out its
+//! `ready()`: send datagrams, queue entries for commit, report events.
+
+use crate::clock::Clock;
+use crate::config::ClusterConfig;
+use crate::link::Link;
+use crate::persist::{Persisted, Persister};
+use crate::status::{ProcessStatus, StatusWriter};
+use crate::NodeError;
+use dcms_core::Store;
+use dcms_repl::wire::WireConfig;
+use dcms_repl::{NodeId, Recovered, Replica, ReplicaConfig, ReplicaEvent, Role};
+use std::collections::HashMap;
+use std::future::Future;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// Datagrams handled per turn before the outputs are flushed.
+const BURST: usize = 64;
+
+/// The leader before any election: the highest replica ID, as the bully
+/// algorithm would choose.
+pub fn initial_leader(config: &ClusterConfig) -> NodeId {
+    NodeId(
+        config
+            .replicas
+            .iter()
+            .map(|r| r.id)
+            .max()
+            .expect("validated: replicas exist"),
+    )
+}
+
+pub fn wire_config(config: &ClusterConfig) -> Result<WireConfig, NodeError> {
+    let mut wire = WireConfig::new(config.cluster_id, config.secret_bytes()?);
+    wire.max_datagram = config.max_datagram;
+    Ok(wire)
+}
+
+/// Every node's UDP address, by node ID.
+pub fn address_book(config: &ClusterConfig) -> HashMap<NodeId, std::net::SocketAddr> {
+    let mut peers: HashMap<_, _> = config
+        .replicas
+        .iter()
+        .map(|r| (NodeId(r.id), r.udp))
+        .collect();
+    peers.insert(NodeId(config.frontend.id), config.frontend.udp);
+    peers
+}
+
+/// Runs replica `id` until `shutdown` completes.
+pub async fn run_replica(
+    config: ClusterConfig,
+    id: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let me = config.replica(id)?.clone();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Io {
+        what: format!("creating {}", config.data_dir.display()),
+        source: e,
+    })?;
+    let db = config.replica_db(id);
+    let store = Store::open(&db, config.sync_mode()?)?;
+    let group: Vec<NodeId> = config.replicas.iter().map(|r| NodeId(r.id)).collect();
+    let leader = initial_leader(&config);
+    let mut rc = ReplicaConfig::new(wire_config(&config)?, NodeId(id), group.clone(), leader);
+    rc.retransmit_ms = config.timeouts.retransmit_ms;
+    rc.nack_retry_ms = config.timeouts.nack_retry_ms;
+    let recovered = Recovered::from_store(&store, rc.reply_cache)?;
+    info!(
+        replica = id,
+        db = %db.display(),
+        last_applied = recovered.last_applied,
+        records = recovered.state.len(),
+        digest = %recovered.state.digest().short(),
+        "recovered from the store"
+    );
+    let mut replica = Replica::new(rc, recovered);
+    let mut link = Link::bind(
+        me.udp,
+        address_book(&config),
+        &config.faults,
+        id,
+        config.max_datagram,
+    )
+    .map_err(|e| NodeError::Io {
+        what: format!("binding UDP {}", me.udp),
+        source: e,
+    })?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let persister = Persister::start(store, done_tx);
+    let clock = Clock::new();
+    let mut status = StatusWriter::new(&config.data_dir, &format!("replica-{id}"));
+    info!(replica = id, udp = %me.udp, role = ?replica.role(), leader = %leader, epoch = replica.epoch(), "replica running");
+    tokio::pin!(shutdown);
+    loop {
+        let deadline = replica.next_deadline().map(|ms| clock.instant_at(ms));
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            (bytes, _) = link.recv() => {
+                let now = clock.now_ms();
+                feed(&mut replica, now, &bytes);
+                for _ in 0..BURST {
+                    match link.try_recv() {
+                        Some((bytes, _)) => feed(&mut replica, now, &bytes),
+                        None => break,
+                    }
+                }
+            }
+            Some(p) = done_rx.recv() => match p {
+                Persisted::UpTo(position) => {
+                    let mut upto = position;
+                    while let Ok(Persisted::UpTo(p)) = done_rx.try_recv() { upto = p; }
+                    replica.persisted(clock.now_ms(), upto);
+                }
+                Persisted::Failed(why) => {
+                    error!(replica = id, %why, "a durable commit failed; stopping");
+                    return Err(NodeError::Durability(why));
+                }
+            },
+            _ = sleep => replica.tick(clock.now_ms()),
+        }
+        let ready = replica.ready();
+        for t in ready.transmits {
+            link.send(t);
+        }
+        if !ready.persist.is_empty() {
+            persister.persist(ready.persist);
+        }
+        for event in ready.events {
+            match event {
+                ReplicaEvent::Divergence {
+                    backup,
+                    position,
+                    leader,
+                    backup_digest,
+                } => error!(
+                    %backup, position, leader = %leader.short(), backup_digest = %backup_digest.short(),
+                    "REPLICAS DIVERGED: a backup's state differs from the leader's at the same position"
+                ),
+            }
+        }
+        status.maybe_write(clock.now_ms(), || ProcessStatus {
+            name: format!("replica-{id}"),
+            id,
+            role: match replica.role() {
+                Role::Leader => "leader".into(),
+                Role::Backup => "backup".into(),
+            },
+            pid: std::process::id(),
+            epoch: replica.epoch(),
+            leader: Some(leader.0),
+            group: group.iter().map(|n| n.0).collect(),
+            applied: replica.applied(),
+            durable: replica.durable(),
+            committed: replica.committed(),
+            digest: replica.digest().to_hex(),
+            stats: serde_json::json!({
+                "protocol": format!("{:?}", replica.stats()),
+                "link": format!("{:?}", link.stats),
+            }),
+            updated_ms: clock.now_ms(),
+        });
+    }
+    info!(replica = id, "replica stopped");
+    Ok(())
+}
+
+fn feed(replica: &mut Replica, now: u64, bytes: &[u8]) {
+    if let Err(e) = replica.handle_datagram(now, bytes) {
+        warn!(error = %e, "datagram refused");
+    }
+}

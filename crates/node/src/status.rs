@@ -1,0 +1,79 @@
+//! Status files: each process writes `status/<name>.json` in the data folder
+//! a few times a second; `dcms status` reads them and checks that each PID
+//! is alive. Written to a temporary file and renamed, so a reader never sees
+//! half a file.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Milliseconds between status writes.
+pub const STATUS_INTERVAL_MS: u64 = 200;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub id: u64,
+    /// leader, backup or frontend.
+    pub role: String,
+    pub pid: u32,
+    pub epoch: u64,
+    pub leader: Option<u64>,
+    pub group: Vec<u64>,
+    pub applied: u64,
+    pub durable: u64,
+    pub committed: Option<u64>,
+    pub digest: String,
+    pub stats: serde_json::Value,
+    /// When this was written (ms since the Unix epoch).
+    pub updated_ms: u64,
+}
+
+pub fn status_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("status")
+}
+
+pub struct StatusWriter {
+    path: PathBuf,
+    last_ms: u64,
+}
+
+impl StatusWriter {
+    pub fn new(data_dir: &Path, name: &str) -> StatusWriter {
+        let dir = status_dir(data_dir);
+        let _ = std::fs::create_dir_all(&dir);
+        StatusWriter {
+            path: dir.join(format!("{name}.json")),
+            last_ms: 0,
+        }
+    }
+
+    /// Writes the status if the last write is older than the interval.
+    pub fn maybe_write(&mut self, now_ms: u64, status: impl FnOnce() -> ProcessStatus) {
+        if now_ms < self.last_ms + STATUS_INTERVAL_MS {
+            return;
+        }
+        self.last_ms = now_ms;
+        let tmp = self.path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(&status()).expect("status serializes");
+        if std::fs::write(&tmp, json)
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .is_err()
+        {
+            tracing::debug!(path = %self.path.display(), "could not write the status file");
+        }
+    }
+}
+
+/// Reads every status file in the data folder.
+pub fn read_all(data_dir: &Path) -> Vec<ProcessStatus> {
+    let Ok(entries) = std::fs::read_dir(status_dir(data_dir)) else {
+        return Vec::new();
+    };
+    let mut all: Vec<ProcessStatus> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}

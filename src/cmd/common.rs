@@ -1,0 +1,121 @@
+//! Flags shared by the processes of a cluster: where the configuration is,
+//! and single values that override it (also from `DCMS_*` variables).
+
+use anyhow::Context;
+use dcms_node::config::ClusterConfig;
+use dcms_node::faults::FaultConfig;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FaultArgs {
+    /// Testing: probability of losing each datagram sent or received.
+    #[arg(long, env = "DCMS_FAULT_DROP")]
+    pub fault_drop: Option<f64>,
+    /// Testing: probability of delivering a datagram twice.
+    #[arg(long, env = "DCMS_FAULT_DUP")]
+    pub fault_dup: Option<f64>,
+    /// Testing: probability of holding a datagram back so later ones overtake it.
+    #[arg(long, env = "DCMS_FAULT_REORDER")]
+    pub fault_reorder: Option<f64>,
+    /// Testing: delay every datagram by MIN..MAX milliseconds.
+    #[arg(long, env = "DCMS_FAULT_DELAY_MS", value_parser = FaultConfig::parse_delay)]
+    pub fault_delay_ms: Option<(u64, u64)>,
+    /// Testing: seed of the fault generator.
+    #[arg(long, env = "DCMS_FAULT_SEED")]
+    pub fault_seed: Option<u64>,
+}
+
+impl FaultArgs {
+    pub fn apply(&self, faults: &mut FaultConfig) {
+        if let Some(p) = self.fault_drop {
+            faults.drop = p;
+        }
+        if let Some(p) = self.fault_dup {
+            faults.dup = p;
+        }
+        if let Some(p) = self.fault_reorder {
+            faults.reorder = p;
+        }
+        if let Some((min, max)) = self.fault_delay_ms {
+            faults.delay_min_ms = min;
+            faults.delay_max_ms = max;
+        }
+        if let Some(s) = self.fault_seed {
+            faults.seed = s;
+        }
+    }
+
+    /// The flags again, to pass on to a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push(k.to_string());
+                out.push(v);
+            }
+        };
+        push("--fault-drop", self.fault_drop.map(|v| v.to_string()));
+        push("--fault-dup", self.fault_dup.map(|v| v.to_string()));
+        push("--fault-reorder", self.fault_reorder.map(|v| v.to_string()));
+        push(
+            "--fault-delay-ms",
+            self.fault_delay_ms.map(|(a, b)| format!("{a}..{b}")),
+        );
+        push("--fault-seed", self.fault_seed.map(|v| v.to_string()));
+        out
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// The cluster configuration (TOML), as `dcms up` writes it.
+    #[arg(long, env = "DCMS_CONFIG")]
+    pub config: PathBuf,
+    /// Override the data folder.
+    #[arg(long, env = "DCMS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Override the client deadline (ms) after which an unknown outcome is reported.
+    #[arg(long, env = "DCMS_OUTCOME_TIMEOUT_MS")]
+    pub outcome_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+impl ClusterArgs {
+    pub fn load(&self) -> anyhow::Result<ClusterConfig> {
+        let mut config = ClusterConfig::load(&self.config).with_context(|| {
+            format!(
+                "loading the cluster configuration {}",
+                self.config.display()
+            )
+        })?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(ms) = self.outcome_timeout_ms {
+            config.timeouts.outcome_ms = ms;
+        }
+        self.faults.apply(&mut config.faults);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A multi-threaded tokio runtime for a process's event loops.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
