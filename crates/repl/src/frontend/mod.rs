@@ -17,7 +17,9 @@ pub mod rto;
 mod tests;
 
 use crate::ids::{Epoch, NodeId, Seq, StreamId};
-use crate::wire::{Decoder, Encoder, Message, Reassembler, Transmit, WireConfig, WireError};
+use crate::wire::{
+    Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
+};
 use dcms_core::{Reply, Request};
 use rto::RttEstimator;
 use std::collections::BTreeMap;
@@ -217,15 +219,15 @@ impl FrontEnd {
         });
     }
 
-    /// Handles one received datagram.
-    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), WireError> {
+    /// Handles one received datagram; returns its authenticated header.
+    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<Header, WireError> {
         let datagram = self.decoder.decode(bytes).inspect_err(|_| {
             self.stats.decode_errors += 1;
         })?;
         let header = datagram.header;
         if header.epoch < self.epoch {
             self.stats.stale_epoch += 1;
-            return Ok(());
+            return Ok(header);
         }
         if header.epoch > self.epoch {
             self.epoch = header.epoch;
@@ -245,7 +247,7 @@ impl FrontEnd {
             };
             self.handle_message(now_ms, message);
         }
-        Ok(())
+        Ok(header)
     }
 
     /// Handles one authenticated message from a replica.

@@ -25,7 +25,9 @@ mod tests;
 use crate::ids::{Epoch, NodeId, Position};
 use crate::recover::Recovered;
 use crate::session::Sessions;
-use crate::wire::{Decoder, Encoder, Message, Reassembler, Transmit, WireConfig, WireError};
+use crate::wire::{
+    Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
+};
 use backup::BackupState;
 use dcms_core::{ClinicState, LogEntry, StateDigest};
 use leader::LeaderState;
@@ -301,10 +303,12 @@ impl Replica {
         &self.core.stats
     }
 
-    /// Handles one received datagram at time `now_ms`. A refused datagram
-    /// changes nothing and returns why (the shell counts it; so does
+    /// Handles one received datagram at time `now_ms`. Returns its
+    /// authenticated header, so the shell can remember the source address
+    /// of `header.sender` (a front end's replies go there). A refused
+    /// datagram changes nothing and returns why (the shell counts it; so does
     /// [`ReplicaStats::decode_errors`]).
-    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), WireError> {
+    pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<Header, WireError> {
         let datagram = match self.decoder.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
@@ -312,21 +316,22 @@ impl Replica {
                 return Err(e);
             }
         };
-        let from = datagram.header.sender;
+        let header = datagram.header;
+        let from = header.sender;
         if self.core.is_replica(from) {
             if from == self.core.config.me {
                 self.core.stats.unexpected += 1;
-                return Ok(());
+                return Ok(header);
             }
             if datagram.header.epoch < self.epoch {
                 self.core.stats.stale_epoch += 1;
-                return Ok(());
+                return Ok(header);
             }
             if datagram.header.epoch > self.epoch {
                 // View changes come with membership (a later issue): until
                 // then a newer epoch is not ours to follow.
                 self.core.stats.future_epoch += 1;
-                return Ok(());
+                return Ok(header);
             }
         }
         // Front ends' messages carry no epoch we check: requests are
@@ -345,7 +350,7 @@ impl Replica {
             };
             self.handle_message(now_ms, from, message);
         }
-        Ok(())
+        Ok(header)
     }
 
     /// Handles one authenticated message from `from` (already epoch-checked).
@@ -428,12 +433,18 @@ impl Replica {
             && self.core.events.is_empty())
     }
 
-    /// Drains the outputs. Messages to one destination keep their order and
-    /// are packed into as few datagrams as fit.
+    /// Drains the outputs. Messages to one destination keep their order
+    /// (only the newest of several acks is kept) and are packed into as few
+    /// datagrams as fit.
     pub fn ready(&mut self) -> ReplicaReady {
         let mut by_destination: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
         for (to, message) in self.core.outbox.drain(..) {
-            by_destination.entry(to).or_default().push(message);
+            let queue = by_destination.entry(to).or_default();
+            if matches!(message, Message::Ack { .. }) {
+                // Acks are cumulative: only the newest one matters.
+                queue.retain(|m| !matches!(m, Message::Ack { .. }));
+            }
+            queue.push(message);
         }
         let mut transmits = Vec::new();
         for (to, messages) in by_destination {
