@@ -1,1 +1,27 @@
-//! dcms-corba (to come)
+//! dcms-corba: the CORBA front door of dcms (`idl/dcms.idl`).
+//!
+//! - [`service`]: [`ClinicService`], the narrow interface the front door
+//!   calls, and [`Standalone`], one in-process store behind it.
+//! - [`idl`]: the IDL's types and exceptions and their CDR marshalling.
+//! - [`servant`]: the `DCMS::ClinicManagement` servant (dispatch of the
+//!   seven operations, error mapping, admission control).
+//! - [`server`]: [`serve`], an ORB serving a `ClinicService` at
+//!   `corbaloc:iiop:HOST:PORT/DCMS`, optionally bound in CosNaming.
+//! - [`client`]: [`ClinicClient`], typed stubs of the seven operations.
+//!
+//! Built on rustorb-core 0.2; the stubs and skeleton are hand-written.
+
+pub mod client;
+pub mod idl;
+pub mod servant;
+pub mod server;
+pub mod service;
+
+pub use client::{CallError, ClientOptions, ClinicClient};
+pub use idl::{DcmsException, IdlRecord, RecordKind};
+pub use servant::{Admission, ClinicServant};
+pub use server::{serve, RunningServer, ServeError, ServeOptions};
+pub use service::{ClinicService, ServiceError, Standalone};
+
+#[cfg(test)]
+mod tests;

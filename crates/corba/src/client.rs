@@ -1,0 +1,263 @@
+//! Typed client stubs of `DCMS::ClinicManagement`.
+//!
+//! A [`ClinicClient`] is cheap to clone and safe to share between threads:
+//! every clone uses the same ORB and so the same GIOP connection to the
+//! server, on which requests from many threads are multiplexed.
+
+use std::time::Duration;
+
+use rustorb_core::{
+    CompletionStatus, Exception, InStream, ObjectRef, Orb, OrbOptions, SystemException,
+    SystemExceptionKind,
+};
+
+use crate::idl::{self, DcmsException, IdlRecord};
+
+/// How an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// One of the IDL's user exceptions.
+    #[error("{0}")]
+    User(DcmsException),
+    /// A CORBA system exception (from the server or raised locally).
+    #[error("{0}")]
+    System(SystemException),
+}
+
+impl CallError {
+    pub fn as_user(&self) -> Option<&DcmsException> {
+        match self {
+            CallError::User(e) => Some(e),
+            CallError::System(_) => None,
+        }
+    }
+
+    pub fn as_system(&self) -> Option<&SystemException> {
+        match self {
+            CallError::System(e) => Some(e),
+            CallError::User(_) => None,
+        }
+    }
+}
+
+impl From<SystemException> for CallError {
+    fn from(e: SystemException) -> CallError {
+        CallError::System(e)
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long to wait for a reply (`TIMEOUT`, completed maybe, after).
+    pub call_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A reference to a `DCMS::ClinicManagement` object.
+#[derive(Clone)]
+pub struct ClinicClient {
+    orb: Orb,
+    object: ObjectRef,
+}
+
+impl std::fmt::Debug for ClinicClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClinicClient").finish_non_exhaustive()
+    }
+}
+
+impl ClinicClient {
+    /// A client of the object at `reference`: a stringified IOR, a
+    /// `corbaloc:` or a `corbaname:` URL (resolved now, in the naming
+    /// service it names).
+    pub fn connect(reference: &str, opts: &ClientOptions) -> Result<ClinicClient, CallError> {
+        let options = OrbOptions {
+            connect_timeout: Some(opts.connect_timeout),
+            request_timeout: Some(opts.call_timeout),
+            io_threads: 2,
+            ..OrbOptions::default()
+        };
+        let orb = Orb::with_options(options)?;
+        ClinicClient::with_orb(&orb, reference)
+    }
+
+    /// A client using an existing ORB.
+    pub fn with_orb(orb: &Orb, reference: &str) -> Result<ClinicClient, CallError> {
+        let object = orb.string_to_object(reference.trim())?.ok_or_else(|| {
+            SystemException::new(SystemExceptionKind::INV_OBJREF, 0, CompletionStatus::No)
+        })?;
+        Ok(ClinicClient {
+            orb: orb.clone(),
+            object,
+        })
+    }
+
+    /// The object reference.
+    pub fn object(&self) -> &ObjectRef {
+        &self.object
+    }
+
+    pub fn orb(&self) -> &Orb {
+        &self.orb
+    }
+
+    /// Whether the object says it is a `DCMS::ClinicManagement`.
+    pub fn is_clinic_management(&self) -> Result<bool, CallError> {
+        self.object
+            .is_a(idl::INTERFACE_ID)
+            .map_err(|e| map_exception("_is_a", e))
+    }
+
+    fn call<T>(
+        &self,
+        operation: &str,
+        args: &[&str],
+        read: impl FnOnce(&mut InStream<'_>) -> Result<T, SystemException>,
+    ) -> Result<T, CallError> {
+        let reply = self
+            .object
+            .request(operation)
+            .args(|out| {
+                for a in args {
+                    out.write_string(a)?;
+                }
+                Ok(())
+            })
+            .invoke()
+            .map_err(|e| map_exception(operation, e))?;
+        let mut input = reply.input();
+        Ok(read(&mut input)?)
+    }
+
+    fn call_string(&self, operation: &str, args: &[&str]) -> Result<String, CallError> {
+        self.call(operation, args, |i| i.read_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_d_record(
+        &self,
+        manager_id: &str,
+        first_name: &str,
+        last_name: &str,
+        address: &str,
+        phone: &str,
+        specialization: &str,
+        location: &str,
+    ) -> Result<String, CallError> {
+        self.call_string(
+            "createDRecord",
+            &[
+                manager_id,
+                first_name,
+                last_name,
+                address,
+                phone,
+                specialization,
+                location,
+            ],
+        )
+    }
+
+    pub fn create_n_record(
+        &self,
+        manager_id: &str,
+        first_name: &str,
+        last_name: &str,
+        designation: &str,
+        status: &str,
+        status_date: &str,
+    ) -> Result<String, CallError> {
+        self.call_string(
+            "createNRecord",
+            &[
+                manager_id,
+                first_name,
+                last_name,
+                designation,
+                status,
+                status_date,
+            ],
+        )
+    }
+
+    pub fn get_record_counts(&self, manager_id: &str) -> Result<String, CallError> {
+        self.call_string("getRecordCounts", &[manager_id])
+    }
+
+    pub fn edit_record(
+        &self,
+        manager_id: &str,
+        record_id: &str,
+        field_name: &str,
+        new_value: &str,
+    ) -> Result<String, CallError> {
+        self.call_string(
+            "editRecord",
+            &[manager_id, record_id, field_name, new_value],
+        )
+    }
+
+    pub fn transfer_record(
+        &self,
+        manager_id: &str,
+        record_id: &str,
+        remote_clinic_server_name: &str,
+    ) -> Result<String, CallError> {
+        self.call_string(
+            "transferRecord",
+            &[manager_id, record_id, remote_clinic_server_name],
+        )
+    }
+
+    pub fn get_record(&self, manager_id: &str, record_id: &str) -> Result<IdlRecord, CallError> {
+        self.call("getRecord", &[manager_id, record_id], IdlRecord::read)
+    }
+
+    pub fn list_records(
+        &self,
+        manager_id: &str,
+        last_name_prefix: &str,
+    ) -> Result<Vec<IdlRecord>, CallError> {
+        self.call(
+            "listRecords",
+            &[manager_id, last_name_prefix],
+            idl::read_record_list,
+        )
+    }
+}
+
+/// An invocation's exception as a [`CallError`]: our user exceptions with
+/// their members; any other user exception is `UNKNOWN` (minor
+/// `UNLISTED_USER_EXCEPTION`), as an IDL stub would raise.
+fn map_exception(operation: &str, e: Exception) -> CallError {
+    match e {
+        Exception::System(e) => CallError::System(e),
+        Exception::User(u) => {
+            let id = u.repository_id().to_string();
+            let decoded = u
+                .input()
+                .ok()
+                .and_then(|mut input| DcmsException::read_members(&id, &mut input));
+            match decoded {
+                Some(Ok(ex)) if idl::raises(operation, &ex) => CallError::User(ex),
+                Some(Err(e)) => CallError::System(e),
+                _ => CallError::System(SystemException::new(
+                    SystemExceptionKind::UNKNOWN,
+                    rustorb_core::minor::UNLISTED_USER_EXCEPTION,
+                    CompletionStatus::Yes,
+                )),
+            }
+        }
+    }
+}

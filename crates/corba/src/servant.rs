@@ -1,0 +1,299 @@
+//! The `DCMS::ClinicManagement` servant: decodes the seven operations,
+//! runs them on a [`ClinicService`] and encodes the outcome, with a bound
+//! on the requests running and waiting at once.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use dcms_core::{DomainError, Outcome, Reply, Request};
+use rustorb_core::{
+    minor, CompletionStatus, InStream, OutStream, Servant, ServerReply, SystemException,
+    SystemExceptionKind,
+};
+
+use crate::idl::{self, DcmsException, IdlRecord};
+use crate::service::{ClinicService, ServiceError};
+
+/// Reads the `in` arguments of `operation`. `BAD_OPERATION` (minor
+/// `UNKNOWN_OPERATION`) for an operation the IDL does not have, `MARSHAL`
+/// (completed no) for a body that does not decode, including trailing bytes
+/// that no argument accounts for.
+pub fn decode_request(
+    operation: &str,
+    input: &mut InStream<'_>,
+) -> Result<Request, SystemException> {
+    let mut s = || input.read_string();
+    let request = match operation {
+        "createDRecord" => Request::CreateDoctor {
+            manager_id: s()?,
+            first_name: s()?,
+            last_name: s()?,
+            address: s()?,
+            phone: s()?,
+            specialization: s()?,
+            location: s()?,
+        },
+        "createNRecord" => Request::CreateNurse {
+            manager_id: s()?,
+            first_name: s()?,
+            last_name: s()?,
+            designation: s()?,
+            status: s()?,
+            status_date: s()?,
+        },
+        "getRecordCounts" => Request::GetRecordCounts { manager_id: s()? },
+        "editRecord" => Request::EditRecord {
+            manager_id: s()?,
+            record_id: s()?,
+            field_name: s()?,
+            new_value: s()?,
+        },
+        "transferRecord" => Request::TransferRecord {
+            manager_id: s()?,
+            record_id: s()?,
+            remote_clinic: s()?,
+        },
+        "getRecord" => Request::GetRecord {
+            manager_id: s()?,
+            record_id: s()?,
+        },
+        "listRecords" => Request::ListRecords {
+            manager_id: s()?,
+            last_name_prefix: s()?,
+        },
+        _ => {
+            return Err(SystemException::new(
+                SystemExceptionKind::BAD_OPERATION,
+                minor::UNKNOWN_OPERATION,
+                CompletionStatus::No,
+            ))
+        }
+    };
+    Ok(request)
+}
+
+/// What the client gets for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A `string` result.
+    Text(String),
+    /// A `Record` result.
+    Record(Box<IdlRecord>),
+    /// A `RecordList` result.
+    Records(Vec<IdlRecord>),
+    /// A user exception of the IDL.
+    User(DcmsException),
+    /// A system exception.
+    System(SystemException),
+}
+
+/// The vendor minor code of the `TRANSIENT` for an overloaded front end
+/// ("DC" in the high bytes; not an OMG code).
+pub const MINOR_OVERLOADED: u32 = 0x4443_0001;
+/// The vendor minor code of the `TRANSIENT` for an outcome not known.
+pub const MINOR_OUTCOME_UNKNOWN: u32 = 0x4443_0002;
+
+/// Maps what the service said about `operation` to the client's answer.
+pub fn answer(operation: &str, result: Result<Reply, ServiceError>) -> Answer {
+    match result {
+        Ok(Ok(outcome)) => match outcome {
+            Outcome::RecordId(id) => Answer::Text(id.to_string()),
+            Outcome::Counts(c) => Answer::Text(c.to_string()),
+            Outcome::Record(r) => Answer::Record(Box::new(IdlRecord::from(&r))),
+            Outcome::Records(rs) => Answer::Records(rs.iter().map(IdlRecord::from).collect()),
+        },
+        Ok(Err(e)) => Answer::User(domain_exception(operation, e)),
+        Err(ServiceError::Unavailable(reason)) => {
+            Answer::User(DcmsException::Unavailable { reason })
+        }
+        Err(ServiceError::Overloaded) => Answer::System(SystemException::new(
+            SystemExceptionKind::TRANSIENT,
+            MINOR_OVERLOADED,
+            CompletionStatus::No,
+        )),
+        Err(ServiceError::OutcomeUnknown) => Answer::System(SystemException::new(
+            SystemExceptionKind::TRANSIENT,
+            MINOR_OUTCOME_UNKNOWN,
+            CompletionStatus::Maybe,
+        )),
+    }
+}
+
+/// A domain error as the IDL exception `operation` declares. `Exhausted`
+/// is `Unavailable`; a `NotFound` from an operation that does not declare
+/// it (none does today) becomes `InvalidRequest` on `recordID`.
+pub fn domain_exception(operation: &str, e: DomainError) -> DcmsException {
+    let ex = match e {
+        DomainError::InvalidRequest { field, reason } => {
+            DcmsException::InvalidRequest { field, reason }
+        }
+        DomainError::NotFound { record_id } => DcmsException::NotFound { record_id },
+        DomainError::NotAuthorized { manager_id, reason } => {
+            DcmsException::NotAuthorized { manager_id, reason }
+        }
+        DomainError::Exhausted { reason } => DcmsException::Unavailable { reason },
+    };
+    if idl::raises(operation, &ex) {
+        return ex;
+    }
+    DcmsException::InvalidRequest {
+        field: "recordID".into(),
+        reason: ex.to_string(),
+    }
+}
+
+/// Writes a successful answer's result.
+pub fn write_result(answer: &Answer, out: &mut OutStream<'_>) -> Result<(), SystemException> {
+    match answer {
+        Answer::Text(s) => out.write_string(s),
+        Answer::Record(r) => r.write(out),
+        Answer::Records(rs) => idl::write_record_list(out, rs),
+        Answer::User(_) | Answer::System(_) => Ok(()),
+    }
+}
+
+/// Limits on the requests a servant runs at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Requests running in the service at once.
+    pub max_running: usize,
+    /// Requests waiting for one of those slots. Beyond running + waiting, a
+    /// request is refused at once with `TRANSIENT`, completed no.
+    pub max_waiting: usize,
+    /// How long a request waits for a slot before it is refused the same
+    /// way.
+    pub max_wait: Duration,
+}
+
+impl Default for Admission {
+    fn default() -> Admission {
+        Admission {
+            max_running: 32,
+            max_waiting: 64,
+            max_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    running: usize,
+    waiting: usize,
+}
+
+#[derive(Debug)]
+struct Gate {
+    limits: Admission,
+    slots: Mutex<Slots>,
+    freed: Condvar,
+}
+
+/// A running slot, given back on drop.
+struct Permit<'a>(&'a Gate);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.slots.lock().unwrap_or_else(|p| p.into_inner());
+        s.running -= 1;
+        drop(s);
+        self.0.freed.notify_one();
+    }
+}
+
+impl Gate {
+    fn enter(&self) -> Option<Permit<'_>> {
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if s.running < self.limits.max_running {
+            s.running += 1;
+            return Some(Permit(self));
+        }
+        if s.waiting >= self.limits.max_waiting {
+            return None;
+        }
+        s.waiting += 1;
+        let deadline = Instant::now() + self.limits.max_wait;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                s.waiting -= 1;
+                return None;
+            }
+            s = self
+                .freed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if s.running < self.limits.max_running {
+                s.waiting -= 1;
+                s.running += 1;
+                return Some(Permit(self));
+            }
+        }
+    }
+}
+
+/// The servant of `DCMS::ClinicManagement`.
+pub struct ClinicServant {
+    service: Arc<dyn ClinicService>,
+    gate: Gate,
+}
+
+impl std::fmt::Debug for ClinicServant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClinicServant")
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClinicServant {
+    pub fn new(service: Arc<dyn ClinicService>, admission: Admission) -> ClinicServant {
+        ClinicServant {
+            service,
+            gate: Gate {
+                limits: Admission {
+                    max_running: admission.max_running.max(1),
+                    ..admission
+                },
+                slots: Mutex::default(),
+                freed: Condvar::new(),
+            },
+        }
+    }
+
+    /// Decodes, runs and answers one request, without the ORB's reply.
+    pub fn handle(&self, operation: &str, input: &mut InStream<'_>) -> Answer {
+        let request = match decode_request(operation, input) {
+            Ok(r) => r,
+            Err(e) => return Answer::System(e),
+        };
+        let Some(_permit) = self.gate.enter() else {
+            tracing::warn!("refusing {operation}: too many requests at once");
+            return answer(operation, Err(ServiceError::Overloaded));
+        };
+        let result = self.service.call(request);
+        answer(operation, result)
+    }
+}
+
+impl Servant for ClinicServant {
+    fn repository_id(&self) -> &str {
+        idl::INTERFACE_ID
+    }
+
+    fn dispatch(
+        &self,
+        operation: &str,
+        input: &mut InStream<'_>,
+        reply: &mut ServerReply,
+    ) -> Result<(), SystemException> {
+        match self.handle(operation, input) {
+            Answer::System(e) => Err(e),
+            Answer::User(ex) => {
+                let mut out = reply.user_exception(ex.repository_id())?;
+                ex.write_members(&mut out)
+            }
+            ok => write_result(&ok, &mut reply.output()),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Serving a [`ClinicService`] over IIOP: [`serve`] starts an ORB on one
+//! endpoint, activates the servant under the simple key `DCMS`
+//! (`corbaloc:iiop:HOST:PORT/DCMS`) and optionally binds it in CosNaming.
+//!
+//! Robustness settings, all in [`ServeOptions`] (rustorb's own defaults in
+//! brackets):
+//!
+//! - `max_message_size` 1 MiB [64 MiB]: the largest GIOP message accepted
+//!   or sent. A request over it closes that connection only; a reply over
+//!   it (a `listRecords` of several thousand records) becomes `MARSHAL`,
+//!   completed yes.
+//! - `idle_timeout` 60 s [180 s]: a connection with no request for that
+//!   long, and none running, is closed with `CloseConnection`. This covers
+//!   a connection that never sends anything. (rustorb 0.2 does not time out
+//!   a connection that stops in the middle of a message; such a connection
+//!   holds only itself, see the report.)
+//! - [`Admission`]: at most 32 requests run in the service and 64 wait for
+//!   a slot (2 s at most); beyond that, `TRANSIENT` completed no at once.
+//!   The ORB's upcall pool has `max_running + max_waiting + 16` threads, so
+//!   refusals always find a thread.
+//! - `max_requests_per_connection` 64 [256]: one connection cannot queue
+//!   more; its socket is not read until one completes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustorb_core::{
+    EndpointAddr, IdAssignment, Lifespan, ObjectRef, Orb, OrbOptions, Policy, Servant,
+    SystemException,
+};
+use rustorb_naming::{NamingContext, NamingError};
+
+use crate::idl;
+use crate::servant::{Admission, ClinicServant};
+use crate::service::ClinicService;
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Where to listen; port 0 lets the system choose.
+    pub listen: SocketAddr,
+    /// The host published in IORs; `None` publishes the listening address.
+    pub publish_host: Option<String>,
+    pub max_message_size: usize,
+    pub idle_timeout: Duration,
+    pub max_requests_per_connection: usize,
+    pub admission: Admission,
+    /// A CosNaming root context (`corbaloc:...`, IOR) to bind the object in.
+    pub naming: Option<String>,
+    /// The name to bind, as a stringified CosNaming name.
+    pub naming_name: String,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            publish_host: None,
+            max_message_size: 1024 * 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_requests_per_connection: 64,
+            admission: Admission::default(),
+            naming: None,
+            naming_name: DEFAULT_NAMING_NAME.to_string(),
+        }
+    }
+}
+
+/// The name bound in CosNaming unless told otherwise.
+pub const DEFAULT_NAMING_NAME: &str = "DCMS/ClinicManagement";
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot start the ORB: {0:?}")]
+    Orb(SystemException),
+    #[error("cannot listen on {0}: {1:?}")]
+    Listen(SocketAddr, SystemException),
+    #[error("cannot activate the servant: {0}")]
+    Activate(String),
+    #[error("naming service {url}: {what}")]
+    Naming { url: String, what: String },
+}
+
+/// A server started by [`serve`]; shuts down on [`RunningServer::shutdown`]
+/// or drop.
+pub struct RunningServer {
+    orb: Orb,
+    object: ObjectRef,
+    ior: String,
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("corbaloc", &self.corbaloc())
+            .finish()
+    }
+}
+
+impl RunningServer {
+    /// The stringified IOR of the object (simple key `DCMS`).
+    pub fn ior(&self) -> &str {
+        &self.ior
+    }
+
+    /// The object's reference.
+    pub fn object(&self) -> &ObjectRef {
+        &self.object
+    }
+
+    /// The port actually listened on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The published host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `corbaloc:iiop:HOST:PORT/DCMS`.
+    pub fn corbaloc(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("corbaloc:iiop:{host}:{}/{}", self.port, idl::OBJECT_KEY)
+    }
+
+    /// The ORB (to run more objects or to wait on).
+    pub fn orb(&self) -> &Orb {
+        &self.orb
+    }
+
+    /// Blocks until the ORB shuts down.
+    pub fn wait(&self) {
+        self.orb.run();
+    }
+
+    /// Finishes the running requests and closes every connection.
+    pub fn shutdown(&self) {
+        let _ = self.orb.shutdown(true);
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.orb.shutdown(true);
+        let _ = self.orb.destroy();
+    }
+}
+
+/// Starts serving `service`.
+pub fn serve(
+    service: Arc<dyn ClinicService>,
+    opts: &ServeOptions,
+) -> Result<RunningServer, ServeError> {
+    let admission = opts.admission;
+    let threads = admission.max_running.max(1) + admission.max_waiting + 16;
+    let options = OrbOptions {
+        endpoints: vec![EndpointAddr {
+            host: opts.listen.ip().to_string(),
+            port: opts.listen.port(),
+        }],
+        endpoint_publish: opts.publish_host.as_ref().map(|h| EndpointAddr {
+            host: h.clone(),
+            port: 0,
+        }),
+        max_message_size: opts.max_message_size,
+        server_idle_timeout: Some(opts.idle_timeout),
+        max_requests_per_connection: opts.max_requests_per_connection,
+        min_server_threads: 4,
+        max_server_threads: threads,
+        io_threads: 2,
+        // For binding in the naming service.
+        connect_timeout: Some(Duration::from_secs(5)),
+        request_timeout: Some(Duration::from_secs(10)),
+        ..OrbOptions::default()
+    };
+    let orb = Orb::with_options(options).map_err(ServeError::Orb)?;
+    let root = orb
+        .root_poa()
+        .map_err(|e| ServeError::Listen(opts.listen, e))?;
+    let poa = root
+        .create_poa(
+            "DCMS",
+            Some(&root.the_poa_manager()),
+            &[
+                Policy::Lifespan(Lifespan::Persistent),
+                Policy::IdAssignment(IdAssignment::User),
+            ],
+        )
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let servant: Arc<dyn Servant> = Arc::new(ClinicServant::new(service, admission));
+    poa.activate_object_with_id(b"ClinicManagement", servant)
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let poa_ref = poa
+        .id_to_reference(b"ClinicManagement")
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let object = orb
+        .register_object_key(idl::OBJECT_KEY, &poa_ref)
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    root.the_poa_manager()
+        .activate()
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let ior = orb
+        .object_to_string(Some(&object))
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let (host, port) = orb
+        .endpoints()
+        .into_iter()
+        .next()
+        .ok_or_else(|| ServeError::Activate("the ORB publishes no endpoint".into()))?;
+    let server = RunningServer {
+        orb,
+        object,
+        ior,
+        host,
+        port,
+    };
+    if let Some(url) = &opts.naming {
+        bind_in_naming(&server.orb, url, &opts.naming_name, &server.object).map_err(|what| {
+            ServeError::Naming {
+                url: url.clone(),
+                what,
+            }
+        })?;
+    }
+    Ok(server)
+}
+
+/// Binds `object` as `name` (a stringified CosNaming name such as
+/// `DCMS/ClinicManagement`) in the naming service at `url`, creating the
+/// contexts on the way and replacing an earlier binding.
+pub fn bind_in_naming(orb: &Orb, url: &str, name: &str, object: &ObjectRef) -> Result<(), String> {
+    let name = rustorb_naming::to_name(name).map_err(|e| format!("bad name {name:?}: {e:?}"))?;
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    let root = orb
+        .string_to_object(url)
+        .map_err(|e| format!("bad reference: {e:?}"))?
+        .ok_or("nil reference")?;
+    let root = NamingContext::unchecked_narrow(root);
+    let describe = |e: NamingError| format!("{e:?}");
+    for i in 1..name.len() {
+        match root.bind_new_context(&name[..i]) {
+            Ok(_) | Err(NamingError::AlreadyBound) => {}
+            Err(e) => return Err(describe(e)),
+        }
+    }
+    root.rebind(&name, object).map_err(describe)
+}

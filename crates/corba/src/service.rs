@@ -1,0 +1,183 @@
+//! The narrow interface between the CORBA front door and whatever runs the
+//! requests: [`ClinicService`]. [`Standalone`] runs them in-process on one
+//! store; the replicated front end implements the same trait.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dcms_core::{ClinicState, LogEntry, Reply, Request, RequestKey, Store, SyncMode};
+
+/// Runs manager requests. Called from many servant threads at once.
+pub trait ClinicService: Send + Sync + 'static {
+    /// Runs one request to completion (blocking). `Err` = the cluster could
+    /// not give an outcome.
+    fn call(&self, request: Request) -> Result<Reply, ServiceError>;
+}
+
+/// Why a [`ClinicService`] gave no outcome. How each one reaches a CORBA
+/// client is fixed here, in one place:
+///
+/// | variant | CORBA |
+/// | --- | --- |
+/// | `Unavailable(reason)` | user exception `DCMS::Unavailable { reason }` |
+/// | `Overloaded` | `CORBA::TRANSIENT`, `COMPLETED_NO` (safe to retry) |
+/// | `OutcomeUnknown` | `CORBA::TRANSIENT`, `COMPLETED_MAYBE` |
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The service cannot run requests now; the request had no effect.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// Too many requests at once; the request was not started.
+    #[error("service overloaded")]
+    Overloaded,
+    /// The request may or may not have taken effect.
+    #[error("the outcome of the request is unknown")]
+    OutcomeUnknown,
+}
+
+/// A [`ClinicService`] on one local store, with no replication: each
+/// request is executed on the in-memory state, its log entry committed
+/// (stream 0, increasing sequence numbers and positions), then applied and
+/// answered. One request at a time (a `Mutex`).
+pub struct Standalone {
+    inner: Mutex<Inner>,
+    path: PathBuf,
+}
+
+struct Inner {
+    state: ClinicState,
+    store: Store,
+    next_seq: u64,
+}
+
+/// The stream of the standalone service's log entries.
+pub const STANDALONE_STREAM: u64 = 0;
+
+/// The database file of a standalone service in `data_dir`.
+pub fn standalone_db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("standalone.sqlite")
+}
+
+impl Standalone {
+    /// Opens (creating if needed) `<data_dir>/standalone.sqlite` with
+    /// `SyncMode::Full` and loads its records.
+    pub fn open(data_dir: &Path) -> Result<Standalone, dcms_core::StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| dcms_core::StoreError::Corrupt {
+            path: data_dir.to_path_buf(),
+            what: format!("cannot create the data directory: {e}"),
+        })?;
+        let path = standalone_db_path(data_dir);
+        let store = Store::open(&path, SyncMode::Full)?;
+        let state = store.load_state()?;
+        let next_seq = store
+            .stream_heads()?
+            .into_iter()
+            .filter(|k| k.stream == STANDALONE_STREAM)
+            .map(|k| k.seq + 1)
+            .max()
+            .unwrap_or(1);
+        Ok(Standalone {
+            inner: Mutex::new(Inner {
+                state,
+                store,
+                next_seq,
+            }),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Debug for Standalone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standalone")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ClinicService for Standalone {
+    fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        // A panic while holding the lock leaves state and store as they
+        // were (apply runs only after a successful commit), so the data is
+        // still consistent: recover the guard.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (reply, effect) = inner.state.execute(&request, now_ms());
+        let entry = LogEntry {
+            position: inner.store.last_applied() + 1,
+            key: RequestKey {
+                stream: STANDALONE_STREAM,
+                seq: inner.next_seq,
+            },
+            effect,
+            reply,
+        };
+        if let Err(e) = inner.store.commit(std::slice::from_ref(&entry)) {
+            tracing::error!("standalone store commit failed: {e}");
+            // Nothing was committed nor applied: the request had no effect.
+            return Err(ServiceError::Unavailable(format!("the store failed: {e}")));
+        }
+        inner.next_seq += 1;
+        inner.state.apply(&entry.effect);
+        Ok(entry.reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcms_core::Outcome;
+
+    fn counts(m: &str) -> Request {
+        Request::GetRecordCounts {
+            manager_id: m.into(),
+        }
+    }
+
+    fn doctor(m: &str, last: &str) -> Request {
+        Request::CreateDoctor {
+            manager_id: m.into(),
+            first_name: "Ann".into(),
+            last_name: last.into(),
+            address: "1 Main St".into(),
+            phone: "5145550000".into(),
+            specialization: "surgeon".into(),
+            location: "mtl".into(),
+        }
+    }
+
+    #[test]
+    fn standalone_survives_a_restart_and_keeps_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let s = Standalone::open(dir.path()).unwrap();
+            let r = s.call(doctor("MTL1234", "Roy")).unwrap().unwrap();
+            assert!(matches!(
+                s.call(counts("MTL1234")),
+                Ok(Ok(Outcome::Counts(_)))
+            ));
+            r
+        };
+        let s = Standalone::open(dir.path()).unwrap();
+        let second = s.call(doctor("MTL1234", "Poe")).unwrap().unwrap();
+        assert_ne!(first, second, "record IDs are never reused");
+        match s.call(counts("MTL1234")).unwrap().unwrap() {
+            Outcome::Counts(c) => assert_eq!(c.to_string(), "MTL 2, LVL 0, DDO 0"),
+            other => panic!("{other:?}"),
+        }
+        // A refusal is an outcome, not a service error.
+        assert!(matches!(s.call(counts("QUE0000")), Ok(Err(_))));
+    }
+}

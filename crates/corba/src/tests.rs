@@ -1,0 +1,591 @@
+//! Unit tests: marshalling round trips, error mapping, and the servant
+//! dispatch through a real ORB on 127.0.0.1 with a scripted service.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use dcms_core::model::{Doctor, Nurse};
+use dcms_core::{
+    Clinic, Counts, Date, Designation, DomainError, NurseStatus, Outcome, Record, RecordBody,
+    RecordId, Reply, Request,
+};
+use rustorb_core::cdr::{ByteOrder, Decoder, Encoder, Encoding};
+use rustorb_core::{
+    CompletionStatus, Exception, InStream, OutStream, SystemException, SystemExceptionKind,
+};
+
+use crate::idl::{self, DcmsException, IdlRecord, RecordKind};
+use crate::servant::{self, Answer};
+use crate::{
+    serve, Admission, CallError, ClientOptions, ClinicClient, ClinicService, ServeOptions,
+    ServiceError,
+};
+
+fn doctor_record() -> Record {
+    Record {
+        id: RecordId::parse("DR10001").unwrap(),
+        clinic: Clinic::Lvl,
+        body: RecordBody::Doctor(Doctor {
+            first_name: "Zoé".into(),
+            last_name: "Müller".into(),
+            address: "1 rue Saint-Denis".into(),
+            phone: "5145551234".into(),
+            specialization: "surgeon".into(),
+            location: Clinic::Lvl,
+        }),
+    }
+}
+
+fn nurse_record() -> Record {
+    Record {
+        id: RecordId::parse("NR10000").unwrap(),
+        clinic: Clinic::Ddo,
+        body: RecordBody::Nurse(Nurse {
+            first_name: "Jörg".into(),
+            last_name: "Straße".into(),
+            designation: Designation::Senior,
+            status: NurseStatus::Terminated,
+            status_date: Date::parse("2024-02-29").unwrap(),
+        }),
+    }
+}
+
+fn round_trip<T>(
+    order: ByteOrder,
+    write: impl FnOnce(&mut OutStream<'_>) -> Result<(), SystemException>,
+    read: impl FnOnce(&mut InStream<'_>) -> Result<T, SystemException>,
+) -> Result<T, SystemException> {
+    let mut enc = Encoder::new(order, Encoding::Giop1_2);
+    // Start at an odd offset so that alignment is exercised.
+    enc.write_octet(7);
+    write(&mut OutStream::standalone(&mut enc))?;
+    let bytes = enc.into_bytes();
+    let mut dec = Decoder::new(&bytes, order, Encoding::Giop1_2);
+    dec.read_octet().unwrap();
+    let mut input = InStream::standalone(dec, None);
+    let v = read(&mut input)?;
+    assert!(input.is_empty(), "everything written was read");
+    Ok(v)
+}
+
+#[test]
+fn records_convert_with_empty_fields_for_the_other_kind() {
+    let d = IdlRecord::from(&doctor_record());
+    assert_eq!(d.record_id, "DR10001");
+    assert_eq!(d.kind, RecordKind::Doctor);
+    assert_eq!(d.clinic, "LVL");
+    assert_eq!(d.location, "lvl");
+    assert_eq!(
+        (d.first_name.as_str(), d.last_name.as_str()),
+        ("Zoé", "Müller")
+    );
+    assert_eq!(d.phone, "5145551234");
+    assert!(d.designation.is_empty() && d.status.is_empty() && d.status_date.is_empty());
+
+    let n = IdlRecord::from(&nurse_record());
+    assert_eq!(n.kind, RecordKind::Nurse);
+    assert_eq!(n.clinic, "DDO");
+    assert_eq!(
+        (
+            n.designation.as_str(),
+            n.status.as_str(),
+            n.status_date.as_str()
+        ),
+        ("senior", "terminated", "2024-02-29")
+    );
+    assert!(n.address.is_empty() && n.phone.is_empty());
+    assert!(n.specialization.is_empty() && n.location.is_empty());
+}
+
+#[test]
+fn records_and_lists_round_trip_in_both_byte_orders() {
+    let records = vec![
+        IdlRecord::from(&doctor_record()),
+        IdlRecord::from(&nurse_record()),
+    ];
+    for order in [ByteOrder::Little, ByteOrder::Big] {
+        let one = round_trip(order, |o| records[0].write(o), IdlRecord::read).unwrap();
+        assert_eq!(one, records[0]);
+        let list = round_trip(
+            order,
+            |o| idl::write_record_list(o, &records),
+            idl::read_record_list,
+        )
+        .unwrap();
+        assert_eq!(list, records);
+        let empty = round_trip(
+            order,
+            |o| idl::write_record_list(o, &[]),
+            idl::read_record_list,
+        )
+        .unwrap();
+        assert!(empty.is_empty());
+    }
+}
+
+#[test]
+fn the_record_layout_is_the_idl_one() {
+    // recordID, kind (ulong), then ten strings: check the bytes by hand.
+    let mut r = IdlRecord::from(&nurse_record());
+    r.first_name = "A".into();
+    let mut enc = Encoder::new(ByteOrder::Big, Encoding::Giop1_2);
+    r.write(&mut OutStream::standalone(&mut enc)).unwrap();
+    let b = enc.into_bytes();
+    assert_eq!(&b[0..4], &[0, 0, 0, 8]); // "NR10000\0"
+    assert_eq!(&b[4..12], b"NR10000\0");
+    assert_eq!(&b[12..16], &[0, 0, 0, 1]); // NURSE
+    assert_eq!(&b[16..20], &[0, 0, 0, 4]); // "DDO\0"
+    assert_eq!(&b[20..24], b"DDO\0");
+    assert_eq!(&b[24..28], &[0, 0, 0, 2]); // "A\0"
+}
+
+#[test]
+fn bad_enum_and_forged_lengths_are_marshal_errors() {
+    let e = round_trip(
+        ByteOrder::Little,
+        |o| {
+            o.write_u32(2);
+            Ok(())
+        },
+        RecordKind::read,
+    )
+    .unwrap_err();
+    assert!(e.is(SystemExceptionKind::MARSHAL));
+    // A list claiming a million records in a few bytes.
+    let mut enc = Encoder::new(ByteOrder::Little, Encoding::Giop1_2);
+    enc.write_u32(1_000_000);
+    enc.write_u32(0);
+    let bytes = enc.into_bytes();
+    let mut input = InStream::standalone(
+        Decoder::new(&bytes, ByteOrder::Little, Encoding::Giop1_2),
+        None,
+    );
+    assert!(idl::read_record_list(&mut input)
+        .unwrap_err()
+        .is(SystemExceptionKind::MARSHAL));
+}
+
+#[test]
+fn exceptions_round_trip_with_their_members() {
+    let all = [
+        DcmsException::InvalidRequest {
+            field: "phone".into(),
+            reason: "too long".into(),
+        },
+        DcmsException::NotFound {
+            record_id: "DR99999".into(),
+        },
+        DcmsException::NotAuthorized {
+            manager_id: "LVL0001".into(),
+            reason: "record of MTL".into(),
+        },
+        DcmsException::Unavailable {
+            reason: "no leader".into(),
+        },
+    ];
+    for ex in all {
+        let back = round_trip(
+            ByteOrder::Big,
+            |o| ex.write_members(o),
+            |i| DcmsException::read_members(ex.repository_id(), i).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, ex);
+        assert!(ex.repository_id().starts_with("IDL:DCMS/"));
+    }
+    let bytes = Encoder::new(ByteOrder::Big, Encoding::Giop1_2).into_bytes();
+    let mut input = InStream::standalone(
+        Decoder::new(&bytes, ByteOrder::Big, Encoding::Giop1_2),
+        None,
+    );
+    assert!(DcmsException::read_members("IDL:Other/Ex:1.0", &mut input).is_none());
+}
+
+#[test]
+fn requests_decode_from_their_arguments() {
+    let args = ["MTL1234", "DR10000", "phone", "5145550000"];
+    let req = round_trip(
+        ByteOrder::Little,
+        |o| {
+            for a in args {
+                o.write_string(a)?;
+            }
+            Ok(())
+        },
+        |i| servant::decode_request("editRecord", i),
+    )
+    .unwrap();
+    assert_eq!(
+        req,
+        Request::EditRecord {
+            manager_id: "MTL1234".into(),
+            record_id: "DR10000".into(),
+            field_name: "phone".into(),
+            new_value: "5145550000".into(),
+        }
+    );
+    // Too few arguments.
+    let e = round_trip(
+        ByteOrder::Little,
+        |o| o.write_string("MTL1234"),
+        |i| servant::decode_request("editRecord", i).map(|_| ()),
+    )
+    .unwrap_err();
+    assert!(e.is(SystemExceptionKind::MARSHAL));
+    assert_eq!(e.completed, CompletionStatus::No);
+    // Unknown operation.
+    let bytes = Encoder::new(ByteOrder::Little, Encoding::Giop1_2).into_bytes();
+    let mut input = InStream::standalone(
+        Decoder::new(&bytes, ByteOrder::Little, Encoding::Giop1_2),
+        None,
+    );
+    let e = servant::decode_request("deleteRecord", &mut input).unwrap_err();
+    assert!(e.is(SystemExceptionKind::BAD_OPERATION));
+}
+
+#[test]
+fn outcomes_and_errors_map_to_the_idl() {
+    use servant::answer;
+    assert_eq!(
+        answer(
+            "getRecordCounts",
+            Ok(Ok(Outcome::Counts(Counts([3, 2, 1]))))
+        ),
+        Answer::Text("MTL 3, LVL 2, DDO 1".into())
+    );
+    assert_eq!(
+        answer(
+            "createDRecord",
+            Ok(Ok(Outcome::RecordId(RecordId::parse("DR10000").unwrap())))
+        ),
+        Answer::Text("DR10000".into())
+    );
+    let err = |e: DomainError| answer("editRecord", Ok(Err(e)));
+    assert_eq!(
+        err(DomainError::invalid("phone", "bad")),
+        Answer::User(DcmsException::InvalidRequest {
+            field: "phone".into(),
+            reason: "bad".into()
+        })
+    );
+    assert_eq!(
+        err(DomainError::NotFound {
+            record_id: "DR10009".into()
+        }),
+        Answer::User(DcmsException::NotFound {
+            record_id: "DR10009".into()
+        })
+    );
+    assert_eq!(
+        err(DomainError::NotAuthorized {
+            manager_id: "LVL0001".into(),
+            reason: "r".into()
+        }),
+        Answer::User(DcmsException::NotAuthorized {
+            manager_id: "LVL0001".into(),
+            reason: "r".into()
+        })
+    );
+    assert_eq!(
+        err(DomainError::Exhausted {
+            reason: "no DR left".into()
+        }),
+        Answer::User(DcmsException::Unavailable {
+            reason: "no DR left".into()
+        })
+    );
+    // NotFound is not declared by listRecords.
+    assert!(matches!(
+        answer(
+            "listRecords",
+            Ok(Err(DomainError::NotFound {
+                record_id: "DR1".into()
+            }))
+        ),
+        Answer::User(DcmsException::InvalidRequest { .. })
+    ));
+    assert_eq!(
+        answer("getRecord", Err(ServiceError::Unavailable("down".into()))),
+        Answer::User(DcmsException::Unavailable {
+            reason: "down".into()
+        })
+    );
+    match answer("getRecord", Err(ServiceError::Overloaded)) {
+        Answer::System(e) => {
+            assert!(e.is(SystemExceptionKind::TRANSIENT));
+            assert_eq!(e.completed, CompletionStatus::No);
+        }
+        other => panic!("{other:?}"),
+    }
+    match answer("createDRecord", Err(ServiceError::OutcomeUnknown)) {
+        Answer::System(e) => {
+            assert!(e.is(SystemExceptionKind::TRANSIENT));
+            assert_eq!(e.completed, CompletionStatus::Maybe);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A service that records the requests and answers from a script.
+#[derive(Default)]
+struct Scripted {
+    seen: Mutex<Vec<Request>>,
+    calls: AtomicUsize,
+    delay: Mutex<Option<Duration>>,
+    barrier: Mutex<Option<Arc<Barrier>>>,
+}
+
+impl ClinicService for Scripted {
+    fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(request.clone());
+        let barrier = self.barrier.lock().unwrap().clone();
+        if let Some(b) = barrier {
+            b.wait();
+        }
+        if let Some(d) = *self.delay.lock().unwrap() {
+            std::thread::sleep(d);
+        }
+        let m = request.manager_id().to_string();
+        match m.as_str() {
+            "UNAVAIL" => return Err(ServiceError::Unavailable("no quorum".into())),
+            "OVERLOAD" => return Err(ServiceError::Overloaded),
+            "MAYBE" => return Err(ServiceError::OutcomeUnknown),
+            "NOTAUTH" => {
+                return Ok(Err(DomainError::NotAuthorized {
+                    manager_id: m,
+                    reason: "not yours".into(),
+                }))
+            }
+            "NOTFOUND" => {
+                return Ok(Err(DomainError::NotFound {
+                    record_id: "DR10042".into(),
+                }))
+            }
+            "INVALID" => return Ok(Err(DomainError::invalid("managerID", "bad"))),
+            _ => {}
+        }
+        Ok(Ok(match request {
+            Request::GetRecordCounts { .. } => Outcome::Counts(Counts([1, 0, 1])),
+            Request::GetRecord { .. } => Outcome::Record(doctor_record()),
+            Request::ListRecords { .. } => Outcome::Records(vec![doctor_record(), nurse_record()]),
+            _ => Outcome::RecordId(RecordId::parse("NR10000").unwrap()),
+        }))
+    }
+}
+
+fn start(service: Arc<Scripted>, admission: Admission) -> (crate::RunningServer, ClinicClient) {
+    let server = serve(
+        service,
+        &ServeOptions {
+            admission,
+            ..ServeOptions::default()
+        },
+    )
+    .unwrap();
+    let client = ClinicClient::connect(&server.corbaloc(), &ClientOptions::default()).unwrap();
+    (server, client)
+}
+
+fn system(r: Result<impl std::fmt::Debug, CallError>) -> SystemException {
+    match r {
+        Err(CallError::System(e)) => e,
+        other => panic!("expected a system exception, got {other:?}"),
+    }
+}
+
+fn user(r: Result<impl std::fmt::Debug, CallError>) -> DcmsException {
+    match r {
+        Err(CallError::User(e)) => e,
+        other => panic!("expected a user exception, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_operation_goes_through_the_orb() {
+    let svc = Arc::new(Scripted::default());
+    let (server, c) = start(svc.clone(), Admission::default());
+    assert!(server.ior().starts_with("IOR:"));
+    assert!(server.port() != 0);
+    assert!(c.is_clinic_management().unwrap());
+    assert!(!c.object().non_existent().unwrap());
+    assert!(c.object().locate().unwrap());
+
+    let m = "MTL1234";
+    assert_eq!(
+        c.create_d_record(m, "Zoé", "Müller", "a", "p", "s", "mtl")
+            .unwrap(),
+        "NR10000"
+    );
+    assert_eq!(
+        c.create_n_record(m, "f", "l", "junior", "active", "2024-01-01")
+            .unwrap(),
+        "NR10000"
+    );
+    assert_eq!(c.get_record_counts(m).unwrap(), "MTL 1, LVL 0, DDO 1");
+    assert_eq!(
+        c.edit_record(m, "DR10000", "phone", "1").unwrap(),
+        "NR10000"
+    );
+    assert_eq!(c.transfer_record(m, "DR10000", "LVL").unwrap(), "NR10000");
+    assert_eq!(
+        c.get_record(m, "DR10001").unwrap(),
+        IdlRecord::from(&doctor_record())
+    );
+    assert_eq!(
+        c.list_records(m, "").unwrap(),
+        vec![
+            IdlRecord::from(&doctor_record()),
+            IdlRecord::from(&nurse_record())
+        ]
+    );
+    let seen = svc.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 7);
+    assert_eq!(
+        seen[0],
+        Request::CreateDoctor {
+            manager_id: m.into(),
+            first_name: "Zoé".into(),
+            last_name: "Müller".into(),
+            address: "a".into(),
+            phone: "p".into(),
+            specialization: "s".into(),
+            location: "mtl".into(),
+        }
+    );
+    assert_eq!(
+        seen[4],
+        Request::TransferRecord {
+            manager_id: m.into(),
+            record_id: "DR10000".into(),
+            remote_clinic: "LVL".into(),
+        }
+    );
+}
+
+#[test]
+fn errors_reach_the_client_as_the_idl_says() {
+    let svc = Arc::new(Scripted::default());
+    let (_server, c) = start(svc.clone(), Admission::default());
+    assert_eq!(
+        user(c.get_record_counts("UNAVAIL")),
+        DcmsException::Unavailable {
+            reason: "no quorum".into()
+        }
+    );
+    assert_eq!(
+        user(c.edit_record("NOTAUTH", "DR10000", "phone", "1")),
+        DcmsException::NotAuthorized {
+            manager_id: "NOTAUTH".into(),
+            reason: "not yours".into()
+        }
+    );
+    assert_eq!(
+        user(c.get_record("NOTFOUND", "DR10042")),
+        DcmsException::NotFound {
+            record_id: "DR10042".into()
+        }
+    );
+    assert!(matches!(
+        user(c.list_records("INVALID", "")),
+        DcmsException::InvalidRequest { .. }
+    ));
+    let e = system(c.create_d_record("OVERLOAD", "", "", "", "", "", ""));
+    assert!(e.is(SystemExceptionKind::TRANSIENT));
+    assert_eq!(e.completed, CompletionStatus::No);
+    let e = system(c.create_d_record("MAYBE", "", "", "", "", "", ""));
+    assert!(e.is(SystemExceptionKind::TRANSIENT));
+    assert_eq!(e.completed, CompletionStatus::Maybe);
+
+    let calls_before = svc.calls.load(Ordering::SeqCst);
+    // Unknown operation.
+    match c.object().request("deleteRecord").invoke() {
+        Err(Exception::System(e)) => {
+            assert!(e.is(SystemExceptionKind::BAD_OPERATION), "{e}");
+            assert_eq!(e.completed, CompletionStatus::No);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A body that does not hold the arguments.
+    match c
+        .object()
+        .request("editRecord")
+        .args(|o| o.write_string("MTL1234"))
+        .invoke()
+    {
+        Err(Exception::System(e)) => {
+            assert!(e.is(SystemExceptionKind::MARSHAL), "{e}");
+            assert_eq!(e.completed, CompletionStatus::No);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A string that is not NUL-terminated.
+    match c
+        .object()
+        .request("getRecordCounts")
+        .args(|o| {
+            o.write_u32(3);
+            o.write_octets(b"abc");
+            Ok(())
+        })
+        .invoke()
+    {
+        Err(Exception::System(e)) => assert!(e.is(SystemExceptionKind::MARSHAL), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        svc.calls.load(Ordering::SeqCst),
+        calls_before,
+        "bad requests never reach the service"
+    );
+    assert!(!c.object().is_a("IDL:DCMS/Other:1.0").unwrap());
+    // The client still works.
+    assert_eq!(
+        c.get_record_counts("MTL1234").unwrap(),
+        "MTL 1, LVL 0, DDO 1"
+    );
+}
+
+#[test]
+fn beyond_the_admission_limit_requests_are_refused_quickly() {
+    let svc = Arc::new(Scripted::default());
+    // Two requests block in the service until the test releases them.
+    let barrier = Arc::new(Barrier::new(2));
+    *svc.barrier.lock().unwrap() = Some(barrier.clone());
+    let (_server, c) = start(
+        svc.clone(),
+        Admission {
+            max_running: 1,
+            max_waiting: 1,
+            max_wait: Duration::from_secs(30),
+        },
+    );
+    let running = {
+        let c = c.clone();
+        std::thread::spawn(move || c.get_record_counts("MTL1234"))
+    };
+    // Wait until the first request is in the service.
+    let t0 = Instant::now();
+    while svc.calls.load(Ordering::SeqCst) < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let waiting = {
+        let c = c.clone();
+        std::thread::spawn(move || c.get_record_counts("MTL1234"))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    // Running 1 + waiting 1: the third is refused at once.
+    let t = Instant::now();
+    let e = system(c.get_record_counts("MTL1234"));
+    assert!(e.is(SystemExceptionKind::TRANSIENT), "{e}");
+    assert_eq!(e.completed, CompletionStatus::No);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(svc.calls.load(Ordering::SeqCst), 1);
+    // Release the first; the waiting one then runs without the barrier.
+    *svc.barrier.lock().unwrap() = None;
+    barrier.wait();
+    assert!(running.join().unwrap().is_ok());
+    assert!(waiting.join().unwrap().is_ok());
+}
