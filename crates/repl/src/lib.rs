@@ -20,6 +20,48 @@
 //! - [`sim`]: the deterministic simulator: a seeded lossy network, a virtual
 //!   clock, an in-memory disk per replica, and invariant checks after every
 //!   step.
+//!
+//! # Driving the state machines from a shell
+//!
+//! Time is `now_ms: u64`, wall-clock milliseconds (the leader stamps audit
+//! lines with it). Node IDs map to UDP addresses in the shell: replicas from
+//! the cluster configuration; a front end's ID is its stream ID, and its
+//! address is the source address of its last authenticated datagram
+//! (`handle_datagram` returns the authenticated [`wire::Header`]).
+//!
+//! Replica (one per process):
+//!
+//! ```text
+//! let recovered = Recovered::from_store(&store, config.reply_cache)?;
+//! let mut replica = Replica::new(config, recovered);
+//! loop {
+//!     select! {
+//!         (bytes, src) = socket.recv_from() => match replica.handle_datagram(now_ms(), &bytes) {
+//!             Ok(header) => addresses.learn(header.sender, src),
+//!             Err(e) => count(e),                  // refused, nothing changed
+//!         },
+//!         _ = sleep_until(replica.next_deadline()) => replica.tick(now_ms()),
+//!         upto = disk_writer_done => replica.persisted(now_ms(), upto),
+//!     }
+//!     let ready = replica.ready();
+//!     for t in ready.transmits { socket.send_to(&t.bytes, addresses[t.to]) }
+//!     if !ready.persist.is_empty() { disk_writer.commit(ready.persist) } // Store::commit, then persisted(last position)
+//!     for e in ready.events { error!("{e:?}") }   // divergence: alert loudly
+//! }
+//! ```
+//!
+//! Persistence batches must be committed in the order handed out; one
+//! `Store::commit` per batch (or several batches merged: group commit), then
+//! `persisted(last position of what is now durable)`. Sending may happen
+//! before the write completes: the protocol only counts what `persisted`
+//! reports.
+//!
+//! Front end: `FrontEnd::new(config)`, then `submit(now, request) -> seq`,
+//! `handle_datagram(now, bytes)`, `tick(now)` at `next_deadline()`, and after
+//! each input drain `ready()`: `transmits` (to the leader), `completions`
+//! (exactly one per seq: the reply or `ClientOutcome::Unknown` after the
+//! deadline) and `late_replies` (replies to requests already reported
+//! unknown).
 
 pub mod frontend;
 pub mod ids;

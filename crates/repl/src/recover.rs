@@ -53,3 +53,90 @@ impl Recovered {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::NodeId;
+    use crate::replica::{Replica, ReplicaConfig};
+    use crate::wire::{Decoder, Encoder, Message, WireConfig};
+    use dcms_core::{Request, SyncMode};
+
+    fn wire() -> WireConfig {
+        WireConfig::new(1, b"k".to_vec())
+    }
+
+    fn leader(recovered: Recovered) -> Replica {
+        let group = vec![NodeId(1), NodeId(2), NodeId(3)];
+        Replica::new(
+            ReplicaConfig::new(wire(), NodeId(1), group, NodeId(1)),
+            recovered,
+        )
+    }
+
+    fn request(seq: u64) -> Vec<u8> {
+        let request = Request::CreateDoctor {
+            manager_id: "LVL0001".into(),
+            first_name: "Ann".into(),
+            last_name: format!("Roy{seq}"),
+            address: "1 Main St".into(),
+            phone: "514-555-0199".into(),
+            specialization: "surgeon".into(),
+            location: "lvl".into(),
+        };
+        Encoder::new(wire(), NodeId(100), 1)
+            .encode(&[Message::Request { seq, request }])
+            .remove(0)
+    }
+
+    #[test]
+    fn a_replica_restarts_from_its_store_without_executing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("r.db"), SyncMode::Normal).unwrap();
+        let mut first = leader(Recovered::empty(8));
+        for seq in 1..=5 {
+            first.handle_datagram(0, &request(seq)).unwrap();
+        }
+        let persist = first.ready().persist;
+        assert_eq!(persist.len(), 5);
+        store.commit(&persist).unwrap();
+
+        let recovered = Recovered::from_store(&store, 3).unwrap();
+        assert_eq!(recovered.last_applied, 5);
+        assert_eq!(recovered.state.digest(), first.digest());
+        assert_eq!(recovered.sessions.head(100), 5);
+        let key = |seq| RequestKey { stream: 100, seq };
+        assert_eq!(
+            recovered.sessions.lookup(key(2)),
+            crate::session::Lookup::Forgotten
+        );
+
+        let mut again = leader(recovered);
+        assert_eq!(
+            again.committed(),
+            Some(5),
+            "recovered entries count as committed"
+        );
+        again.handle_datagram(1, &request(4)).unwrap();
+        let ready = again.ready();
+        assert!(
+            ready.persist.is_empty(),
+            "a retransmit is not executed again"
+        );
+        let sent = Decoder::new(wire())
+            .decode(&ready.transmits[0].bytes)
+            .unwrap();
+        let stored = persist[3].reply.clone();
+        assert_eq!(
+            sent.messages,
+            vec![Message::Reply {
+                seq: 4,
+                reply: stored
+            }]
+        );
+        again.handle_datagram(2, &request(6)).unwrap();
+        let persist = again.ready().persist;
+        assert_eq!(persist[0].position, 6, "execution continues after the log");
+        assert_eq!(persist[0].key, key(6));
+    }
+}
