@@ -6,10 +6,10 @@
 //! [`Replica::next_deadline`]). Outputs: [`Replica::ready`] drains datagrams
 //! to send, entries to persist (in log order, each exactly once) and events.
 //!
-//! The leader ([`leader`]) executes each stream's requests in sequence order,
+//! The leader (`leader.rs`) executes each stream's requests in sequence order,
 //! applies the effect in memory at once, persists it, broadcasts it to the
 //! backups in log order, and replies when it and every backup hold the entry
-//! durably. A backup ([`backup`]) applies entries strictly in log order,
+//! durably. A backup (`backup.rs`) applies entries strictly in log order,
 //! persists them and acknowledges what is durable with its state digest.
 //!
 //! Invariants (asserted): `durable <= applied`; persistence is requested for

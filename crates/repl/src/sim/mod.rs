@@ -5,14 +5,14 @@
 //! setting (fault rates, delays, partitions, datagram size, windows, timers,
 //! one or two front ends), then the clients submit a random workload of every
 //! request kind ([`workload`]), valid and invalid, through the front ends to
-//! a leader and two backups. The network ([`net`]) loses, duplicates,
+//! a leader and two backups. The network (`net.rs`) loses, duplicates,
 //! reorders, delays and corrupts datagrams; forged and foreign datagrams are
-//! injected too. Each replica writes to an in-memory disk ([`disk`]) with
+//! injected too. Each replica writes to an in-memory disk (`disk.rs`) with
 //! group commit and random write latency.
 //!
 //! The simulation is a loop of single steps (one datagram delivered, one
 //! disk write completed, one timer fired or one request submitted), and
-//! [`check`] verifies the invariants after every step: at-most-once
+//! `check.rs` verifies the invariants after every step: at-most-once
 //! execution, backups' logs are prefixes of the leader's, and every reply a
 //! client receives is durable on every replica. After the workload the
 //! network heals and the run continues until nothing is left to do; then
