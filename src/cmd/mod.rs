@@ -6,6 +6,7 @@ pub mod common;
 pub mod debug;
 pub mod frontend;
 pub mod replica;
+pub mod serve;
 pub mod status;
 pub mod up;
 

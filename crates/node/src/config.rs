@@ -100,6 +100,12 @@ pub struct Timeouts {
     pub retransmit_ms: u64,
     /// Delay between "message lost" requests while a gap stays open.
     pub nack_retry_ms: u64,
+    /// Front end: bounds of the retransmission timeout, which otherwise
+    /// follows the measured round-trip time (RFC 6298). The maximum bounds
+    /// exponential backoff so that random loss cannot push a retransmission
+    /// past the client's deadline.
+    pub rto_min_ms: u64,
+    pub rto_max_ms: u64,
     /// Heartbeat interval.
     pub heartbeat_ms: u64,
     /// A process silent this long is suspected.
@@ -112,6 +118,8 @@ impl Default for Timeouts {
             outcome_ms: 5_000,
             retransmit_ms: 50,
             nack_retry_ms: 30,
+            rto_min_ms: 20,
+            rto_max_ms: 250,
             heartbeat_ms: 20,
             suspect_ms: 150,
         }
@@ -240,6 +248,12 @@ impl ClusterConfig {
         if t.outcome_ms == 0 || t.retransmit_ms == 0 || t.nack_retry_ms == 0 || t.heartbeat_ms == 0
         {
             return bad("timeouts must be positive".into());
+        }
+        if t.rto_min_ms == 0 || t.rto_min_ms > t.rto_max_ms {
+            return bad(format!(
+                "rto_min_ms ({}) must be positive and at most rto_max_ms ({})",
+                t.rto_min_ms, t.rto_max_ms
+            ));
         }
         if t.suspect_ms <= 2 * t.heartbeat_ms {
             return bad(format!(

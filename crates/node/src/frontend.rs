@@ -81,6 +81,9 @@ pub fn start_frontend(
     })?;
     let mut fc = FrontEndConfig::new(wire_config(config)?, id, initial_leader(config));
     fc.outcome_timeout_ms = config.timeouts.outcome_ms;
+    fc.min_rto_ms = config.timeouts.rto_min_ms;
+    fc.max_rto_ms = config.timeouts.rto_max_ms;
+    fc.initial_rto_ms = config.timeouts.rto_max_ms.min(100).max(fc.min_rto_ms);
     let (tx, mut rx) = mpsc::channel::<Submit>(MAX_QUEUED);
     let data_dir = config.data_dir.clone();
     let leader = initial_leader(config);

@@ -1,29 +1,15 @@
-//! `dcms bench`: measurements.
-//!
 //! `dcms bench store` measures the durable store alone: effects applied per
 //! second with one effect per transaction and in groups, with SQLite
 //! `synchronous=FULL` and `NORMAL`, and the size on disk of N records.
 
-use super::debug::parse_sync;
+use crate::cmd::debug::parse_sync;
 use dcms_core::workload::{Mix, Workload};
 use dcms_core::{ClinicState, LogEntry, RequestKey, Store, SyncMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    command: BenchCommand,
-}
-
-#[derive(clap::Subcommand, Debug)]
-enum BenchCommand {
-    /// Effects applied per second by one replica's store, and its size on disk.
-    Store(StoreBench),
-}
-
-#[derive(clap::Args, Debug)]
-struct StoreBench {
+pub struct StoreBench {
     /// Effects per run.
     #[arg(long, default_value_t = 5_000)]
     effects: u64,
@@ -44,12 +30,6 @@ struct StoreBench {
     json: bool,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    match args.command {
-        BenchCommand::Store(b) => store(b),
-    }
-}
-
 /// Pre-executes `n` requests into log entries (not timed).
 fn entries(mix: Mix, n: u64) -> Vec<LogEntry> {
     let mut state = ClinicState::new();
@@ -58,7 +38,15 @@ fn entries(mix: Mix, n: u64) -> Vec<LogEntry> {
         .map(|position| {
             let (reply, effect) = state.execute(&workload.next_request(), position);
             state.apply(&effect);
-            LogEntry { position, key: RequestKey { stream: 1, seq: position }, effect, reply }
+            LogEntry {
+                position,
+                key: RequestKey {
+                    stream: 1,
+                    seq: position,
+                },
+                effect,
+                reply,
+            }
         })
         .collect()
 }
@@ -66,13 +54,14 @@ fn entries(mix: Mix, n: u64) -> Vec<LogEntry> {
 fn progress(len: u64, what: String) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template("{msg:32} {bar:40} {pos}/{len} {per_sec}").expect("valid template"),
+        ProgressStyle::with_template("{msg:32} {bar:40} {pos}/{len} {per_sec}")
+            .expect("valid template"),
     );
     bar.set_message(what);
     bar
 }
 
-fn store(b: StoreBench) -> anyhow::Result<()> {
+pub fn run(b: StoreBench) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = b.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
@@ -127,7 +116,10 @@ fn store(b: StoreBench) -> anyhow::Result<()> {
         let bytes = store.disk_size();
         let records = store.records()?.len();
         if b.json {
-            println!("{}", serde_json::json!({"bench": "store-size", "records": records, "bytes": bytes, "bytes_per_record": bytes as f64 / records as f64}));
+            println!(
+                "{}",
+                serde_json::json!({"bench": "store-size", "records": records, "bytes": bytes, "bytes_per_record": bytes as f64 / records as f64})
+            );
         } else {
             println!(
                 "size: {records} records (with their replies and audit lines) take {:.1} MiB on disk ({:.0} bytes per record)",

@@ -1,0 +1,148 @@
+//! The tokio shells end to end, in one process: three replica event loops
+//! and the front-end sequencer on loopback UDP ports, requests through
+//! [`ReplicatedService`] from many threads. No CORBA here: that path has its
+//! own multi-process tests.
+
+use dcms_corba::ClinicService;
+use dcms_core::workload::{Mix, Workload};
+use dcms_core::{Outcome, Store, SyncMode};
+use dcms_node::config::ClusterConfig;
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn config(dir: &std::path::Path, replicas: u64) -> ClusterConfig {
+    let mut c = ClusterConfig::local(
+        0,
+        replicas,
+        dir.to_path_buf(),
+        "0123456789abcdef0123456789abcdef".into(),
+    );
+    c.frontend.udp = free_udp();
+    c.frontend.iiop = free_udp();
+    for r in &mut c.replicas {
+        r.udp = free_udp();
+    }
+    c.sync = "normal".into();
+    c
+}
+
+/// Runs `requests` creates from `threads` threads against an in-process
+/// cluster; returns the IDs and the replicas' digests after a clean stop.
+fn run_cluster(
+    config: ClusterConfig,
+    threads: usize,
+    requests: usize,
+) -> (Vec<String>, Vec<String>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut handles = Vec::new();
+    for r in &config.replicas {
+        let mut stop = stop_tx.subscribe();
+        let (c, id) = (config.clone(), r.id);
+        handles.push(rt.spawn(async move {
+            dcms_node::replica::run_replica(c, id, async move {
+                let _ = stop.recv().await;
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut stop = stop_tx.subscribe();
+    let (service, event_loop) = {
+        let _g = rt.enter();
+        dcms_node::frontend::start_frontend(&config, async move {
+            let _ = stop.recv().await;
+        })
+        .unwrap()
+    };
+    handles.push(rt.spawn(event_loop));
+    let service = Arc::new(service);
+    let per = requests / threads;
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let service = service.clone();
+            std::thread::spawn(move || {
+                let mut w = Workload::new(t as u64 + 1, Mix::AllCreates);
+                (0..per)
+                    .map(|_| match service.call(w.next_request()) {
+                        Ok(Ok(Outcome::RecordId(id))) => id.to_string(),
+                        other => panic!("create failed: {other:?}"),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    // Let the last acknowledgements settle, then stop everything.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = stop_tx.send(());
+    for h in handles {
+        rt.block_on(h).unwrap();
+    }
+    let digests = config
+        .replicas
+        .iter()
+        .map(|r| {
+            let store = Store::open(config.replica_db(r.id), SyncMode::Normal).unwrap();
+            assert_eq!(
+                store.records().unwrap().len(),
+                ids.len(),
+                "replica {} holds every record",
+                r.id
+            );
+            store.digest().unwrap().to_hex()
+        })
+        .collect();
+    (ids, digests)
+}
+
+#[test]
+fn three_replicas_agree_and_every_create_is_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, digests) = run_cluster(config(dir.path(), 3), 8, 400);
+    assert_eq!(ids.len(), 400);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        400,
+        "every ID returned once"
+    );
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "digests differ: {digests:?}"
+    );
+}
+
+#[test]
+fn twenty_percent_loss_everywhere_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 3);
+    c.faults.drop = 0.2;
+    c.faults.dup = 0.05;
+    c.faults.reorder = 0.05;
+    c.faults.seed = 11;
+    let (ids, digests) = run_cluster(c, 8, 240);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        240,
+        "every ID returned once"
+    );
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "digests differ: {digests:?}"
+    );
+}

@@ -1,0 +1,307 @@
+//! The load generator of `dcms bench`: N client threads, each with its own
+//! CORBA connection, calling the DCMS interface as fast as replies come
+//! back; latencies into HDR histograms, merged at the end.
+
+use super::spawn::SpawnedCluster;
+use crate::cmd::common::FaultArgs;
+use anyhow::Context;
+use dcms_corba::{CallError, ClientOptions, ClinicClient};
+use dcms_core::workload::{Mix, Workload};
+use dcms_core::{Clinic, Request};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OpMix {
+    /// Only createDRecord (the comparison with etcd puts).
+    Create,
+    /// create 30%, edit 20%, transfer 10%, counts 20%, get 20%.
+    Mixed,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// The front end: a corbaloc, corbaname or IOR string.
+    #[arg(long, conflicts_with_all = ["ior_file", "spawn"])]
+    url: Option<String>,
+    /// The front end's IOR file.
+    #[arg(long, conflicts_with = "spawn")]
+    ior_file: Option<std::path::PathBuf>,
+    /// Start a cluster of our own for the run (dcms up in a temporary folder).
+    #[arg(long)]
+    spawn: bool,
+    /// Replicas of the spawned cluster.
+    #[arg(long, default_value_t = 3, requires = "spawn")]
+    replicas: u64,
+    /// SQLite durability of the spawned cluster.
+    #[arg(long, default_value = "full", requires = "spawn")]
+    sync: String,
+    #[command(flatten)]
+    faults: FaultArgs,
+    /// Concurrent clients (threads, each with its own connection).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Operations in all (default 10,000 unless --duration is given).
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Run for this many seconds instead of a count.
+    #[arg(long, conflicts_with = "ops")]
+    duration: Option<f64>,
+    #[arg(long, value_enum, default_value = "create")]
+    mix: OpMix,
+    /// One JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one client thread measured.
+struct ClientResult {
+    latency: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    created: Vec<String>,
+}
+
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    let spawned = if args.spawn {
+        eprintln!(
+            "dcms bench: starting a cluster of {} replicas",
+            args.replicas
+        );
+        Some(SpawnedCluster::start(
+            args.replicas,
+            &args.sync,
+            &args.faults,
+            true,
+        )?)
+    } else {
+        None
+    };
+    let reference = match (&args.url, &args.ior_file, &spawned) {
+        (Some(url), _, _) => url.clone(),
+        (_, Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the IOR file {}", path.display()))?
+            .trim()
+            .to_string(),
+        (_, _, Some(s)) => s.corbaloc.clone(),
+        _ => anyhow::bail!("say where the front end is: --url, --ior-file, or --spawn"),
+    };
+    let total = args.ops.unwrap_or(if args.duration.is_some() {
+        u64::MAX
+    } else {
+        10_000
+    });
+    let until = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let results = Arc::new(Mutex::new(Vec::new()));
+
+    let clients: Vec<ClinicClient> = (0..args.clients)
+        .map(|_| ClinicClient::connect(&reference, &ClientOptions::default()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("connecting to {reference}: {e}"))?;
+    let bar = match args.duration {
+        Some(s) => ProgressBar::new((s * 10.0) as u64),
+        None => ProgressBar::new(total),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed:>4} {bar:40} {msg}").expect("valid template"),
+    );
+    let start = Instant::now();
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let (issued, done, stop, results) =
+                (issued.clone(), done.clone(), stop.clone(), results.clone());
+            let mix = args.mix;
+            std::thread::spawn(move || {
+                let r = client_loop(i, &client, mix, total, until, &issued, &done, &stop);
+                results.lock().expect("not poisoned").push(r);
+            })
+        })
+        .collect();
+    while threads.iter().any(|t| !t.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        let n = done.load(Ordering::Relaxed);
+        let rate = n as f64 / start.elapsed().as_secs_f64();
+        bar.set_message(format!("{n} ops, {rate:.0} ops/s"));
+        match args.duration {
+            Some(_) => bar.set_position((start.elapsed().as_secs_f64() * 10.0) as u64),
+            None => bar.set_position(n),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    for t in threads {
+        let _ = t.join();
+    }
+    let results = std::mem::take(&mut *results.lock().expect("not poisoned"));
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut ok = 0;
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut created = 0usize;
+    let mut ids = HashSet::new();
+    let mut duplicates = 0usize;
+    for r in results {
+        latency.add(&r.latency)?;
+        ok += r.ok;
+        for (k, v) in r.errors {
+            *errors.entry(k).or_default() += v;
+        }
+        for id in r.created {
+            created += 1;
+            if !ids.insert(id) {
+                duplicates += 1;
+            }
+        }
+    }
+    let ops = ok + errors.values().sum::<u64>();
+    let q = |p: f64| latency.value_at_quantile(p);
+    let summary = serde_json::json!({
+        "bench": "load",
+        "mix": format!("{:?}", args.mix).to_lowercase(),
+        "clients": args.clients,
+        "replicas": spawned.as_ref().map(|s| s.config.replicas.len()),
+        "ops": ops,
+        "ok": ok,
+        "errors": errors,
+        "seconds": elapsed,
+        "ops_per_sec": ops as f64 / elapsed,
+        "p50_us": q(0.5),
+        "p99_us": q(0.99),
+        "p999_us": q(0.999),
+        "max_us": latency.max(),
+        "created": created,
+        "duplicate_ids": duplicates,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{ops} ops in {elapsed:.2} s from {} clients: {:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms, max {:.2} ms",
+            args.clients,
+            ops as f64 / elapsed,
+            q(0.5) as f64 / 1000.0,
+            q(0.99) as f64 / 1000.0,
+            q(0.999) as f64 / 1000.0,
+            latency.max() as f64 / 1000.0
+        );
+        println!("ok {ok}, created {created} (duplicate IDs: {duplicates}), errors {errors:?}");
+    }
+    anyhow::ensure!(
+        duplicates == 0,
+        "{duplicates} record IDs were returned twice"
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn client_loop(
+    index: usize,
+    client: &ClinicClient,
+    mix: OpMix,
+    total: u64,
+    until: Option<Instant>,
+    issued: &AtomicU64,
+    done: &AtomicU64,
+    stop: &AtomicBool,
+) -> ClientResult {
+    let mut r = ClientResult {
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        ok: 0,
+        errors: BTreeMap::new(),
+        created: Vec::new(),
+    };
+    let mut workload = Workload::new(index as u64 + 1, Mix::CreatesOnly);
+    // Records this client created, with the clinic each is in now.
+    let mut mine: Vec<(String, Clinic)> = Vec::new();
+    let manager = |c: Clinic| format!("{}{:04}", c.code(), index % 10_000);
+    let mut pick = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) || until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        if issued.fetch_add(1, Ordering::Relaxed) >= total {
+            break;
+        }
+        pick = pick
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let roll = (pick >> 33) % 100;
+        let create = mix == OpMix::Create || mine.is_empty() || roll < 30;
+        let t = Instant::now();
+        let outcome: Result<Option<(String, Clinic)>, CallError> = if create {
+            let Request::CreateDoctor {
+                first_name,
+                last_name,
+                address,
+                phone,
+                specialization,
+                location,
+                ..
+            } = workload.create_doctor()
+            else {
+                unreachable!("create_doctor makes doctors")
+            };
+            let clinic = Clinic::ALL[index % 3];
+            client
+                .create_d_record(
+                    &manager(clinic),
+                    &first_name,
+                    &last_name,
+                    &address,
+                    &phone,
+                    &specialization,
+                    &location,
+                )
+                .map(|id| Some((id, clinic)))
+        } else {
+            let k = (pick >> 17) as usize % mine.len();
+            let (id, clinic) = mine[k].clone();
+            match roll {
+                30..=49 => client
+                    .edit_record(&manager(clinic), &id, "phone", "514-555-0000")
+                    .map(|_| None),
+                50..=59 => {
+                    let to = Clinic::ALL[(clinic.index() + 1) % 3];
+                    let r = client.transfer_record(&manager(clinic), &id, to.code());
+                    if r.is_ok() {
+                        mine[k].1 = to;
+                    }
+                    r.map(|_| None)
+                }
+                60..=79 => client.get_record_counts(&manager(clinic)).map(|_| None),
+                _ => client.get_record(&manager(clinic), &id).map(|_| None),
+            }
+        };
+        let micros = t.elapsed().as_micros() as u64;
+        done.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(created) => {
+                let _ = r.latency.record(micros.max(1));
+                r.ok += 1;
+                if let Some((id, clinic)) = created {
+                    r.created.push(id.clone());
+                    mine.push((id, clinic));
+                }
+            }
+            Err(e) => {
+                let key = match &e {
+                    CallError::User(u) => u.name().to_string(),
+                    CallError::System(s) => format!("{:?}", s.kind()),
+                };
+                *r.errors.entry(key).or_default() += 1;
+            }
+        }
+    }
+    r
+}
