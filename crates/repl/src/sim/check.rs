@@ -98,13 +98,28 @@ impl Checker {
         }
     }
 
+    /// `replica` crashed: it forgets what it applied beyond its disk.
+    pub fn on_crash(&mut self, replica: NodeId, durable: usize) {
+        assert_ne!(replica, self.leader, "leader crashes need view changes");
+        let log = self.logs.entry(replica).or_default();
+        assert!(
+            log.len() >= durable,
+            "{replica} held durably what it never applied"
+        );
+        log.truncate(durable);
+    }
+
     pub fn after_step(
         &self,
         replicas: &BTreeMap<NodeId, Replica>,
         disks: &BTreeMap<NodeId, Disk>,
         frontends: &BTreeMap<NodeId, FrontEnd>,
     ) {
-        let mut min_durable = u64::MAX;
+        let mut min_durable = disks
+            .values()
+            .map(|d| d.durable.len() as u64)
+            .min()
+            .unwrap_or(0);
         for (id, r) in replicas {
             let applied = self.logs.get(id).map_or(0, Vec::len) as u64;
             assert_eq!(r.applied(), applied, "{id}'s applied position");
@@ -200,6 +215,7 @@ impl Checker {
     ) {
         assert!(net.is_empty(), "datagrams left in flight");
         assert!(disks.values().all(Disk::is_idle), "disk writes left");
+        assert_eq!(replicas.len(), disks.len(), "every replica is up again");
         let mut total = 0;
         for (id, fe) in frontends {
             assert_eq!(fe.unanswered(), 0, "{id} still waits for replies");

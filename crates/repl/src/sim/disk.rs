@@ -4,6 +4,8 @@
 //! a time takes a random time and makes every entry it carries durable at
 //! once; entries arriving meanwhile go into the next write (group commit).
 
+use crate::recover::Recovered;
+use crate::session::Sessions;
 use dcms_core::{ClinicState, LogEntry};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -77,6 +79,31 @@ impl Disk {
 
     pub fn is_idle(&self) -> bool {
         self.writing.is_none() && self.queued.is_empty()
+    }
+
+    /// The process crashed: a write under way completes or not (a batch is
+    /// atomic), and queued entries are lost.
+    pub fn crash(&mut self, rng: &mut ChaCha8Rng) {
+        if let Some((_, batch)) = self.writing.take() {
+            if rng.gen_bool(0.5) {
+                self.durable.extend(batch);
+                self.writes += 1;
+            }
+        }
+        self.queued.clear();
+    }
+
+    /// What a restarted replica recovers from this disk.
+    pub fn recover(&self, reply_cache: usize) -> Recovered {
+        let mut sessions = Sessions::new(reply_cache);
+        for e in &self.durable {
+            sessions.record(e);
+        }
+        Recovered {
+            state: self.replay(),
+            last_applied: self.durable.len() as u64,
+            sessions,
+        }
     }
 
     /// The state a restart would recover: every durable effect applied.

@@ -73,6 +73,7 @@ pub struct Coverage {
     pub nack_resends: u64,
     pub unknown_outcomes: u64,
     pub late_replies: u64,
+    pub backup_restarts: u64,
 }
 
 impl Coverage {
@@ -92,6 +93,7 @@ impl Coverage {
         self.nack_resends += o.nack_resends;
         self.unknown_outcomes += o.unknown_outcomes;
         self.late_replies += o.late_replies;
+        self.backup_restarts += o.backup_restarts;
     }
 
     fn of(sim: &Sim) -> Coverage {
@@ -125,6 +127,7 @@ impl Coverage {
         }
         c.unknown_outcomes = sim.check.unknown_outcomes;
         c.late_replies = sim.check.late_replies;
+        c.backup_restarts = sim.restarted;
         c
     }
 }
@@ -191,6 +194,12 @@ struct Sim {
     /// Forged datagrams still to inject: (time, victim).
     forgeries: Vec<(u64, NodeId)>,
     heal_at: Option<u64>,
+    /// Backup crashes still to happen: (time, node, down for ms).
+    crashes: Vec<(u64, NodeId, u64)>,
+    /// Crashed backups and when they restart.
+    restarts: BTreeMap<NodeId, u64>,
+    replica_config: ReplicaConfig,
+    restarted: u64,
     created: u32,
     check: Checker,
     forged: u64,
@@ -278,6 +287,13 @@ pub fn run(seed: u64) -> SimReport {
             partitions.push((start, node, start + rng.gen_range(100..=3000)));
         }
     }
+    let mut crashes = Vec::new();
+    if rng.gen_bool(0.3) {
+        for _ in 0..rng.gen_range(1..=2) {
+            let at = now + rng.gen_range(0..span);
+            crashes.push((at, pick(&mut rng, &REPLICAS[1..]), rng.gen_range(0..=2000)));
+        }
+    }
     let forgeries = (0..rng.gen_range(0..=4))
         .map(|_| (now + rng.gen_range(0..span), pick(&mut rng, &nodes)))
         .collect();
@@ -293,6 +309,10 @@ pub fn run(seed: u64) -> SimReport {
         partitions,
         forgeries,
         heal_at: Some(now + span),
+        crashes,
+        restarts: BTreeMap::new(),
+        replica_config: rc,
+        restarted: 0,
         created: 0,
         check: Checker::new(LEADER),
         forged: 0,
@@ -353,6 +373,8 @@ impl Sim {
         );
         times.extend(self.partitions.iter().map(|p| p.0));
         times.extend(self.forgeries.iter().map(|f| f.0));
+        times.extend(self.crashes.iter().map(|c| c.0));
+        times.extend(self.restarts.values());
         times.into_iter().min()
     }
 
@@ -364,16 +386,44 @@ impl Sim {
             self.net.heal();
             self.partitions.clear();
             self.forgeries.clear();
+            self.crashes.clear();
             self.check.healed_at = Some(now);
+        } else if let Some(&id) = self
+            .restarts
+            .iter()
+            .find(|(_, &t)| t <= now)
+            .map(|(id, _)| id)
+        {
+            self.restarts.remove(&id);
+            let rc = &self.replica_config;
+            let config = ReplicaConfig {
+                me: id,
+                ..rc.clone()
+            };
+            let recovered = self.disks[&id].recover(rc.reply_cache);
+            self.replicas.insert(id, Replica::new(config, recovered));
+            self.restarted += 1;
+        } else if let Some(i) = self.crashes.iter().position(|c| c.0 <= now) {
+            let (_, id, down_ms) = self.crashes.swap_remove(i);
+            if self.replicas.remove(&id).is_some() {
+                let disk = self.disks.get_mut(&id).expect("disk");
+                disk.crash(&mut self.rng);
+                self.check.on_crash(id, disk.durable.len());
+                self.restarts.insert(id, now + down_ms);
+            }
         } else if let Some(d) = self.net.pop_due(now) {
-            let result = if let Some(r) = self.replicas.get_mut(&d.to) {
-                r.handle_datagram(now, &d.bytes)
+            let result = if self.restarts.contains_key(&d.to) {
+                Ok(None) // the node is down
+            } else if let Some(r) = self.replicas.get_mut(&d.to) {
+                r.handle_datagram(now, &d.bytes).map(Some)
             } else {
                 let fe = self.frontends.get_mut(&d.to).expect("known node");
-                fe.handle_datagram(now, &d.bytes)
+                fe.handle_datagram(now, &d.bytes).map(Some)
             };
             match (d.damaged, result) {
-                (true, Ok(_)) => panic!("a damaged or forged datagram to {} was accepted", d.to),
+                (true, Ok(Some(_))) => {
+                    panic!("a damaged or forged datagram to {} was accepted", d.to)
+                }
                 (false, Err(e)) => {
                     panic!("a genuine datagram {} -> {} was refused: {e}", d.from, d.to)
                 }

@@ -70,6 +70,7 @@ fn sim_many_seeds() {
             ("NACK resends", c.nack_resends),
             ("outcome unknown", c.unknown_outcomes),
             ("late replies", c.late_replies),
+            ("backup restarts", c.backup_restarts),
         ] {
             assert!(count > 0, "no run exercised {path}");
         }
