@@ -1,8 +1,273 @@
-//! `dcms client`: not built yet (see the open issues).
+//! `dcms client`: call the DCMS interface as a clinic manager.
+//!
+//! The object is found from `--url` (corbaloc: or corbaname:), `--ior` or
+//! `--ior-file`. The result is printed readably, or as one JSON line with
+//! `--json`. A CORBA exception is printed with its fields (on standard
+//! output as JSON with `--json`) and the command exits non-zero.
+
+use anyhow::Context;
+use dcms_corba::{CallError, ClientOptions, ClinicClient, IdlRecord};
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct ClientArgs {}
+pub struct ClientArgs {
+    /// corbaloc:iiop:HOST:PORT/DCMS or corbaname:... URL of the object.
+    #[arg(long, env = "DCMS_URL", conflicts_with_all = ["ior", "ior_file"])]
+    url: Option<String>,
+    /// Stringified IOR of the object.
+    #[arg(long, conflicts_with = "ior_file")]
+    ior: Option<String>,
+    /// File holding the stringified IOR (as `dcms frontend --ior-file` writes it).
+    #[arg(long)]
+    ior_file: Option<PathBuf>,
+    /// The calling manager (clinic code and four digits, like MTL1234).
+    #[arg(long, global = true, env = "DCMS_MANAGER")]
+    manager: Option<String>,
+    /// Print one JSON line instead of readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for a reply.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    #[command(subcommand)]
+    op: Op,
+}
 
-pub fn run(_args: ClientArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`dcms client` is not built yet")
+#[derive(clap::Subcommand, Debug)]
+enum Op {
+    /// createDRecord: a new doctor record; prints its ID.
+    CreateDoctor {
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        phone: String,
+        #[arg(long)]
+        specialization: String,
+        /// mtl, lvl or ddo.
+        #[arg(long)]
+        location: String,
+    },
+    /// createNRecord: a new nurse record; prints its ID.
+    CreateNurse {
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        /// junior or senior.
+        #[arg(long)]
+        designation: String,
+        /// active or terminated.
+        #[arg(long)]
+        status: String,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        status_date: String,
+    },
+    /// getRecordCounts: records per clinic.
+    Counts,
+    /// editRecord: change one field of a record.
+    Edit {
+        #[arg(long)]
+        record_id: String,
+        /// The IDL field name (phone, address, location, designation, status, statusDate, ...).
+        #[arg(long)]
+        field: String,
+        #[arg(long)]
+        value: String,
+    },
+    /// transferRecord: move a record to another clinic.
+    Transfer {
+        #[arg(long)]
+        record_id: String,
+        /// The remote clinic server name (MTL, LVL or DDO).
+        #[arg(long)]
+        to: String,
+    },
+    /// getRecord: one record.
+    Get {
+        #[arg(long)]
+        record_id: String,
+    },
+    /// listRecords: the records whose last name starts with a prefix.
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+enum Output {
+    Text(String),
+    Record(IdlRecord),
+    Records(Vec<IdlRecord>),
+}
+
+pub fn run(args: ClientArgs) -> anyhow::Result<()> {
+    let reference = match (&args.url, &args.ior, &args.ior_file) {
+        (Some(u), _, _) => u.clone(),
+        (_, Some(i), _) => i.clone(),
+        (_, _, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the IOR file {}", f.display()))?
+            .trim()
+            .to_string(),
+        _ => anyhow::bail!("say where the object is: --url, --ior or --ior-file"),
+    };
+    let manager = args
+        .manager
+        .clone()
+        .context("--manager is required (like --manager MTL1234)")?;
+    let opts = ClientOptions {
+        call_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        ..ClientOptions::default()
+    };
+    let result =
+        ClinicClient::connect(&reference, &opts).and_then(|c| call(&c, &manager, &args.op));
+    match result {
+        Ok(out) => {
+            print_output(&out, args.json);
+            Ok(())
+        }
+        Err(e) => {
+            if args.json {
+                println!("{}", error_json(&e));
+            }
+            Err(anyhow::anyhow!("{}", describe(&e)))
+        }
+    }
+}
+
+fn call(c: &ClinicClient, m: &str, op: &Op) -> Result<Output, CallError> {
+    Ok(match op {
+        Op::CreateDoctor {
+            first_name,
+            last_name,
+            address,
+            phone,
+            specialization,
+            location,
+        } => Output::Text(c.create_d_record(
+            m,
+            first_name,
+            last_name,
+            address,
+            phone,
+            specialization,
+            location,
+        )?),
+        Op::CreateNurse {
+            first_name,
+            last_name,
+            designation,
+            status,
+            status_date,
+        } => Output::Text(c.create_n_record(
+            m,
+            first_name,
+            last_name,
+            designation,
+            status,
+            status_date,
+        )?),
+        Op::Counts => Output::Text(c.get_record_counts(m)?),
+        Op::Edit {
+            record_id,
+            field,
+            value,
+        } => Output::Text(c.edit_record(m, record_id, field, value)?),
+        Op::Transfer { record_id, to } => Output::Text(c.transfer_record(m, record_id, to)?),
+        Op::Get { record_id } => Output::Record(c.get_record(m, record_id)?),
+        Op::List { prefix } => Output::Records(c.list_records(m, prefix)?),
+    })
+}
+
+fn record_json(r: &IdlRecord) -> serde_json::Value {
+    serde_json::Value::Object(
+        r.fields()
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect(),
+    )
+}
+
+fn print_output(out: &Output, json: bool) {
+    if json {
+        let v = match out {
+            Output::Text(s) => serde_json::json!({ "ok": true, "result": s }),
+            Output::Record(r) => serde_json::json!({ "ok": true, "record": record_json(r) }),
+            Output::Records(rs) => serde_json::json!({
+                "ok": true,
+                "records": rs.iter().map(record_json).collect::<Vec<_>>(),
+            }),
+        };
+        println!("{v}");
+        return;
+    }
+    match out {
+        Output::Text(s) => println!("{s}"),
+        Output::Record(r) => {
+            for (k, v) in r.fields() {
+                if !v.is_empty() {
+                    println!("{k:<15} {v}");
+                }
+            }
+        }
+        Output::Records(rs) => {
+            for r in rs {
+                let details: Vec<&str> = r
+                    .fields()
+                    .iter()
+                    .skip(5)
+                    .map(|(_, v)| *v)
+                    .filter(|v| !v.is_empty())
+                    .collect();
+                println!(
+                    "{}  {:<6}  {}  {} {}  ({})",
+                    r.record_id,
+                    r.kind.as_str(),
+                    r.clinic,
+                    r.first_name,
+                    r.last_name,
+                    details.join(", ")
+                );
+            }
+            println!(
+                "{} record{}",
+                rs.len(),
+                if rs.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+}
+
+/// `DCMS::NotFound: recordID="DR10009"`.
+fn describe(e: &CallError) -> String {
+    let fields: Vec<String> = e
+        .fields()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!(
+        "{} ({}): {}",
+        e.name(),
+        e.repository_id(),
+        fields.join(", ")
+    )
+}
+
+fn error_json(e: &CallError) -> serde_json::Value {
+    let fields: serde_json::Map<String, serde_json::Value> = e
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+        .collect();
+    serde_json::json!({
+        "ok": false,
+        "exception": e.name(),
+        "repository_id": e.repository_id(),
+        "fields": fields,
+    })
 }

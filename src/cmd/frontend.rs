@@ -1,8 +1,155 @@
-//! `dcms frontend`: not built yet (see the open issues).
+//! `dcms frontend`: the CORBA front door, `DCMS::ClinicManagement` at
+//! `corbaloc:iiop:HOST:PORT/DCMS`.
+//!
+//! - `--standalone --data-dir DIR`: requests run in this process on one
+//!   SQLite store (`DIR/standalone.sqlite`), no replication.
+//! - `--config FILE` (as `dcms up` writes it): the replicated front end,
+//!   which sequences requests to the leader replica over UDP.
+//!
+//! At start it prints `ior IOR:...`, `corbaloc corbaloc:iiop:...` and
+//! `port N` lines on standard output, writes `--ior-file`, and binds the
+//! object in CosNaming with `--naming`. It runs until SIGINT or SIGTERM.
+
+use super::common::{runtime, shutdown_signal, ClusterArgs, FaultArgs};
+use anyhow::Context;
+use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct FrontendArgs {}
+pub struct FrontendArgs {
+    /// Run requests in this process on one local store (no replicas).
+    #[arg(long, conflicts_with = "config")]
+    standalone: bool,
+    /// The cluster configuration (TOML) of the replicated front end.
+    #[arg(long, env = "DCMS_CONFIG")]
+    config: Option<PathBuf>,
+    /// The standalone store's folder; with --config, overrides its data folder.
+    #[arg(long, env = "DCMS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// IIOP address to listen on (port 0: any free port). Default:
+    /// 127.0.0.1:0 standalone, the configuration's address otherwise.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Host published in the IOR instead of the listening address.
+    #[arg(long)]
+    publish_host: Option<String>,
+    /// Write the stringified IOR to this file.
+    #[arg(long)]
+    ior_file: Option<PathBuf>,
+    /// A CosNaming root context (corbaloc:iiop:HOST:PORT/NameService or an
+    /// IOR) to bind the object in.
+    #[arg(long)]
+    naming: Option<String>,
+    /// The name to bind with --naming (contexts are created as needed).
+    #[arg(long, default_value = dcms_corba::server::DEFAULT_NAMING_NAME)]
+    naming_name: String,
+    /// Close a connection with no request for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Largest GIOP message accepted or sent, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_message_size: usize,
+    /// Requests running in the service at once (default 32 standalone,
+    /// 96 replicated: there a running request only waits for its reply).
+    #[arg(long)]
+    max_running: Option<usize>,
+    /// Requests waiting for a running slot, beyond which requests get
+    /// TRANSIENT at once (default 64 standalone, 160 replicated).
+    #[arg(long)]
+    max_waiting: Option<usize>,
+    /// Replicated: client deadline (ms) after which an unknown outcome is reported.
+    #[arg(long, env = "DCMS_OUTCOME_TIMEOUT_MS")]
+    outcome_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
 
-pub fn run(_args: FrontendArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`dcms frontend` is not built yet")
+pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let mut opts = ServeOptions {
+        listen: args
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        publish_host: args.publish_host.clone(),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+        max_message_size: args.max_message_size.max(1024),
+        admission: Admission {
+            max_running: args.max_running.unwrap_or(32).max(1),
+            max_waiting: args.max_waiting.unwrap_or(64),
+            ..Admission::default()
+        },
+        naming: args.naming.clone(),
+        naming_name: args.naming_name.clone(),
+        ..ServeOptions::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let service: Arc<dyn ClinicService> = if let Some(config) = &args.config {
+        let config = ClusterArgs {
+            config: config.clone(),
+            data_dir: args.data_dir.clone(),
+            outcome_timeout_ms: args.outcome_timeout_ms,
+            faults: args.faults.clone(),
+        }
+        .load()?;
+        if args.listen.is_none() {
+            opts.listen = config.frontend.iiop;
+        }
+        opts.admission.max_running = args.max_running.unwrap_or(96).max(1);
+        opts.admission.max_waiting = args.max_waiting.unwrap_or(160);
+        let _guard = rt.enter();
+        let (service, event_loop) = dcms_node::frontend::start_frontend(&config, async move {
+            let _ = stop_rx.await;
+        })?;
+        rt.spawn(event_loop);
+        Arc::new(service)
+    } else if args.standalone {
+        let dir = args
+            .data_dir
+            .clone()
+            .context("--standalone needs --data-dir DIR")?;
+        let s = Standalone::open(&dir)
+            .with_context(|| format!("opening the standalone store in {}", dir.display()))?;
+        tracing::info!("standalone store {}", s.path().display());
+        Arc::new(s)
+    } else {
+        anyhow::bail!(
+            "give --standalone --data-dir DIR, or --config FILE for the replicated front end"
+        );
+    };
+
+    let server = serve(service, &opts).with_context(|| format!("serving on {}", opts.listen))?;
+    if let Some(path) = &args.ior_file {
+        write_atomically(path, &format!("{}\n", server.ior()))
+            .with_context(|| format!("writing the IOR file {}", path.display()))?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ior {}", server.ior())?;
+        writeln!(out, "corbaloc {}", server.corbaloc())?;
+        writeln!(out, "port {}", server.port())?;
+        if let Some(url) = &opts.naming {
+            writeln!(out, "naming {} {}", opts.naming_name, url)?;
+        }
+        out.flush()?;
+    }
+    tracing::info!("DCMS front end ready at {}", server.corbaloc());
+    rt.block_on(shutdown_signal());
+    tracing::info!("stopping the front end");
+    server.shutdown();
+    let _ = stop_tx.send(());
+    drop(server);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Writes `path` through a temporary file and a rename, so that a reader
+/// never sees half an IOR.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("ior.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

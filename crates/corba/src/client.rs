@@ -38,6 +38,49 @@ impl CallError {
             CallError::User(_) => None,
         }
     }
+
+    /// `DCMS::NotFound`, `CORBA::TRANSIENT`, ...
+    pub fn name(&self) -> String {
+        match self {
+            CallError::User(e) => format!("DCMS::{}", e.name()),
+            CallError::System(e) => match e.kind() {
+                Some(k) => format!("CORBA::{}", k.name()),
+                None => e.repository_id.clone(),
+            },
+        }
+    }
+
+    pub fn repository_id(&self) -> &str {
+        match self {
+            CallError::User(e) => e.repository_id(),
+            CallError::System(e) => &e.repository_id,
+        }
+    }
+
+    /// The exception's members (user exceptions) or its minor code and
+    /// completion status (system exceptions), as `(name, value)`.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            CallError::User(e) => e
+                .members()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect(),
+            CallError::System(e) => vec![
+                ("minor", format!("{:#010x}", e.minor)),
+                ("completed", completion_name(e.completed).to_string()),
+            ],
+        }
+    }
+}
+
+/// `COMPLETED_YES`, `COMPLETED_NO` or `COMPLETED_MAYBE`.
+pub fn completion_name(c: CompletionStatus) -> &'static str {
+    match c {
+        CompletionStatus::Yes => "COMPLETED_YES",
+        CompletionStatus::No => "COMPLETED_NO",
+        CompletionStatus::Maybe => "COMPLETED_MAYBE",
+    }
 }
 
 impl From<SystemException> for CallError {
