@@ -195,7 +195,10 @@ impl LeaderState {
             progress.resend_at =
                 (durable < core.applied).then_some(now_ms + core.config.retransmit_ms);
         }
-        progress.applied = progress.applied.max(applied);
+        // The newest report wins, even when lower: a restarted backup lost
+        // what it had applied but not persisted, and resends must start
+        // after what it holds now. (A reordered old ack only costs resends.)
+        progress.applied = applied.max(progress.durable);
         let ours = if applied == self.committed {
             Some(self.committed_digest)
         } else if applied > self.committed {
