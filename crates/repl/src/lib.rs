@@ -50,6 +50,10 @@
 //! }
 //! ```
 //!
+//! Set `config.incarnation` to a value that differs at every start of the
+//! process (a counter kept on disk, or the start time in seconds): it keeps
+//! fragment IDs unique across restarts.
+//!
 //! Persistence batches must be committed in the order handed out; one
 //! `Store::commit` per batch (or several batches merged: group commit), then
 //! `persisted(last position of what is now durable)`. Sending may happen

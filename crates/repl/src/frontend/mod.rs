@@ -41,6 +41,8 @@ pub struct FrontEndConfig {
     /// Numbers in flight at most (from the oldest unanswered). Must not
     /// exceed the replicas' `reply_cache`.
     pub max_in_flight: u64,
+    /// Differs at every start (see `ReplicaConfig::incarnation`).
+    pub incarnation: u32,
 }
 
 impl FrontEndConfig {
@@ -55,6 +57,7 @@ impl FrontEndConfig {
             min_rto_ms: 200,
             max_rto_ms: 10_000,
             max_in_flight: 256,
+            incarnation: 0,
         }
     }
 }
@@ -138,7 +141,8 @@ impl FrontEnd {
             next_seq: 1,
             pending: BTreeMap::new(),
             rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
-            encoder: Encoder::new(config.wire.clone(), me, config.epoch),
+            encoder: Encoder::new(config.wire.clone(), me, config.epoch)
+                .with_incarnation(config.incarnation),
             decoder: Decoder::new(config.wire.clone()),
             reassembler: Reassembler::new(),
             outbox: Vec::new(),

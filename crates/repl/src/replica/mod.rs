@@ -59,6 +59,10 @@ pub struct ReplicaConfig {
     pub reply_cache: usize,
     /// Numbers named in one NACK, at most.
     pub max_nack_numbers: usize,
+    /// Differs at every start of this replica (e.g. a counter kept on disk,
+    /// or the start time in seconds); keeps fragment IDs unique across
+    /// restarts.
+    pub incarnation: u32,
 }
 
 impl ReplicaConfig {
@@ -77,6 +81,7 @@ impl ReplicaConfig {
             resend_batch: 256,
             reply_cache: 1024,
             max_nack_numbers: 64,
+            incarnation: 0,
         }
     }
 
@@ -226,7 +231,8 @@ impl Replica {
     pub fn new(config: ReplicaConfig, recovered: Recovered) -> Replica {
         config.validate();
         let epoch = config.epoch;
-        let encoder = Encoder::new(config.wire.clone(), config.me, epoch);
+        let encoder = Encoder::new(config.wire.clone(), config.me, epoch)
+            .with_incarnation(config.incarnation);
         let decoder = Decoder::new(config.wire.clone());
         let role = if config.leader == config.me {
             RoleState::Leader(LeaderState::new(&config, &recovered))

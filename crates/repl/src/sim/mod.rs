@@ -395,14 +395,15 @@ impl Sim {
             .map(|(id, _)| id)
         {
             self.restarts.remove(&id);
+            self.restarted += 1;
             let rc = &self.replica_config;
             let config = ReplicaConfig {
                 me: id,
+                incarnation: self.restarted as u32,
                 ..rc.clone()
             };
             let recovered = self.disks[&id].recover(rc.reply_cache);
             self.replicas.insert(id, Replica::new(config, recovered));
-            self.restarted += 1;
         } else if let Some(i) = self.crashes.iter().position(|c| c.0 <= now) {
             let (_, id, down_ms) = self.crashes.swap_remove(i);
             if self.replicas.remove(&id).is_some() {

@@ -45,6 +45,15 @@ impl Encoder {
         }
     }
 
+    /// Fragment IDs start at `incarnation << 32`, so a restarted sender
+    /// (with a new incarnation) never reuses the ID of a message whose
+    /// fragments a receiver may still hold: its fragments could otherwise
+    /// be joined with the new message's.
+    pub fn with_incarnation(mut self, incarnation: u32) -> Encoder {
+        self.next_fragment_id = (u64::from(incarnation) << 32) | 1;
+        self
+    }
+
     pub fn epoch(&self) -> Epoch {
         self.epoch
     }

@@ -258,3 +258,45 @@ fn fragments_that_disagree_are_refused() {
     assert_eq!(r.push(NodeId(2), f(0, 2)), Ok(None));
     assert!(r.push(NodeId(2), f(1, 2)).is_err());
 }
+
+#[test]
+fn a_new_incarnation_never_reuses_fragment_ids() {
+    let big = Message::Reply {
+        seq: 1,
+        reply: Err(DomainError::NotFound {
+            record_id: "z".repeat(1000),
+        }),
+    };
+    let ids = |incarnation| {
+        let mut e = Encoder::new(config(256), NodeId(3), 9).with_incarnation(incarnation);
+        let d = Decoder::new(config(256));
+        let datagram = d.decode(&e.encode(std::slice::from_ref(&big))[0]).unwrap();
+        match &datagram.messages[0] {
+            Message::Fragment(f) => f.id,
+            other => panic!("expected a fragment, got {other:?}"),
+        }
+    };
+    assert_ne!(ids(0), ids(1));
+    // A stale partial of the old incarnation does not spoil the new message.
+    let mut r = Reassembler::new();
+    let mut old = Encoder::new(config(256), NodeId(3), 9).with_incarnation(0);
+    let d = Decoder::new(config(256));
+    let first = d
+        .decode(&old.encode(std::slice::from_ref(&big))[0])
+        .unwrap();
+    for m in first.messages {
+        if let Message::Fragment(f) = m {
+            assert_eq!(r.push(NodeId(3), f), Ok(None));
+        }
+    }
+    let mut new = Encoder::new(config(256), NodeId(3), 9).with_incarnation(1);
+    let mut got = Vec::new();
+    for dg in new.encode(std::slice::from_ref(&big)) {
+        for m in d.decode(&dg).unwrap().messages {
+            if let Message::Fragment(f) = m {
+                got.extend(r.push(NodeId(3), f).unwrap());
+            }
+        }
+    }
+    assert_eq!(got, vec![big]);
+}
