@@ -211,6 +211,12 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, list: &[T]) -> T {
 
 /// Runs the simulation for `seed`; panics when an invariant fails.
 pub fn run(seed: u64) -> SimReport {
+    run_with(seed, None)
+}
+
+/// Like [`run`], with `requests` in total instead of the seed's choice
+/// (the rest of the setting still follows from the seed).
+pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut wire = WireConfig::new(CLUSTER, SECRET);
     wire.max_datagram = pick(&mut rng, &[256, 600, 1400, 8192]);
@@ -234,6 +240,7 @@ pub fn run(seed: u64) -> SimReport {
     let disk_ms = pick(&mut rng, &[0, 2, 20]);
     let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
     let requests: u64 = rng.gen_range(20..=300);
+    let requests = requests_override.unwrap_or(requests);
     let outcome_timeout_ms = pick(&mut rng, &[300, 5_000]);
     let initial_rto_ms = rng.gen_range(50..=1000);
     let setting = format!(

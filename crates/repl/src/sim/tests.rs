@@ -8,10 +8,12 @@
 //! ```
 //!
 //! `sim_replay` runs the seed in `DCMS_SIM_SEED` (default 42, so it is a real
-//! test when the variable is unset) and prints its report; set
-//! `RUST_LOG`-style tracing in your own harness if you want more.
+//! test when the variable is unset) and prints its report;
+//! `DCMS_SIM_REQUESTS` overrides the seed's workload size (as the long-run
+//! test does). `DCMS_SIM_SEEDS` / `DCMS_SIM_FIRST_SEED` choose the seeds of
+//! `sim_many_seeds`.
 
-use super::{replay_command, run, Coverage};
+use super::{replay_command, run, run_with, Coverage};
 use std::time::Instant;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -80,7 +82,7 @@ fn sim_many_seeds() {
 #[test]
 fn sim_replay() {
     let seed = env_u64("DCMS_SIM_SEED").unwrap_or(42);
-    let report = run(seed);
+    let report = run_with(seed, env_u64("DCMS_SIM_REQUESTS"));
     println!("{report}");
     assert_eq!(report.seed, seed);
     assert!(report.requests >= 20, "a run submits a real workload");
@@ -93,4 +95,17 @@ fn a_seed_replays_identically() {
     assert_eq!(a.steps, b.steps);
     assert_eq!(a.virtual_ms, b.virtual_ms);
     assert_eq!(a.net.sent, b.net.sent);
+}
+
+#[test]
+fn sim_long_workloads() {
+    // Long runs wrap the reply caches and windows many times over.
+    for seed in [3, 11, 19] {
+        let result = std::panic::catch_unwind(|| run_with(seed, Some(3000)));
+        if result.is_err() {
+            panic!(
+                "long simulation failed for seed {seed}; replay with: DCMS_SIM_SEED={seed} DCMS_SIM_REQUESTS=3000 cargo test -p dcms-repl sim_replay -- --nocapture"
+            );
+        }
+    }
 }
