@@ -44,7 +44,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging();
+    let quiet = matches!(
+        cli.command,
+        Command::Client(_) | Command::Bench(_) | Command::Status(_) | Command::Debug(_)
+    );
+    cmd::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Up(a) => cmd::up::run(a),
         Command::Replica(a) => cmd::replica::run(a),

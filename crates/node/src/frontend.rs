@@ -93,6 +93,10 @@ pub fn start_frontend(
         let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
         let mut status = StatusWriter::new(&data_dir, "frontend");
         tokio::pin!(shutdown);
+        let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
+            crate::status::STATUS_INTERVAL_MS,
+        ));
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(frontend = id, leader = %leader, "front end sequencer running");
         loop {
             let deadline = fe.next_deadline().map(|ms| clock.instant_at(ms));
@@ -119,6 +123,7 @@ pub fn start_frontend(
                     }
                 }
                 _ = sleep => fe.tick(clock.now_ms()),
+                _ = status_tick.tick() => {}
             }
             let ready = fe.ready();
             for t in ready.transmits {

@@ -8,6 +8,7 @@
 //! - [`replica`]: the replica process's event loop.
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
+//! - [`local`]: a local cluster as child processes (benchmarks, tests).
 //! - [`clock`]: monotonic milliseconds anchored to wall time.
 
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod faults;
 pub mod frontend;
 pub mod link;
+pub mod local;
 pub mod persist;
 pub mod replica;
 pub mod status;

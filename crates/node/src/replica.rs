@@ -96,6 +96,10 @@ pub async fn run_replica(
     let mut status = StatusWriter::new(&config.data_dir, &format!("replica-{id}"));
     info!(replica = id, udp = %me.udp, role = ?replica.role(), leader = %leader, epoch = replica.epoch(), "replica running");
     tokio::pin!(shutdown);
+    let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
+        crate::status::STATUS_INTERVAL_MS,
+    ));
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = replica.next_deadline().map(|ms| clock.instant_at(ms));
         let sleep = async {
@@ -128,6 +132,7 @@ pub async fn run_replica(
                 }
             },
             _ = sleep => replica.tick(clock.now_ms()),
+            _ = status_tick.tick() => {}
         }
         let ready = replica.ready();
         for t in ready.transmits {

@@ -2,7 +2,6 @@
 //! CORBA connection, calling the DCMS interface as fast as replies come
 //! back; latencies into HDR histograms, merged at the end.
 
-use super::spawn::SpawnedCluster;
 use crate::cmd::common::FaultArgs;
 use anyhow::Context;
 use dcms_corba::{CallError, ClientOptions, ClinicClient};
@@ -73,11 +72,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             "dcms bench: starting a cluster of {} replicas",
             args.replicas
         );
-        Some(SpawnedCluster::start(
+        Some(super::spawn::start(
             args.replicas,
             &args.sync,
             &args.faults,
-            true,
         )?)
     } else {
         None
