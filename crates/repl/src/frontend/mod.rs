@@ -121,6 +121,10 @@ pub struct FrontEnd {
     /// Submitted and not yet answered by a reply, by number.
     pending: BTreeMap<Seq, Pending>,
     rtt: RttEstimator,
+    /// When the timeout was last backed off: at most once per timeout
+    /// interval, however many requests expire in it (one timer per
+    /// connection in RFC 6298 terms).
+    backed_off_at: Option<u64>,
     encoder: Encoder,
     decoder: Decoder,
     reassembler: Reassembler,
@@ -141,6 +145,7 @@ impl FrontEnd {
             next_seq: 1,
             pending: BTreeMap::new(),
             rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
+            backed_off_at: None,
             encoder: Encoder::new(config.wire.clone(), me, config.epoch)
                 .with_incarnation(config.incarnation),
             decoder: Decoder::new(config.wire.clone()),
@@ -318,8 +323,10 @@ impl FrontEnd {
                 }
             }
         }
-        if !expired.is_empty() {
+        let may_back_off = self.backed_off_at.is_none_or(|t| now_ms >= t + rto);
+        if !expired.is_empty() && may_back_off {
             self.rtt.backoff();
+            self.backed_off_at = Some(now_ms);
         }
         for seq in expired {
             self.transmit(now_ms, seq);

@@ -212,3 +212,24 @@ fn refuses_garbage() {
     assert!(fe.handle_datagram(0, &r).is_err());
     assert_eq!(fe.stats().decode_errors, 2);
 }
+
+#[test]
+fn backs_off_once_per_timeout_interval() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    fe.submit(10, get(2));
+    sent(&mut fe);
+    fe.tick(1000);
+    assert_eq!(sent(&mut fe), vec![(1, 1)]);
+    assert_eq!(fe.rto_ms(), 2000);
+    fe.tick(2010);
+    assert_eq!(sent(&mut fe), vec![(2, 1)]);
+    assert_eq!(
+        fe.rto_ms(),
+        2000,
+        "a second expiry within the interval does not back off again"
+    );
+    fe.tick(3000);
+    assert_eq!(sent(&mut fe), vec![(1, 1)]);
+    assert_eq!(fe.rto_ms(), 4000);
+}
