@@ -136,6 +136,27 @@ proptest! {
         prop_assert!(Decoder::new(config(8192)).decode(&bytes).is_err());
     }
 
+    /// Past the tag check, any frame bytes: no panic.
+    #[test]
+    fn tagged_random_frames_never_panic(frames in prop::collection::vec(any::<u8>(), 0..400)) {
+        if let Ok(d) = Decoder::new(config(8192)).decode(&tagged(&frames)) {
+            prop_assert!(!d.messages.is_empty());
+        }
+    }
+
+    /// Frames with a valid type and length but random bodies.
+    #[test]
+    fn tagged_random_bodies_never_panic(kind in 0u8..10, body in prop::collection::vec(any::<u8>(), 0..300)) {
+        let mut frames = vec![kind];
+        frames.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        frames.extend_from_slice(&body);
+        let d = Decoder::new(config(8192));
+        if let Ok(dg) = d.decode(&tagged(&frames)) {
+            prop_assert_eq!(dg.messages.len(), 1);
+            prop_assert_eq!(dg.messages[0].message_type() as u8, kind);
+        }
+    }
+
     #[test]
     fn any_damage_is_refused(message in message(), at in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>()) {
         let mut encoder = Encoder::new(config(8192), NodeId(3), 9);
