@@ -1,0 +1,965 @@
+//! Interoperability and robustness of the CORBA front door, against real
+//! processes on 127.0.0.1: `dcms frontend --standalone`, omniORBpy clients
+//! and servants, omniNames and catior from the Python virtualenv made by
+//! `scripts/venv.sh` (found through `DCMS_VENV`, default `<repo>/.venv`).
+//!
+//! Every process started here is killed when its guard drops, also when a
+//! test fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dcms_corba::{ClientOptions, ClinicClient};
+
+const DCMS: &str = env!("CARGO_BIN_EXE_dcms");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv, or a failure telling how to make it.
+fn venv() -> PathBuf {
+    let dir = std::env::var_os("DCMS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    for tool in ["python", "omniidl", "omniNames", "catior"] {
+        let p = dir.join("bin").join(tool);
+        assert!(
+            p.exists(),
+            "{} is missing: run scripts/venv.sh first (it creates {} with omniORB/omniORBpy; \
+             DCMS_VENV selects another virtualenv)",
+            p.display(),
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn tool(name: &str) -> PathBuf {
+    venv().join("bin").join(name)
+}
+
+/// Python stubs of idl/dcms.idl, generated once per test run.
+fn stubs() -> &'static Path {
+    static STUBS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    STUBS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new(tool("omniidl"))
+                .arg("-bpython")
+                .arg("-C")
+                .arg(dir.path())
+                .arg(repo().join("idl/dcms.idl"))
+                .output()
+                .expect("running omniidl");
+            assert!(
+                out.status.success(),
+                "omniidl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .path()
+}
+
+fn python(script: &str) -> Command {
+    let mut c = Command::new(tool("python"));
+    c.arg(repo().join("tests/interop").join(script))
+        .env("PYTHONPATH", stubs())
+        .env("PYTHONIOENCODING", "utf-8");
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn assert_running(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "{} exited",
+            self.name
+        );
+    }
+}
+
+/// A standalone front end on a fresh store.
+struct Frontend {
+    proc: Proc,
+    dir: tempfile::TempDir,
+    corbaloc: String,
+    ior: String,
+    port: u16,
+}
+
+impl Frontend {
+    fn start(extra: &[&str]) -> Frontend {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let mut child = Command::new(DCMS)
+            .arg("frontend")
+            .arg("--standalone")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--ior-file")
+            .arg(dir.path().join("dcms.ior"))
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut proc = Proc {
+            child,
+            name: "dcms frontend",
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut ior, mut corbaloc, mut port) = (None, None, None);
+        while port.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = proc.child.kill();
+                panic!(
+                    "dcms frontend ended before printing its port: {}",
+                    std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+                );
+            };
+            match line.split_once(' ') {
+                Some(("ior", v)) => ior = Some(v.to_string()),
+                Some(("corbaloc", v)) => corbaloc = Some(v.to_string()),
+                Some(("port", v)) => port = Some(v.parse::<u16>().unwrap()),
+                _ => {}
+            }
+        }
+        // Keep draining stdout so the process never blocks on it.
+        thread::spawn(move || for _ in lines {});
+        proc.assert_running();
+        let port = port.unwrap();
+        assert_ne!(port, 0, "the actual port is printed");
+        let corbaloc = corbaloc.expect("corbaloc line");
+        assert_eq!(corbaloc, format!("corbaloc:iiop:127.0.0.1:{port}/DCMS"));
+        Frontend {
+            proc,
+            dir,
+            corbaloc,
+            ior: ior.expect("ior line"),
+            port,
+        }
+    }
+
+    fn client(&self) -> ClinicClient {
+        ClinicClient::connect(&self.corbaloc, &ClientOptions::default()).unwrap()
+    }
+}
+
+fn run_python_client(reference: &str) {
+    let out = python("client.py").arg(reference).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok "),
+        "python client failed via {reference}:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: usize = stdout.trim()["ok ".len()..].parse().unwrap();
+    assert!(n >= 40, "the python client ran all its checks ({n})");
+}
+
+#[test]
+fn python_client_via_corbaloc() {
+    let fe = Frontend::start(&[]);
+    run_python_client(&fe.corbaloc);
+}
+
+#[test]
+fn python_client_via_ior_file() {
+    let fe = Frontend::start(&[]);
+    let ior = std::fs::read_to_string(fe.dir.path().join("dcms.ior")).unwrap();
+    assert_eq!(ior.trim(), fe.ior, "the IOR file holds the printed IOR");
+    run_python_client(ior.trim());
+}
+
+/// omniNames on a free port with its own log folder.
+fn start_omninames(dir: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let logdir = dir.join("names");
+    std::fs::create_dir_all(&logdir).unwrap();
+    let child = Command::new(tool("omniNames"))
+        .arg("-start")
+        .arg(port.to_string())
+        .arg("-logdir")
+        .arg(&logdir)
+        .arg("-ORBendPoint")
+        .arg(format!("giop:tcp:127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc {
+        child,
+        name: "omniNames",
+    };
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        proc.assert_running();
+        assert!(t0.elapsed() < Duration::from_secs(10), "omniNames listens");
+        thread::sleep(Duration::from_millis(50));
+    }
+    (proc, port)
+}
+
+fn dcms_client(args: &[&str]) -> Output {
+    Command::new(DCMS)
+        .arg("client")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    let s = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| {
+        panic!(
+            "not one JSON line ({e}): {s}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn python_client_via_a_name_in_omninames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_names, nport) = start_omninames(tmp.path());
+    let naming = format!("corbaloc:iiop:127.0.0.1:{nport}/NameService");
+    let first = Frontend::start(&["--naming", &naming]);
+    let corbaname = format!("corbaname:iiop:127.0.0.1:{nport}#DCMS/ClinicManagement");
+    run_python_client(&corbaname);
+
+    // A second front end rebinds the same name (the DCMS context exists).
+    let second = Frontend::start(&["--naming", &naming]);
+    let out = dcms_client(&[
+        "--url",
+        &corbaname,
+        "--manager",
+        "DDO0001",
+        "--json",
+        "create-nurse",
+        "--first-name",
+        "Ann",
+        "--last-name",
+        "Ng",
+        "--designation",
+        "junior",
+        "--status",
+        "active",
+        "--status-date",
+        "2024-01-31",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_of(&out)["result"], "NR10000");
+    // It went to the second front end, whose store was empty.
+    let c2 = second.client().get_record_counts("DDO0001").unwrap();
+    assert_eq!(c2, "MTL 0, LVL 0, DDO 1");
+    let c1 = first.client().get_record_counts("DDO0001").unwrap();
+    assert_eq!(c1, "MTL 0, LVL 2, DDO 1", "the first kept its records");
+}
+
+#[test]
+fn naming_service_that_is_down_fails_the_start() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(DCMS)
+        .args(["frontend", "--standalone", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--naming")
+        .arg(format!("corbaloc:iiop:127.0.0.1:{port}/NameService"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("naming service"));
+}
+
+#[test]
+fn catior_decodes_the_ior() {
+    let fe = Frontend::start(&[]);
+    let out = Command::new(tool("catior")).arg(&fe.ior).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Type ID: \"IDL:DCMS/ClinicManagement:1.0\""),
+        "{text}"
+    );
+    let profile = text
+        .lines()
+        .find(|l| l.contains("IIOP 1.2"))
+        .unwrap_or_else(|| panic!("no IIOP profile: {text}"));
+    assert!(
+        profile.contains(&format!("127.0.0.1 {} \"DCMS\"", fe.port)),
+        "{profile}"
+    );
+}
+
+/// The omniORBpy servant of tests/interop/servant.py.
+fn start_python_servant(dir: &Path) -> (Proc, u16, PathBuf) {
+    let port = free_port();
+    let ior_file = dir.join("py.ior");
+    let mut child = python("servant.py")
+        .arg(&ior_file)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let proc = Proc {
+        child,
+        name: "servant.py",
+    };
+    assert_eq!(line.trim(), "ready");
+    (proc, port, ior_file)
+}
+
+#[test]
+fn dcms_client_calls_a_python_servant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_servant, port, ior_file) = start_python_servant(tmp.path());
+    let url = format!("corbaloc:iiop:127.0.0.1:{port}/DCMS");
+    let ior_arg = ior_file.display().to_string();
+    let ior_text = std::fs::read_to_string(&ior_file).unwrap();
+    let at = |how: &str| -> Vec<String> {
+        match how {
+            "url" => vec!["--url".into(), url.clone()],
+            "ior-file" => vec!["--ior-file".into(), ior_arg.clone()],
+            _ => vec!["--ior".into(), ior_text.trim().to_string()],
+        }
+    };
+    let call = |how: &str, manager: &str, rest: &[&str]| -> Output {
+        let mut a = at(how);
+        a.extend(["--manager".into(), manager.into(), "--json".into()]);
+        a.extend(rest.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        dcms_client(&a)
+    };
+    let ok = |out: Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = json_of(&out);
+        assert_eq!(v["ok"], true);
+        v
+    };
+    let create_doctor = [
+        "create-doctor",
+        "--first-name",
+        "Zoé",
+        "--last-name",
+        "Müller",
+        "--address",
+        "1 Straße",
+        "--phone",
+        "514",
+        "--specialization",
+        "surgeon",
+        "--location",
+        "mtl",
+    ];
+    for how in ["url", "ior-file", "ior"] {
+        let v = ok(call(how, "MTL1234", &create_doctor));
+        assert_eq!(
+            v["result"],
+            "DR|MTL1234|Zoé|Müller|1 Straße|514|surgeon|mtl"
+        );
+    }
+    let v = ok(call(
+        "url",
+        "LVL0001",
+        &[
+            "create-nurse",
+            "--first-name",
+            "ß",
+            "--last-name",
+            "ü",
+            "--designation",
+            "senior",
+            "--status",
+            "active",
+            "--status-date",
+            "2024-02-29",
+        ],
+    ));
+    assert_eq!(v["result"], "NR|LVL0001|ß|ü|senior|active|2024-02-29");
+    assert_eq!(
+        ok(call("url", "M", &["counts"]))["result"],
+        "MTL 1, LVL 2, DDO 3"
+    );
+    assert_eq!(
+        ok(call(
+            "url",
+            "M",
+            &[
+                "edit",
+                "--record-id",
+                "DR1",
+                "--field",
+                "phone",
+                "--value",
+                "é"
+            ]
+        ))["result"],
+        "M|DR1|phone|é"
+    );
+    assert_eq!(
+        ok(call(
+            "url",
+            "M",
+            &["transfer", "--record-id", "NR2", "--to", "DDO"]
+        ))["result"],
+        "M|NR2|DDO"
+    );
+    let r = ok(call("url", "M", &["get", "--record-id", "NR7"]))["record"].clone();
+    assert_eq!(r["recordID"], "NR7");
+    assert_eq!(r["kind"], "NURSE");
+    assert_eq!(r["firstName"], "Jörg");
+    assert_eq!(r["lastName"], "Straße");
+    assert_eq!(r["statusDate"], "2024-02-29");
+    assert_eq!(r["address"], "");
+    let d = ok(call("url", "M", &["get", "--record-id", "DR7"]))["record"].clone();
+    assert_eq!(
+        (d["kind"].as_str(), d["location"].as_str()),
+        (Some("DOCTOR"), Some("mtl"))
+    );
+    let l = ok(call("url", "M", &["list", "--prefix", "Ab"]))["records"].clone();
+    let l = l.as_array().unwrap();
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[0]["lastName"], "Abü");
+    assert_eq!(l[1]["lastName"], "Abß");
+    assert_eq!(
+        ok(call("url", "M", &["list", "--prefix", "none"]))["records"],
+        serde_json::json!([])
+    );
+
+    // Exceptions: non-zero exit, the exception and its fields.
+    let fail = |out: Output| -> serde_json::Value {
+        assert!(!out.status.success(), "{out:?}");
+        assert!(!out.stderr.is_empty(), "the exception is printed on stderr");
+        json_of(&out)
+    };
+    let e = fail(call("url", "INVALID", &["counts"]));
+    assert_eq!(e["exception"], "DCMS::InvalidRequest");
+    assert_eq!(e["fields"]["field"], "managerID");
+    assert_eq!(e["fields"]["reason"], "bad manager é");
+    let e = fail(call("url", "NOAUTH", &["get", "--record-id", "DR1"]));
+    assert_eq!(e["exception"], "DCMS::NotAuthorized");
+    assert_eq!(e["fields"]["managerID"], "NOAUTH");
+    let e = fail(call("url", "UNAVAIL", &["list"]));
+    assert_eq!(e["repository_id"], "IDL:DCMS/Unavailable:1.0");
+    assert_eq!(e["fields"]["reason"], "python says no");
+    let e = fail(call(
+        "url",
+        "M",
+        &[
+            "edit",
+            "--record-id",
+            "DR99999",
+            "--field",
+            "a",
+            "--value",
+            "b",
+        ],
+    ));
+    assert_eq!(e["exception"], "DCMS::NotFound");
+    assert_eq!(e["fields"]["recordID"], "DR99999");
+    let e = fail(call("url", "TRANSIENT", &["counts"]));
+    assert_eq!(e["exception"], "CORBA::TRANSIENT");
+    assert_eq!(e["fields"]["completed"], "COMPLETED_MAYBE");
+    assert_eq!(e["fields"]["minor"], "0x00000007");
+
+    // Readable output without --json.
+    let out = dcms_client(&["--url", &url, "--manager", "M", "get", "--record-id", "DR1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("lastName") && text.contains("Müller"),
+        "{text}"
+    );
+    let out = dcms_client(&["--url", &url, "--manager", "NOAUTH", "counts"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DCMS::NotAuthorized") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dcms_client_against_our_front_end() {
+    let fe = Frontend::start(&[]);
+    let out = dcms_client(&[
+        "--url",
+        &fe.corbaloc,
+        "--manager",
+        "MTL0001",
+        "--json",
+        "create-doctor",
+        "--first-name",
+        "Zoé",
+        "--last-name",
+        "Müller",
+        "--address",
+        "a",
+        "--phone",
+        "5145550000",
+        "--specialization",
+        "s",
+        "--location",
+        "mtl",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_of(&out)["result"], "DR10000");
+    let out = dcms_client(&["--url", &fe.corbaloc, "--manager", "MTL0001", "list"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Zoé Müller"));
+    let out = dcms_client(&[
+        "--url",
+        &fe.corbaloc,
+        "--manager",
+        "LVL0001",
+        "--json",
+        "transfer",
+        "--record-id",
+        "DR10000",
+        "--to",
+        "DDO",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(json_of(&out)["exception"], "DCMS::NotAuthorized");
+    // An unreachable server is a system exception, not a hang.
+    let port = free_port();
+    let out = dcms_client(&[
+        "--url",
+        &format!("corbaloc:iiop:127.0.0.1:{port}/DCMS"),
+        "--manager",
+        "MTL0001",
+        "--json",
+        "counts",
+    ]);
+    assert!(!out.status.success());
+    assert!(json_of(&out)["exception"]
+        .as_str()
+        .unwrap()
+        .starts_with("CORBA::"));
+}
+
+// --- raw GIOP ---------------------------------------------------------------
+
+/// A little-endian CDR writer for hand-made GIOP 1.2 messages.
+#[derive(Default)]
+struct Cdr(Vec<u8>);
+
+impl Cdr {
+    fn align(&mut self, n: usize) {
+        while self.0.len() % n != 0 {
+            self.0.push(0);
+        }
+    }
+    fn u32(&mut self, v: u32) {
+        self.align(4);
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn string(&mut self, s: &str) {
+        self.u32(s.len() as u32 + 1);
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.push(0);
+    }
+}
+
+/// A GIOP 1.2 message of `kind` with `body`.
+fn giop(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = b"GIOP".to_vec();
+    m.extend_from_slice(&[1, 2, 1, kind]);
+    m.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A GIOP 1.2 Request for `DCMS` (its body is aligned as in a message:
+/// offsets count from the start of the message, after the 12-byte header).
+fn request(id: u32, op: &str, args: &[&str]) -> Vec<u8> {
+    let mut b = Cdr(vec![0; 12]); // stands for the header, for alignment
+    b.u32(id);
+    b.0.extend_from_slice(&[3, 0, 0, 0]); // response expected, reserved
+    b.0.extend_from_slice(&[0, 0]); // KeyAddr
+    b.align(4);
+    b.u32(4);
+    b.0.extend_from_slice(b"DCMS");
+    b.string(op);
+    b.u32(0); // no service contexts
+    b.align(8);
+    for a in args {
+        b.string(a);
+    }
+    giop(0, &b.0[12..])
+}
+
+fn locate_request(id: u32) -> Vec<u8> {
+    let mut b = Cdr(vec![0; 12]);
+    b.u32(id);
+    b.0.extend_from_slice(&[0, 0]);
+    b.align(4);
+    b.u32(4);
+    b.0.extend_from_slice(b"DCMS");
+    giop(3, &b.0[12..])
+}
+
+/// Reads one GIOP message: (message type, body).
+fn read_message(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut h = [0u8; 12];
+    s.read_exact(&mut h)?;
+    assert_eq!(&h[..4], b"GIOP");
+    let size = if h[6] & 1 == 1 {
+        u32::from_le_bytes(h[8..12].try_into().unwrap())
+    } else {
+        u32::from_be_bytes(h[8..12].try_into().unwrap())
+    };
+    let mut body = vec![0; size as usize];
+    s.read_exact(&mut body)?;
+    Ok((h[7], body))
+}
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Whether the server closed `s` (after at most a CloseConnection or
+/// MessageError) within `within`.
+fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    let t0 = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // CloseConnection / MessageError
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+    }
+}
+
+/// Well-behaved clients calling all along; `check` stops them and asserts
+/// every call succeeded, none slowly.
+struct Bystanders {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    threads: Vec<thread::JoinHandle<Result<Duration, String>>>,
+}
+
+impl Bystanders {
+    fn start(fe: &Frontend, n: usize) -> Bystanders {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..n)
+            .map(|i| {
+                let c = fe.client();
+                let (stop, ok) = (stop.clone(), ok.clone());
+                thread::spawn(move || {
+                    let mut worst = Duration::ZERO;
+                    let mut k = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let r = if (i + k) % 2 == 0 {
+                            c.get_record_counts("MTL0001").map(|_| ())
+                        } else {
+                            c.list_records("MTL0001", "X").map(|_| ())
+                        };
+                        r.map_err(|e| e.to_string())?;
+                        worst = worst.max(t.elapsed());
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        k += 1;
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    Ok(worst)
+                })
+            })
+            .collect();
+        Bystanders { stop, ok, threads }
+    }
+
+    fn check(self) {
+        // Let them make some calls while the disturbance lasts.
+        let t0 = Instant::now();
+        while self.ok.load(Ordering::Relaxed) < 20 && t0.elapsed() < Duration::from_secs(10) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let worst = t.join().unwrap().expect("a well-behaved client failed");
+            assert!(worst < Duration::from_secs(2), "a call took {worst:?}");
+        }
+        assert!(
+            self.ok.load(Ordering::Relaxed) > 10,
+            "the bystanders made calls"
+        );
+    }
+}
+
+#[test]
+fn raw_giop_requests_locate_and_bad_operation() {
+    let fe = Frontend::start(&[]);
+    let mut s = connect(fe.port);
+    s.write_all(&request(1, "getRecordCounts", &["MTL0001"]))
+        .unwrap();
+    let (kind, body) = read_message(&mut s).unwrap();
+    assert_eq!(kind, 1, "a Reply");
+    assert_eq!(
+        u32::from_le_bytes(body[0..4].try_into().unwrap()),
+        1,
+        "request id"
+    );
+    assert_eq!(
+        u32::from_le_bytes(body[4..8].try_into().unwrap()),
+        0,
+        "NO_EXCEPTION"
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("MTL 0, LVL 0, DDO 0"), "{text}");
+
+    s.write_all(&locate_request(2)).unwrap();
+    let (kind, body) = read_message(&mut s).unwrap();
+    assert_eq!(kind, 4, "a LocateReply");
+    assert_eq!(
+        u32::from_le_bytes(body[4..8].try_into().unwrap()),
+        1,
+        "OBJECT_HERE"
+    );
+
+    s.write_all(&request(3, "dropAllRecords", &["MTL0001"]))
+        .unwrap();
+    let (_, body) = read_message(&mut s).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(body[4..8].try_into().unwrap()),
+        2,
+        "SYSTEM_EXCEPTION"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("IDL:omg.org/CORBA/BAD_OPERATION:1.0"));
+
+    // Arguments missing: MARSHAL.
+    s.write_all(&request(4, "editRecord", &["MTL0001"]))
+        .unwrap();
+    let (_, body) = read_message(&mut s).unwrap();
+    assert_eq!(u32::from_le_bytes(body[4..8].try_into().unwrap()), 2);
+    assert!(String::from_utf8_lossy(&body).contains("IDL:omg.org/CORBA/MARSHAL:1.0"));
+
+    // A user exception, with its repository id.
+    s.write_all(&request(5, "getRecord", &["MTL0001", "DR12345"]))
+        .unwrap();
+    let (_, body) = read_message(&mut s).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(body[4..8].try_into().unwrap()),
+        1,
+        "USER_EXCEPTION"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("IDL:DCMS/NotFound:1.0"));
+}
+
+#[test]
+fn garbage_closes_only_that_connection() {
+    let mut fe = Frontend::start(&[]);
+    let by = Bystanders::start(&fe, 4);
+    for junk in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        b"GIOP\x09\x09\x00\x00\x00\x00\x00\x00".to_vec(), // bad version
+        giop(7, &[]),                                     // a Fragment continuing nothing
+    ] {
+        let mut s = connect(fe.port);
+        s.write_all(&junk).unwrap();
+        assert!(
+            closed_by_server(&mut s, Duration::from_secs(5)),
+            "garbage {:?} closes the connection",
+            &junk[..8]
+        );
+    }
+    thread::sleep(Duration::from_millis(300));
+    by.check();
+    fe.proc.assert_running();
+}
+
+#[test]
+fn oversized_messages_close_only_that_connection() {
+    let mut fe = Frontend::start(&[]);
+    let by = Bystanders::start(&fe, 4);
+    // A header announcing 64 MiB (over the 1 MiB limit), then some of it.
+    let mut s = connect(fe.port);
+    let mut m = b"GIOP\x01\x02\x01\x00".to_vec();
+    m.extend_from_slice(&(64u32 << 20).to_le_bytes());
+    s.write_all(&m).unwrap();
+    let _ = s.write_all(&vec![0u8; 64 * 1024]);
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)));
+    // A real request with a 2 MiB argument.
+    let mut s = connect(fe.port);
+    let big = "x".repeat(2 << 20);
+    let _ = s.write_all(&request(1, "getRecordCounts", &[&big]));
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)));
+    // Just under the limit is fine (and refused by the domain, not the ORB).
+    let c = fe.client();
+    let e = c
+        .get_record_counts(&"M".repeat(512 * 1024))
+        .expect_err("not a manager");
+    assert!(e.as_user().is_some(), "{e}");
+    by.check();
+    fe.proc.assert_running();
+}
+
+#[test]
+fn truncated_and_abandoned_requests_disturb_no_one() {
+    let mut fe = Frontend::start(&[]);
+    let by = Bystanders::start(&fe, 4);
+    let full = request(
+        9,
+        "createDRecord",
+        &["MTL0001", "A", "B", "c", "5145550000", "s", "mtl"],
+    );
+    // Half a header, half a body: then silence, the sockets kept open.
+    let mut stalled = Vec::new();
+    for cut in [5, 12, full.len() / 2, full.len() - 1] {
+        let mut s = connect(fe.port);
+        s.write_all(&full[..cut]).unwrap();
+        stalled.push(s);
+    }
+    // Half a request then a disconnect.
+    for cut in [7, full.len() / 2] {
+        let mut s = connect(fe.port);
+        s.write_all(&full[..cut]).unwrap();
+        s.shutdown(Shutdown::Both).unwrap();
+    }
+    // A whole request and a disconnect before the reply: it still runs.
+    for _ in 0..3 {
+        let mut s = connect(fe.port);
+        s.write_all(&full).unwrap();
+        drop(s);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let c = fe.client();
+    let t0 = Instant::now();
+    loop {
+        let counts = c.get_record_counts("MTL0001").unwrap();
+        if counts == "MTL 3, LVL 0, DDO 0" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "abandoned requests ran: {counts}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    by.check();
+    drop(stalled);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        c.get_record_counts("MTL0001").unwrap(),
+        "MTL 3, LVL 0, DDO 0"
+    );
+    fe.proc.assert_running();
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let mut fe = Frontend::start(&["--idle-timeout-secs", "1"]);
+    let by = Bystanders::start(&fe, 2);
+    let t0 = Instant::now();
+    let mut silent = connect(fe.port);
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(6)),
+        "a connection that sends nothing is closed"
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after the timeout ({waited:?})"
+    );
+    // A client that was idle longer than the timeout reconnects by itself.
+    let c = fe.client();
+    c.get_record_counts("MTL0001").unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    c.get_record_counts("MTL0001").unwrap();
+    by.check();
+    fe.proc.assert_running();
+}
+
+#[test]
+fn many_concurrent_clients_on_one_connection() {
+    let fe = Frontend::start(&[]);
+    let c = fe.client();
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let c = c.clone();
+            thread::spawn(move || {
+                for k in 0..5 {
+                    let id = c
+                        .create_d_record(
+                            "LVL0001",
+                            "A",
+                            &format!("N{i}x{k}"),
+                            "a",
+                            "5145550000",
+                            "s",
+                            "lvl",
+                        )
+                        .unwrap();
+                    assert!(id.starts_with("DR"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        c.get_record_counts("LVL0001").unwrap(),
+        "MTL 0, LVL 160, DDO 0"
+    );
+    assert_eq!(c.list_records("LVL0001", "N").unwrap().len(), 160);
+}
