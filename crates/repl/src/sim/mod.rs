@@ -24,6 +24,7 @@
 //! message naming it.
 
 mod check;
+mod coverage;
 mod disk;
 mod net;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::recover::Recovered;
 use crate::replica::{Replica, ReplicaConfig};
 use crate::wire::WireConfig;
 use check::Checker;
+pub use coverage::Coverage;
 use disk::Disk;
 use net::{Faults, NetStats, Network};
 use rand::seq::SliceRandom;
@@ -53,84 +55,6 @@ const LEADER: NodeId = NodeId(1);
 const MAX_STEPS: u64 = 3_000_000;
 /// Virtual time after healing by which everything must be answered.
 const QUIESCE_LIMIT_MS: u64 = 30 * 60 * 1000;
-
-/// How often each protocol path ran, summed over nodes (and over runs by
-/// [`Coverage::add`]); the many-seeds test requires every path to run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Coverage {
-    pub request_nacks: u64,
-    pub log_nacks: u64,
-    pub entries_resent: u64,
-    pub requests_held_back: u64,
-    pub entries_held_back: u64,
-    pub backpressure_drops: u64,
-    pub duplicate_requests: u64,
-    pub replies_resent: u64,
-    pub duplicate_entries: u64,
-    pub decode_errors: u64,
-    pub fragmented: u64,
-    pub retransmitted: u64,
-    pub nack_resends: u64,
-    pub unknown_outcomes: u64,
-    pub late_replies: u64,
-    pub backup_restarts: u64,
-}
-
-impl Coverage {
-    pub fn add(&mut self, o: &Coverage) {
-        self.request_nacks += o.request_nacks;
-        self.log_nacks += o.log_nacks;
-        self.entries_resent += o.entries_resent;
-        self.requests_held_back += o.requests_held_back;
-        self.entries_held_back += o.entries_held_back;
-        self.backpressure_drops += o.backpressure_drops;
-        self.duplicate_requests += o.duplicate_requests;
-        self.replies_resent += o.replies_resent;
-        self.duplicate_entries += o.duplicate_entries;
-        self.decode_errors += o.decode_errors;
-        self.fragmented += o.fragmented;
-        self.retransmitted += o.retransmitted;
-        self.nack_resends += o.nack_resends;
-        self.unknown_outcomes += o.unknown_outcomes;
-        self.late_replies += o.late_replies;
-        self.backup_restarts += o.backup_restarts;
-    }
-
-    fn of(sim: &Sim) -> Coverage {
-        let mut c = Coverage::default();
-        for (&id, r) in &sim.replicas {
-            let s = r.stats();
-            if id == LEADER {
-                c.request_nacks += s.nacks_sent;
-                c.requests_held_back += s.held_back;
-            } else {
-                c.log_nacks += s.nacks_sent;
-                c.entries_held_back += s.held_back;
-            }
-            c.entries_resent += s.entries_resent;
-            c.backpressure_drops += s.backpressure_drops;
-            c.duplicate_requests += s.duplicate_requests;
-            c.replies_resent += s.replies_resent;
-            c.duplicate_entries += s.duplicate_entries;
-            c.decode_errors += s.decode_errors;
-            c.fragmented += s.fragmented_sent;
-            assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
-            assert_eq!(s.divergences, 0, "{id} saw divergence");
-        }
-        for (id, fe) in &sim.frontends {
-            let s = fe.stats();
-            c.decode_errors += s.decode_errors;
-            c.fragmented += s.fragmented_sent;
-            c.retransmitted += s.retransmitted;
-            c.nack_resends += s.nack_resends;
-            assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
-        }
-        c.unknown_outcomes = sim.check.unknown_outcomes;
-        c.late_replies = sim.check.late_replies;
-        c.backup_restarts = sim.restarted;
-        c
-    }
-}
 
 /// What a run did, for the report line.
 #[derive(Clone, Debug)]
