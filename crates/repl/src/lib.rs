@@ -23,8 +23,9 @@
 //!
 //! # Driving the state machines from a shell
 //!
-//! Time is `now_ms: u64`, wall-clock milliseconds (the leader stamps audit
-//! lines with it). Node IDs map to UDP addresses in the shell: replicas from
+//! Time is `now_ms: u64` in milliseconds. Replicas take wall-clock time (the
+//! leader stamps audit lines with it; a backward jump only delays timers).
+//! Front ends may take any clock, best a monotonic one. Node IDs map to UDP addresses in the shell: replicas from
 //! the cluster configuration; a front end's ID is its stream ID, and its
 //! address is the source address of its last authenticated datagram
 //! (`handle_datagram` returns the authenticated [`wire::Header`]).

@@ -178,6 +178,7 @@ impl FrontEnd {
     /// Numbers `request` and sends it when the window allows. Returns its
     /// sequence number.
     pub fn submit(&mut self, now_ms: u64, request: Request) -> Seq {
+        self.expire_deadlines(now_ms);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.insert(
@@ -230,6 +231,7 @@ impl FrontEnd {
 
     /// Handles one received datagram; returns its authenticated header.
     pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<Header, WireError> {
+        self.expire_deadlines(now_ms);
         let datagram = self.decoder.decode(bytes).inspect_err(|_| {
             self.stats.decode_errors += 1;
         })?;
@@ -306,17 +308,10 @@ impl FrontEnd {
 
     /// Fires due timers: outcome deadlines and retransmissions.
     pub fn tick(&mut self, now_ms: u64) {
+        self.expire_deadlines(now_ms);
         let rto = self.rtt.rto();
         let mut expired = Vec::new();
-        for (&seq, p) in &mut self.pending {
-            if !p.reported_unknown && now_ms >= p.deadline {
-                p.reported_unknown = true;
-                self.stats.timeouts += 1;
-                self.completions.push(Completion {
-                    seq,
-                    outcome: ClientOutcome::Unknown,
-                });
-            }
+        for (&seq, p) in &self.pending {
             if let Some((_, last, _)) = p.sent {
                 if now_ms >= last + rto {
                     expired.push(seq);
@@ -332,6 +327,23 @@ impl FrontEnd {
             self.transmit(now_ms, seq);
         }
         self.pump(now_ms);
+    }
+
+    /// Reports [`ClientOutcome::Unknown`] for every request whose deadline
+    /// has come. Every input calls it first, so whether a reply beats the
+    /// deadline depends only on the times given, not on whether the shell
+    /// called `tick` or `handle_datagram` first.
+    fn expire_deadlines(&mut self, now_ms: u64) {
+        for (&seq, p) in &mut self.pending {
+            if !p.reported_unknown && p.deadline <= now_ms {
+                p.reported_unknown = true;
+                self.stats.timeouts += 1;
+                self.completions.push(Completion {
+                    seq,
+                    outcome: ClientOutcome::Unknown,
+                });
+            }
+        }
     }
 
     /// When [`FrontEnd::tick`] must be called next, if ever.

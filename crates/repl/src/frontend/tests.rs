@@ -233,3 +233,23 @@ fn backs_off_once_per_timeout_interval() {
     assert_eq!(sent(&mut fe), vec![(1, 1)]);
     assert_eq!(fe.rto_ms(), 4000);
 }
+
+#[test]
+fn a_reply_at_the_deadline_is_late_whatever_the_call_order() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    sent(&mut fe);
+    // The shell handles the datagram before calling tick at the deadline.
+    fe.handle_datagram(5_000, &reply(1)).unwrap();
+    let ready = fe.ready();
+    assert_eq!(
+        ready.completions,
+        vec![Completion {
+            seq: 1,
+            outcome: ClientOutcome::Unknown
+        }]
+    );
+    assert_eq!(ready.late_replies, vec![(1, ok())]);
+    fe.tick(5_000);
+    assert!(fe.ready().completions.is_empty());
+}

@@ -25,6 +25,9 @@ use std::collections::{BTreeMap, HashMap};
 
 pub(super) struct Checker {
     leader: NodeId,
+    outcome_timeout_ms: u64,
+    /// When each request was submitted.
+    submitted_at: HashMap<RequestKey, u64>,
     /// Every replica's applied entries, in the order it applied them.
     logs: BTreeMap<NodeId, Vec<LogEntry>>,
     /// Where the leader executed each request.
@@ -40,9 +43,11 @@ pub(super) struct Checker {
 }
 
 impl Checker {
-    pub fn new(leader: NodeId) -> Checker {
+    pub fn new(leader: NodeId, outcome_timeout_ms: u64) -> Checker {
         Checker {
             leader,
+            outcome_timeout_ms,
+            submitted_at: HashMap::new(),
             logs: BTreeMap::new(),
             executed: HashMap::new(),
             submitted: BTreeMap::new(),
@@ -54,7 +59,12 @@ impl Checker {
         }
     }
 
-    pub fn on_submit(&mut self, frontend: NodeId, seq: Seq) {
+    pub fn on_submit(&mut self, now: u64, frontend: NodeId, seq: Seq) {
+        let key = RequestKey {
+            stream: frontend.0,
+            seq,
+        };
+        self.submitted_at.insert(key, now);
         let last = self.submitted.entry(frontend.0).or_insert(0);
         assert_eq!(
             seq,
@@ -143,6 +153,7 @@ impl Checker {
 
     pub fn on_completion(
         &mut self,
+        now: u64,
         frontend: NodeId,
         c: &Completion,
         disks: &BTreeMap<NodeId, Disk>,
@@ -159,8 +170,21 @@ impl Checker {
             panic!("{key:?} completed twice: {old:?} then {:?}", c.outcome);
         }
         match &c.outcome {
-            ClientOutcome::Reply(reply) => self.on_reply(key, reply, disks),
-            ClientOutcome::Unknown => self.unknown_outcomes += 1,
+            ClientOutcome::Reply(reply) => {
+                let deadline = self.submitted_at[&key] + self.outcome_timeout_ms;
+                assert!(
+                    now < deadline,
+                    "{key:?} completed with a reply after its deadline"
+                );
+                self.on_reply(key, reply, disks)
+            }
+            ClientOutcome::Unknown => {
+                // Exactly at the deadline: not early, and not late either
+                // (the simulator fires every timer when it is due).
+                let deadline = self.submitted_at[&key] + self.outcome_timeout_ms;
+                assert_eq!(now, deadline, "{key:?} reported unknown off its deadline");
+                self.unknown_outcomes += 1;
+            }
         }
     }
 

@@ -245,7 +245,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         replica_config: rc,
         restarted: 0,
         created: 0,
-        check: Checker::new(LEADER),
+        check: Checker::new(LEADER, outcome_timeout_ms),
         forged: 0,
     };
     sim.run();
@@ -411,7 +411,7 @@ impl Sim {
                 .get_mut(&id)
                 .expect("front end")
                 .submit(now, request);
-            self.check.on_submit(id, seq);
+            self.check.on_submit(now, id, seq);
         } else {
             unreachable!("a step without anything due at {now}");
         }
@@ -448,7 +448,7 @@ impl Sim {
             }
             let ready = fe.ready();
             for c in ready.completions {
-                self.check.on_completion(id, &c, &self.disks);
+                self.check.on_completion(now, id, &c, &self.disks);
             }
             for (seq, reply) in ready.late_replies {
                 self.check.on_late_reply(id, seq, &reply, &self.disks);
