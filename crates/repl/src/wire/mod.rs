@@ -51,8 +51,10 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 8 * 1024;
 pub const MIN_MAX_DATAGRAM: usize = 256;
 /// The largest datagram UDP can carry over IPv4.
 pub const MAX_MAX_DATAGRAM: usize = 65_507;
-/// The most fragments one message may be split into.
-pub const MAX_FRAGMENTS: u16 = 1024;
+/// The most fragments one message may be split into (about 64 MiB at the
+/// default datagram size; a larger message is dropped by the encoder and
+/// counted in `Encoder::oversize_dropped`).
+pub const MAX_FRAGMENTS: u16 = 8192;
 
 /// What each endpoint needs to encode and check datagrams.
 #[derive(Clone, Debug)]
