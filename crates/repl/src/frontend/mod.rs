@@ -28,7 +28,10 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug)]
 pub struct FrontEndConfig {
     pub wire: WireConfig,
-    /// This front end's stream, which is also its node ID.
+    /// This front end's stream, which is also its node ID. Numbers restart
+    /// at 1 with every `FrontEnd`, so a restarted front end must take a new
+    /// stream ID (the replicas would answer its request 1 with the old
+    /// stream's stored reply), and it must never equal a replica's ID.
     pub stream: StreamId,
     pub leader: NodeId,
     /// The epoch it believes in at start; raised by newer replies.
