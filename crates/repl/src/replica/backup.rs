@@ -24,6 +24,8 @@ pub(super) struct BackupState {
     /// The highest position the leader has announced.
     leader_last: Position,
     nack_at: Option<u64>,
+    /// The highest commit position the leader has announced.
+    committed: Position,
 }
 
 impl BackupState {
@@ -32,6 +34,7 @@ impl BackupState {
             held: BTreeMap::new(),
             leader_last: 0,
             nack_at: None,
+            committed: 0,
         }
     }
 
@@ -41,11 +44,20 @@ impl BackupState {
         now_ms: u64,
         entry: LogEntry,
         leader_last: Position,
+        committed: Position,
     ) {
-        if entry.position == 0 || entry.position > leader_last {
+        if entry.position == 0 || entry.position > leader_last || committed > leader_last {
             core.stats.unexpected += 1;
             return;
         }
+        // The leader commits only what this backup acknowledged durable, and
+        // durability survives restarts.
+        assert!(
+            committed <= core.durable,
+            "leader committed {committed}, beyond this backup's durable {}",
+            core.durable
+        );
+        self.committed = self.committed.max(committed);
         self.leader_last = self.leader_last.max(leader_last);
         let position = entry.position;
         if position <= core.applied {
@@ -107,6 +119,10 @@ impl BackupState {
         let leader = core.config.leader;
         core.send(leader, Message::LogNack { missing });
         self.nack_at = Some(now_ms + core.config.nack_retry_ms);
+    }
+
+    pub(super) fn committed(&self) -> Position {
+        self.committed
     }
 
     pub(super) fn next_deadline(&self) -> Option<u64> {

@@ -159,6 +159,7 @@ impl LeaderState {
                 Message::Append {
                     entry: Box::new(entry.clone()),
                     leader_last,
+                    committed: self.committed,
                 },
             ));
             progress
@@ -249,6 +250,7 @@ impl LeaderState {
             Message::Append {
                 entry: Box::new(entry.clone()),
                 leader_last: core.applied,
+                committed: self.committed,
             },
         ));
     }

@@ -285,11 +285,11 @@ impl Replica {
     }
 
     /// Leader: highest position durable on every member (replied to).
-    /// Backup: `None` (backups do not track commitment yet).
-    pub fn committed(&self) -> Option<Position> {
+    /// Backup: the highest commit position the leader has told it.
+    pub fn committed(&self) -> Position {
         match &self.role {
-            RoleState::Leader(l) => Some(l.committed()),
-            RoleState::Backup(_) => None,
+            RoleState::Leader(l) => l.committed(),
+            RoleState::Backup(b) => b.committed(),
         }
     }
 
@@ -377,10 +377,15 @@ impl Replica {
             (RoleState::Leader(l), Message::LogNack { missing }) if from_replica => {
                 l.on_log_nack(&mut self.core, from, &missing)
             }
-            (RoleState::Backup(b), Message::Append { entry, leader_last })
-                if from == self.core.config.leader =>
-            {
-                b.on_append(&mut self.core, now_ms, *entry, leader_last)
+            (
+                RoleState::Backup(b),
+                Message::Append {
+                    entry,
+                    leader_last,
+                    committed,
+                },
+            ) if from == self.core.config.leader => {
+                b.on_append(&mut self.core, now_ms, *entry, leader_last, committed)
             }
             (_, message) => {
                 tracing::debug!(?from, kind = ?message.message_type(), "unexpected message");

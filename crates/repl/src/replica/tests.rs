@@ -162,7 +162,7 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
             reply: Ok(_)
         }
     ));
-    assert_eq!(l.committed(), Some(1));
+    assert_eq!(l.committed(), 1);
     // A duplicate after commit gets the stored reply, without executing.
     l.handle_datagram(6, &request(1)).unwrap();
     let (msgs, persist, _) = out(&mut l);
@@ -170,6 +170,13 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
     assert!(persist.is_empty());
     assert_eq!(l.stats().executed, 1);
     assert_eq!(b1.digest(), l.digest());
+    // Later appends tell the backups what is committed.
+    assert_eq!(b1.committed(), 0);
+    l.handle_datagram(7, &request(2)).unwrap();
+    for m in to(&out(&mut l).0, B1) {
+        b1.handle_datagram(8, &encode(L, 1, &[m])).unwrap();
+    }
+    assert_eq!(b1.committed(), 1);
     assert_eq!(
         b1.sessions().lookup(RequestKey {
             stream: FE.0,
@@ -220,7 +227,9 @@ fn backup_holds_back_nacks_and_reacks_duplicates() {
     let resent_positions: Vec<Position> = resent
         .iter()
         .map(|m| match m {
-            Message::Append { entry, leader_last } => {
+            Message::Append {
+                entry, leader_last, ..
+            } => {
                 assert_eq!(*leader_last, 3);
                 entry.position
             }

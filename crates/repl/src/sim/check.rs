@@ -137,7 +137,17 @@ impl Checker {
             assert_eq!(r.durable(), durable, "{id}'s durable position");
             min_durable = min_durable.min(durable);
         }
-        let committed = replicas[&self.leader].committed().expect("leader");
+        let committed = replicas[&self.leader].committed();
+        for (id, r) in replicas {
+            assert!(
+                r.committed() <= committed,
+                "{id} believes more is committed than is"
+            );
+            assert!(
+                r.committed() <= r.durable(),
+                "{id} knows of commits beyond its disk"
+            );
+        }
         assert!(
             committed <= min_durable,
             "leader committed {committed} but one replica holds only {min_durable} durably"
@@ -264,11 +274,7 @@ impl Checker {
         );
         let leader = &replicas[&self.leader];
         let last = leader.applied();
-        assert_eq!(
-            leader.committed(),
-            Some(last),
-            "leader committed everything"
-        );
+        assert_eq!(leader.committed(), last, "leader committed everything");
         let leader_log = &self.logs[&self.leader];
         for (id, r) in replicas {
             assert_eq!(r.applied(), last, "{id} applied everything");

@@ -125,6 +125,9 @@ pub enum Message {
     Append {
         entry: Box<LogEntry>,
         leader_last: Position,
+        /// The leader's commit position (durable on every member), so a
+        /// backup knows what is committed when it takes over.
+        committed: Position,
     },
     /// Backup to leader: everything up to `durable` is on disk; the state
     /// after applying up to `applied` has `digest`.

@@ -75,9 +75,12 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), reply()).prop_map(|(seq, reply)| Message::Reply { seq, reply }),
         prop::collection::vec(any::<u64>(), 0..80)
             .prop_map(|missing| Message::RequestNack { missing }),
-        (entry(), any::<u64>()).prop_map(|(entry, leader_last)| Message::Append {
-            entry: Box::new(entry),
-            leader_last
+        (entry(), any::<u64>(), any::<u64>()).prop_map(|(entry, leader_last, committed)| {
+            Message::Append {
+                entry: Box::new(entry),
+                leader_last,
+                committed,
+            }
         }),
         (any::<u64>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(durable, applied, d)| {
             Message::Ack {
