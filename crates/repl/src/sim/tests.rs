@@ -1,6 +1,6 @@
 //! Simulator tests: many seeds, and the replay of one.
 //!
-//! `sim_many_seeds` runs seeds `0..DCMS_SIM_SEEDS` (default 1000) and, for
+//! `sim_many_seeds` runs seeds `0..DCMS_SIM_SEEDS` (default 2000) and, for
 //! the first failing seed, prints the one-line replay command:
 //!
 //! ```text
@@ -26,7 +26,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn sim_many_seeds() {
-    let seeds = env_u64("DCMS_SIM_SEEDS").unwrap_or(1000);
+    let seeds = env_u64("DCMS_SIM_SEEDS").unwrap_or(2000);
     let first = env_u64("DCMS_SIM_FIRST_SEED").unwrap_or(0);
     let started = Instant::now();
     let mut coverage = Coverage::default();
