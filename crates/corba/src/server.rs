@@ -5,10 +5,13 @@
 //! Robustness settings, all in [`ServeOptions`] (rustorb's own defaults in
 //! brackets):
 //!
-//! - `max_message_size` 1 MiB [64 MiB]: the largest GIOP message accepted
-//!   or sent. A request over it closes that connection only; a reply over
-//!   it (a `listRecords` of several thousand records) becomes `MARSHAL`,
-//!   completed yes.
+//! - `max_message_size` 16 MiB [64 MiB]: the largest GIOP message accepted
+//!   or sent. A request over it closes that connection only (legitimate
+//!   requests are under 2 KiB: seven strings the domain caps at 100
+//!   characters). rustorb has one limit for both directions, and a reply
+//!   over it becomes `MARSHAL`, completed yes, so it is sized for the
+//!   largest reply: a `listRecords` of about 50,000 records (~300 bytes
+//!   each). Each connection buffers at most one message of this size.
 //! - `idle_timeout` 60 s [180 s]: a connection with no request for that
 //!   long, and none running, is closed with `CloseConnection`. This covers
 //!   a connection that never sends anything. (rustorb 0.2 does not time out
@@ -57,7 +60,7 @@ impl Default for ServeOptions {
         ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             publish_host: None,
-            max_message_size: 1024 * 1024,
+            max_message_size: 16 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_requests_per_connection: 64,
             admission: Admission::default(),

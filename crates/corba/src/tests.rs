@@ -589,3 +589,38 @@ fn beyond_the_admission_limit_requests_are_refused_quickly() {
     assert!(running.join().unwrap().is_ok());
     assert!(waiting.join().unwrap().is_ok());
 }
+
+/// Lists `n` records for any request.
+struct Many(usize);
+
+impl ClinicService for Many {
+    fn call(&self, _: Request) -> Result<Reply, ServiceError> {
+        let one = doctor_record();
+        Ok(Ok(Outcome::Records(vec![one; self.0])))
+    }
+}
+
+#[test]
+fn large_lists_fit_and_too_large_ones_are_marshal_errors() {
+    // 20,000 records (~6 MB) fit the default 16 MiB.
+    let server = serve(Arc::new(Many(20_000)), &ServeOptions::default()).unwrap();
+    let c = ClinicClient::connect(&server.corbaloc(), &ClientOptions::default()).unwrap();
+    let list = c.list_records("MTL1234", "").unwrap();
+    assert_eq!(list.len(), 20_000);
+    assert_eq!(list[19_999], IdlRecord::from(&doctor_record()));
+    // With a 1 MiB limit the same reply is replaced by MARSHAL, completed
+    // yes, and the connection goes on.
+    let small = serve(
+        Arc::new(Many(20_000)),
+        &ServeOptions {
+            max_message_size: 1 << 20,
+            ..ServeOptions::default()
+        },
+    )
+    .unwrap();
+    let c = ClinicClient::connect(&small.corbaloc(), &ClientOptions::default()).unwrap();
+    let e = system(c.list_records("MTL1234", ""));
+    assert!(e.is(SystemExceptionKind::MARSHAL), "{e}");
+    assert_eq!(e.completed, CompletionStatus::Yes);
+    assert!(c.is_clinic_management().unwrap());
+}
