@@ -74,7 +74,7 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} requests, {} front end(s), {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {}; forged {}; {:?}; {}",
+            "seed {}: {} requests, {} front end(s), {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {} replayed {}; forged {}; {:?}; {}",
             self.seed,
             self.requests,
             self.frontends,
@@ -85,6 +85,7 @@ impl std::fmt::Display for SimReport {
             self.net.duplicated,
             self.net.corrupted,
             self.net.partitioned,
+            self.net.replayed,
             self.forged,
             self.coverage,
             self.setting
@@ -148,6 +149,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         loss: pick(&mut rng, &[0.0, 0.01, 0.05, 0.15, 0.3]),
         duplicate: pick(&mut rng, &[0.0, 0.02, 0.1]),
         corrupt: pick(&mut rng, &[0.0, 0.01, 0.05]),
+        replay: pick(&mut rng, &[0.0, 0.01, 0.05]),
         min_delay_ms: rng.gen_range(0..=2),
         max_delay_ms: pick(&mut rng, &[2, 10, 40, 150]),
     };

@@ -2,14 +2,19 @@
 //!
 //! Each datagram may be lost, duplicated, corrupted (one byte flipped or the
 //! tail cut) and is delayed by a random time, so datagrams overtake each
-//! other. A node can be cut off for a while (a partition: everything to or
+//! other. Old datagrams are replayed now and then (as an attacker on the
+//! path could: they are genuine, so they are accepted, and the protocol must
+//! stay correct by idempotence alone). A node can be cut off for a while (a partition: everything to or
 //! from it is lost). [`Network::heal`] turns every fault off.
 
 use crate::ids::NodeId;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+/// Datagrams remembered for replays.
+const HISTORY: usize = 256;
 
 /// Fault rates and delays.
 #[derive(Clone, Debug)]
@@ -17,6 +22,8 @@ pub struct Faults {
     pub loss: f64,
     pub duplicate: f64,
     pub corrupt: f64,
+    /// Chance, per datagram sent, that an old datagram is delivered again.
+    pub replay: f64,
     pub min_delay_ms: u64,
     pub max_delay_ms: u64,
 }
@@ -27,6 +34,7 @@ impl Faults {
             loss: 0.0,
             duplicate: 0.0,
             corrupt: 0.0,
+            replay: 0.0,
             min_delay_ms: 1,
             max_delay_ms: 5,
         }
@@ -54,6 +62,7 @@ pub struct NetStats {
     pub duplicated: u64,
     pub corrupted: u64,
     pub partitioned: u64,
+    pub replayed: u64,
 }
 
 #[derive(Debug)]
@@ -63,6 +72,8 @@ pub struct Network {
     next_id: u64,
     /// Nodes cut off until the given time.
     down_until: BTreeMap<NodeId, u64>,
+    /// Recently sent datagrams: (from, to, bytes).
+    history: VecDeque<(NodeId, NodeId, Vec<u8>)>,
     pub stats: NetStats,
 }
 
@@ -74,6 +85,7 @@ impl Network {
             queue: BinaryHeap::new(),
             next_id: 0,
             down_until: BTreeMap::new(),
+            history: VecDeque::new(),
             stats: NetStats::default(),
         }
     }
@@ -102,6 +114,18 @@ impl Network {
         bytes: Vec<u8>,
     ) {
         self.stats.sent += 1;
+        if !self.history.is_empty() && rng.gen_bool(self.faults.replay) {
+            let i = rng.gen_range(0..self.history.len());
+            let (f, t, old) = self.history[i].clone();
+            self.stats.replayed += 1;
+            self.inject(rng, now_ms, f, t, old, false);
+        }
+        if self.faults.replay > 0.0 {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back((from, to, bytes.clone()));
+        }
         if self.is_down(from, now_ms) || self.is_down(to, now_ms) {
             self.stats.partitioned += 1;
             return;

@@ -31,12 +31,14 @@ fn sim_many_seeds() {
     let started = Instant::now();
     let mut coverage = Coverage::default();
     let mut steps = 0;
+    let mut replayed = 0;
     for seed in first..first + seeds {
         let result = std::panic::catch_unwind(|| run(seed));
         match result {
             Ok(report) => {
                 coverage.add(&report.coverage);
                 steps += report.steps;
+                replayed += report.net.replayed;
             }
             Err(_) => {
                 eprintln!("simulation failed for seed {seed}; replay with:");
@@ -73,6 +75,7 @@ fn sim_many_seeds() {
             ("outcome unknown", c.unknown_outcomes),
             ("late replies", c.late_replies),
             ("backup restarts", c.backup_restarts),
+            ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");
         }
