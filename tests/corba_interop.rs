@@ -831,22 +831,22 @@ fn garbage_closes_only_that_connection() {
 fn oversized_messages_close_only_that_connection() {
     let mut fe = Frontend::start(&[]);
     let by = Bystanders::start(&fe, 4);
-    // A header announcing 64 MiB (over the 1 MiB limit), then some of it.
+    // A header announcing 64 MiB (over the 16 MiB limit), then some of it.
     let mut s = connect(fe.port);
     let mut m = b"GIOP\x01\x02\x01\x00".to_vec();
     m.extend_from_slice(&(64u32 << 20).to_le_bytes());
     s.write_all(&m).unwrap();
     let _ = s.write_all(&vec![0u8; 64 * 1024]);
     assert!(closed_by_server(&mut s, Duration::from_secs(5)));
-    // A real request with a 2 MiB argument.
+    // A real request with a 17 MiB argument.
     let mut s = connect(fe.port);
-    let big = "x".repeat(2 << 20);
+    let big = "x".repeat(17 << 20);
     let _ = s.write_all(&request(1, "getRecordCounts", &[&big]));
     assert!(closed_by_server(&mut s, Duration::from_secs(5)));
     // Just under the limit is fine (and refused by the domain, not the ORB).
     let c = fe.client();
     let e = c
-        .get_record_counts(&"M".repeat(512 * 1024))
+        .get_record_counts(&"M".repeat(8 << 20))
         .expect_err("not a manager");
     assert!(e.as_user().is_some(), "{e}");
     by.check();
@@ -962,4 +962,60 @@ fn many_concurrent_clients_on_one_connection() {
         "MTL 0, LVL 160, DDO 0"
     );
     assert_eq!(c.list_records("LVL0001", "N").unwrap().len(), 160);
+}
+
+#[test]
+fn sigterm_stops_the_front_end_cleanly_and_the_data_stays() {
+    let mut fe = Frontend::start(&[]);
+    let id = fe
+        .client()
+        .create_n_record("DDO0001", "É", "Ü", "junior", "active", "2020-01-01")
+        .unwrap();
+    assert_eq!(id, "NR10000");
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(fe.proc.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t0 = Instant::now();
+    let exit = loop {
+        if let Some(s) = fe.proc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "stops on SIGTERM");
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // A new front end on the same store continues the numbering.
+    let data = fe.dir.path().join("data");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(DCMS)
+        .args(["frontend", "--standalone", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--ior-file")
+        .arg(dir.path().join("ior"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _again = Proc {
+        child,
+        name: "dcms frontend (restarted)",
+    };
+    let url = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("corbaloc ").map(str::to_string))
+        .expect("corbaloc line");
+    let c = ClinicClient::connect(&url, &ClientOptions::default()).unwrap();
+    assert_eq!(c.get_record("DDO0001", "NR10000").unwrap().first_name, "É");
+    assert_eq!(
+        c.create_n_record("DDO0001", "A", "B", "senior", "active", "2020-01-01")
+            .unwrap(),
+        "NR10001"
+    );
 }

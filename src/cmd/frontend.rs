@@ -51,7 +51,7 @@ pub struct FrontendArgs {
     #[arg(long, default_value_t = 60)]
     idle_timeout_secs: u64,
     /// Largest GIOP message accepted or sent, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_size: usize,
     /// Requests running in the service at once (default 32 standalone,
     /// 96 replicated: there a running request only waits for its reply).
