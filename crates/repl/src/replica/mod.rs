@@ -12,6 +12,15 @@
 //! durably. A backup (`backup.rs`) applies entries strictly in log order,
 //! persists them and acknowledges what is durable with its state digest.
 //!
+//! Ready for view changes (a later issue): every replica-to-replica
+//! datagram carries the sender's epoch and messages of another epoch are
+//! refused; role-specific state lives in one enum so a replica can switch
+//! role; backups keep the same per-stream reply table as the leader and
+//! learn the commit position from every append, so a backup that takes over
+//! answers retransmits and knows which of its entries are committed. Until
+//! then a leader starting from its store counts everything stored as
+//! committed, which is right only when its backups hold the same prefix.
+//!
 //! Invariants (asserted): `durable <= applied`; persistence is requested for
 //! every applied position exactly once, in order; the leader's window holds
 //! exactly the positions `committed + 1 ..= applied`, and `committed` never
