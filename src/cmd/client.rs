@@ -102,7 +102,7 @@ enum Op {
 
 enum Output {
     Text(String),
-    Record(IdlRecord),
+    Record(Box<IdlRecord>),
     Records(Vec<IdlRecord>),
 }
 
@@ -179,7 +179,7 @@ fn call(c: &ClinicClient, m: &str, op: &Op) -> Result<Output, CallError> {
             value,
         } => Output::Text(c.edit_record(m, record_id, field, value)?),
         Op::Transfer { record_id, to } => Output::Text(c.transfer_record(m, record_id, to)?),
-        Op::Get { record_id } => Output::Record(c.get_record(m, record_id)?),
+        Op::Get { record_id } => Output::Record(Box::new(c.get_record(m, record_id)?)),
         Op::List { prefix } => Output::Records(c.list_records(m, prefix)?),
     })
 }
