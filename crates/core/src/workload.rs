@@ -99,7 +99,7 @@ impl Workload {
     pub fn next_request(&mut self) -> Request {
         match self.mix {
             Mix::CreatesOnly => return self.create_doctor(),
-            Mix::AllCreates if self.created % 2 == 0 => return self.create_doctor(),
+            Mix::AllCreates if self.created.is_multiple_of(2) => return self.create_doctor(),
             Mix::AllCreates => return self.create_nurse(),
             Mix::Mixed => {}
         }

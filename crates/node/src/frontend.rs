@@ -79,7 +79,12 @@ pub fn start_frontend(
         what: format!("binding UDP {}", config.frontend.udp),
         source: e,
     })?;
-    let mut fc = FrontEndConfig::new(wire_config(config)?, id, initial_leader(config));
+    // A new stream at every start: sequence numbers restart at 1, and the
+    // replicas must not take them for the old stream's (whose stored replies
+    // they still hold).
+    let stream = frontend_stream(config.frontend.id, crate::clock::Clock::new().now_ms());
+    let mut fc = FrontEndConfig::new(wire_config(config)?, stream, initial_leader(config));
+    fc.incarnation = rand::random();
     fc.outcome_timeout_ms = config.timeouts.outcome_ms;
     fc.min_rto_ms = config.timeouts.rto_min_ms;
     fc.max_rto_ms = config.timeouts.rto_max_ms;
@@ -97,7 +102,7 @@ pub fn start_frontend(
             crate::status::STATUS_INTERVAL_MS,
         ));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        info!(frontend = id, leader = %leader, "front end sequencer running");
+        info!(frontend = id, stream, leader = %leader, "front end sequencer running with a new stream");
         loop {
             let deadline = fe.next_deadline().map(|ms| clock.instant_at(ms));
             let sleep = async {
@@ -115,7 +120,7 @@ pub fn start_frontend(
                         submit(&mut fe, &mut waiters, now, s);
                     }
                 }
-                (bytes, _) = link.recv() => {
+                (bytes, _from) = link.recv() => {
                     let now = clock.now_ms();
                     feed(&mut fe, now, &bytes);
                     while let Some((bytes, _)) = link.try_recv() {
@@ -177,6 +182,13 @@ pub fn start_frontend(
         info!("front end sequencer stopped");
     };
     Ok((ReplicatedService { tx }, event_loop))
+}
+
+/// The stream (and node ID) of a front end started at `start_ms`: the
+/// configured ID in the top bits, the start time in milliseconds below, so
+/// every start has its own stream and none can equal a small replica ID.
+pub fn frontend_stream(configured_id: u64, start_ms: u64) -> u64 {
+    (configured_id << 40) | (start_ms & ((1 << 40) - 1)) | (1 << 63)
 }
 
 fn submit(

@@ -34,8 +34,8 @@ pub struct Link {
     peers: HashMap<NodeId, SocketAddr>,
     out_faults: FaultInjector,
     in_faults: FaultInjector,
-    delayed_tx: mpsc::UnboundedSender<Vec<u8>>,
-    delayed_rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    delayed_tx: mpsc::UnboundedSender<(Vec<u8>, SocketAddr)>,
+    delayed_rx: mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
     buf: Vec<u8>,
     pub stats: LinkStats,
 }
@@ -74,6 +74,16 @@ impl Link {
         self.socket.local_addr()
     }
 
+    /// Remembers where `node` is (a front end announces itself by sending:
+    /// its node ID is new at every start). Only called for authenticated
+    /// datagrams.
+    pub fn learn(&mut self, node: NodeId, addr: SocketAddr) {
+        if self.peers.get(&node) != Some(&addr) {
+            tracing::info!(%node, %addr, "learned a peer's address");
+            self.peers.insert(node, addr);
+        }
+    }
+
     /// Sends one datagram (subject to outbound faults).
     pub fn send(&mut self, t: Transmit) {
         let Some(&addr) = self.peers.get(&t.to) else {
@@ -108,17 +118,17 @@ impl Link {
     }
 
     /// The next datagram received (after inbound faults), with its source.
-    pub async fn recv(&mut self) -> (Vec<u8>, Option<SocketAddr>) {
+    pub async fn recv(&mut self) -> (Vec<u8>, SocketAddr) {
         loop {
             tokio::select! {
                 biased;
-                Some(bytes) = self.delayed_rx.recv() => return (bytes, None),
+                Some(delayed) = self.delayed_rx.recv() => return delayed,
                 r = self.socket.recv_from(&mut self.buf) => {
                     let Ok((n, from)) = r else { continue };
                     self.stats.received += 1;
                     let bytes = self.buf[..n].to_vec();
-                    if let Some(bytes) = self.inbound(bytes) {
-                        return (bytes, Some(from));
+                    if let Some(bytes) = self.inbound(bytes, from) {
+                        return (bytes, from);
                     }
                 }
             }
@@ -127,22 +137,22 @@ impl Link {
 
     /// A datagram already waiting, without blocking (to process bursts in
     /// one turn of the event loop).
-    pub fn try_recv(&mut self) -> Option<(Vec<u8>, Option<SocketAddr>)> {
-        if let Ok(bytes) = self.delayed_rx.try_recv() {
-            return Some((bytes, None));
+    pub fn try_recv(&mut self) -> Option<(Vec<u8>, SocketAddr)> {
+        if let Ok(delayed) = self.delayed_rx.try_recv() {
+            return Some(delayed);
         }
         loop {
             let (n, from) = self.socket.try_recv_from(&mut self.buf).ok()?;
             self.stats.received += 1;
             let bytes = self.buf[..n].to_vec();
-            if let Some(bytes) = self.inbound(bytes) {
-                return Some((bytes, Some(from)));
+            if let Some(bytes) = self.inbound(bytes, from) {
+                return Some((bytes, from));
             }
         }
     }
 
     /// Applies inbound faults: returns the copy to handle now, if any.
-    fn inbound(&mut self, bytes: Vec<u8>) -> Option<Vec<u8>> {
+    fn inbound(&mut self, bytes: Vec<u8>, from: SocketAddr) -> Option<Vec<u8>> {
         if self.in_faults.is_off() {
             return Some(bytes);
         }
@@ -160,7 +170,7 @@ impl Link {
                 let bytes = bytes.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay.max(Duration::from_micros(1))).await;
-                    let _ = tx.send(bytes);
+                    let _ = tx.send((bytes, from));
                 });
             }
         }

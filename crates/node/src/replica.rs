@@ -14,6 +14,7 @@ use dcms_repl::wire::WireConfig;
 use dcms_repl::{NodeId, Recovered, Replica, ReplicaConfig, ReplicaEvent, Role};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -69,6 +70,7 @@ pub async fn run_replica(
     let mut rc = ReplicaConfig::new(wire_config(&config)?, NodeId(id), group.clone(), leader);
     rc.retransmit_ms = config.timeouts.retransmit_ms;
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
+    rc.incarnation = rand::random();
     let recovered = Recovered::from_store(&store, rc.reply_cache)?;
     info!(
         replica = id,
@@ -110,12 +112,12 @@ pub async fn run_replica(
         };
         tokio::select! {
             _ = &mut shutdown => break,
-            (bytes, _) = link.recv() => {
+            (bytes, from) = link.recv() => {
                 let now = clock.now_ms();
-                feed(&mut replica, now, &bytes);
+                feed(&mut replica, &mut link, &group, now, &bytes, from);
                 for _ in 0..BURST {
                     match link.try_recv() {
-                        Some((bytes, _)) => feed(&mut replica, now, &bytes),
+                        Some((bytes, from)) => feed(&mut replica, &mut link, &group, now, &bytes, from),
                         None => break,
                     }
                 }
@@ -167,7 +169,7 @@ pub async fn run_replica(
             group: group.iter().map(|n| n.0).collect(),
             applied: replica.applied(),
             durable: replica.durable(),
-            committed: replica.committed(),
+            committed: Some(replica.committed()),
             digest: replica.digest().to_hex(),
             stats: serde_json::json!({
                 "protocol": format!("{:?}", replica.stats()),
@@ -180,8 +182,20 @@ pub async fn run_replica(
     Ok(())
 }
 
-fn feed(replica: &mut Replica, now: u64, bytes: &[u8]) {
-    if let Err(e) = replica.handle_datagram(now, bytes) {
-        warn!(error = %e, "datagram refused");
+/// Hands one datagram to the state machine. A front end's address is
+/// learned from its authenticated datagrams (its node ID is new at every
+/// start, so the configuration cannot list it).
+fn feed(
+    replica: &mut Replica,
+    link: &mut Link,
+    group: &[NodeId],
+    now: u64,
+    bytes: &[u8],
+    from: SocketAddr,
+) {
+    match replica.handle_datagram(now, bytes) {
+        Ok(header) if !group.contains(&header.sender) => link.learn(header.sender, from),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, %from, "datagram refused"),
     }
 }
