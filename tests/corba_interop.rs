@@ -180,7 +180,16 @@ impl Frontend {
 }
 
 fn run_python_client(reference: &str) {
-    let out = python("client.py").arg(reference).output().unwrap();
+    run_python_client_with(reference, &[]);
+}
+
+/// Runs client.py; returns how many checks it made.
+fn run_python_client_with(reference: &str, orb_args: &[&str]) -> usize {
+    let out = python("client.py")
+        .arg(reference)
+        .args(orb_args)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.starts_with("ok "),
@@ -189,6 +198,7 @@ fn run_python_client(reference: &str) {
     );
     let n: usize = stdout.trim()["ok ".len()..].parse().unwrap();
     assert!(n >= 40, "the python client ran all its checks ({n})");
+    n
 }
 
 #[test]
@@ -203,6 +213,23 @@ fn python_client_via_ior_file() {
     let ior = std::fs::read_to_string(fe.dir.path().join("dcms.ior")).unwrap();
     assert_eq!(ior.trim(), fe.ior, "the IOR file holds the printed IOR");
     run_python_client(ior.trim());
+}
+
+/// omniORB sends GIOP 1.0 for a corbaloc without a version (above); with
+/// the IOR it negotiates code sets over GIOP 1.2, and a UTF-8 native code
+/// set carries text outside Latin-1 both ways.
+#[test]
+fn python_client_with_utf8_through_the_ior() {
+    let fe = Frontend::start(&[]);
+    let n = run_python_client_with(&fe.ior, &["-ORBnativeCharCodeSet", "UTF-8"]);
+    let base = run_python_client_with(&Frontend::start(&[]).ior, &[]);
+    assert_eq!(n, base + 2, "the checks of text outside Latin-1 ran");
+}
+
+#[test]
+fn python_client_with_giop_1_1() {
+    let fe = Frontend::start(&[]);
+    run_python_client_with(&fe.ior, &["-ORBmaxGIOPVersion", "1.1"]);
 }
 
 /// omniNames on a free port with its own log folder.

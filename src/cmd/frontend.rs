@@ -126,15 +126,20 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         write_atomically(path, &format!("{}\n", server.ior()))
             .with_context(|| format!("writing the IOR file {}", path.display()))?;
     }
+    // Whoever started us may close our standard output after reading these
+    // lines: a failed write must not stop the server.
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "ior {}", server.ior())?;
-        writeln!(out, "corbaloc {}", server.corbaloc())?;
-        writeln!(out, "port {}", server.port())?;
+        let mut text = format!(
+            "ior {}\ncorbaloc {}\nport {}\n",
+            server.ior(),
+            server.corbaloc(),
+            server.port()
+        );
         if let Some(url) = &opts.naming {
-            writeln!(out, "naming {} {}", opts.naming_name, url)?;
+            text.push_str(&format!("naming {} {}\n", opts.naming_name, url));
         }
-        out.flush()?;
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     }
     tracing::info!("DCMS front end ready at {}", server.corbaloc());
     rt.block_on(shutdown_signal());

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """omniORBpy client of DCMS::ClinicManagement, driven by tests/corba_interop.rs.
 
-    client.py REFERENCE [--prefix X]
+    client.py REFERENCE [-ORB... options]
 
-REFERENCE is a stringified IOR, a corbaloc: or a corbaname: URL. The stubs
+REFERENCE is a stringified IOR, a corbaloc: or a corbaname: URL; the
+options after it go to ORB_init (say -ORBmaxGIOPVersion 1.0). With
+-ORBnativeCharCodeSet UTF-8 it also round-trips text outside Latin-1. The stubs
 must be on PYTHONPATH (omniidl -bpython idl/dcms.idl). The server must be a
 fresh store: the script checks every operation, its success and every error
 path, and exits non-zero on the first surprise. It prints one line "ok N"
@@ -37,7 +39,9 @@ def raises(exc_type, fn, *args):
 
 def main():
     ref = sys.argv[1]
-    orb = CORBA.ORB_init(["client.py", "-ORBclientCallTimeOutPeriod", "20000"], CORBA.ORB_ID)
+    orb_args = sys.argv[2:]
+    utf8 = "UTF-8" in orb_args
+    orb = CORBA.ORB_init(["client.py", "-ORBclientCallTimeOutPeriod", "20000"] + orb_args, CORBA.ORB_ID)
     obj = orb.string_to_object(ref)
     check(obj is not None, "reference resolves")
     # _is_a goes to the server for a corbaloc/corbaname reference.
@@ -122,6 +126,13 @@ def main():
 
     # Refusals changed nothing.
     check(dcms.getRecordCounts(d) == "MTL 0, LVL 2, DDO 1", "refusals change nothing")
+
+    if utf8:
+        wide = dcms.createDRecord(d, "Łukasz", "Łódź 東京", "ul. Żółta", "5145550003", "ent", "ddo")
+        w = dcms.getRecord(d, wide)
+        check((w.firstName, w.lastName, w.address) == ("Łukasz", "Łódź 東京", "ul. Żółta"),
+              "text outside Latin-1 %r" % ((w.firstName, w.lastName, w.address),))
+        check([x.recordID for x in dcms.listRecords(d, "Łó")] == [wide], "non-Latin-1 prefix")
 
     # An operation the server does not have: BAD_OPERATION from a DII-less
     # trick: call through an object narrowed to a made-up interface is not

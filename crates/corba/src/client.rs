@@ -6,6 +6,10 @@
 
 use std::time::Duration;
 
+use rustorb_core::cdr::ByteOrder;
+use rustorb_core::giop::{
+    code_set, component_tag, CodeSetComponent, CodeSetComponentInfo, IiopProfile, Ior, Version,
+};
 use rustorb_core::{
     CompletionStatus, Exception, InStream, ObjectRef, Orb, OrbOptions, SystemException,
     SystemExceptionKind,
@@ -135,11 +139,14 @@ impl ClinicClient {
         ClinicClient::with_orb(&orb, reference)
     }
 
-    /// A client using an existing ORB.
+    /// A client using an existing ORB. A `corbaloc:` URL without a GIOP
+    /// version is used with GIOP 1.2 and UTF-8 (see [`utf8_for_corbaloc`]).
     pub fn with_orb(orb: &Orb, reference: &str) -> Result<ClinicClient, CallError> {
-        let object = orb.string_to_object(reference.trim())?.ok_or_else(|| {
+        let reference = reference.trim();
+        let object = orb.string_to_object(reference)?.ok_or_else(|| {
             SystemException::new(SystemExceptionKind::INV_OBJREF, 0, CompletionStatus::No)
         })?;
+        let object = utf8_for_corbaloc(orb, reference, object);
         Ok(ClinicClient {
             orb: orb.clone(),
             object,
@@ -278,6 +285,72 @@ impl ClinicClient {
             idl::read_record_list,
         )
     }
+}
+
+/// A `corbaloc:` reference whose IIOP addresses name no version is used
+/// as GIOP 1.2 with UTF-8 for `string` data, as DCMS servers (and omniORB)
+/// offer.
+///
+/// Such a reference has no `TAG_CODE_SETS` component, and without one CORBA
+/// says `string` data is ISO-8859-1: a name like "Łódź" would fail with
+/// `DATA_CONVERSION` before it is sent. So each IIOP profile without the
+/// component gets IIOP 1.2 and a component offering UTF-8 (and UTF-16 for
+/// `wchar`). A URL with an explicit version (`iiop:1.0@host:port`) and
+/// every other kind of reference are used as they are.
+fn utf8_for_corbaloc(orb: &Orb, reference: &str, object: ObjectRef) -> ObjectRef {
+    let Some(rest) = reference
+        .get(..9)
+        .filter(|p| p.eq_ignore_ascii_case("corbaloc:"))
+        .map(|_| &reference[9..])
+    else {
+        return object;
+    };
+    let addresses = rest.split('/').next().unwrap_or("");
+    if addresses.contains('@') {
+        return object;
+    }
+    let info = CodeSetComponentInfo {
+        for_char_data: CodeSetComponent {
+            native_code_set: code_set::UTF_8,
+            conversion_code_sets: Vec::new(),
+        },
+        for_wchar_data: CodeSetComponent {
+            native_code_set: code_set::UTF_16,
+            conversion_code_sets: Vec::new(),
+        },
+    };
+    let rewrite = || -> Option<ObjectRef> {
+        let ior = object.ior();
+        let mut changed = false;
+        let mut profiles = Vec::with_capacity(ior.profiles.len());
+        for tagged in &ior.profiles {
+            match IiopProfile::from_tagged_profile(tagged) {
+                Ok(mut p)
+                    if !p
+                        .components
+                        .iter()
+                        .any(|c| c.tag == component_tag::CODE_SETS) =>
+                {
+                    p.version = Version::V1_2;
+                    p.components
+                        .push(info.to_component(ByteOrder::NATIVE).ok()?);
+                    profiles.push(p.to_tagged_profile(ByteOrder::NATIVE).ok()?);
+                    changed = true;
+                }
+                _ => profiles.push(tagged.clone()),
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let ior = Ior {
+            type_id: ior.type_id.clone(),
+            profiles,
+        };
+        let text = ior.to_ior_string(ByteOrder::NATIVE).ok()?;
+        orb.string_to_object(&text).ok().flatten()
+    };
+    rewrite().unwrap_or(object)
 }
 
 /// An invocation's exception as a [`CallError`]: our user exceptions with

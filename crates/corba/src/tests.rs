@@ -624,3 +624,45 @@ fn large_lists_fit_and_too_large_ones_are_marshal_errors() {
     assert_eq!(e.completed, CompletionStatus::Yes);
     assert!(c.is_clinic_management().unwrap());
 }
+
+#[test]
+fn text_outside_latin_1_goes_both_ways_through_a_corbaloc() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(crate::Standalone::open(dir.path()).unwrap());
+    let server = serve(service, &ServeOptions::default()).unwrap();
+    assert!(server.corbaloc().starts_with("corbaloc:iiop:127.0.0.1:"));
+    let c = ClinicClient::connect(&server.corbaloc(), &ClientOptions::default()).unwrap();
+    let id = c
+        .create_d_record(
+            "MTL1234",
+            "Łukasz",
+            "東京 🦀",
+            "ul. Żółta",
+            "5145550000",
+            "s",
+            "mtl",
+        )
+        .unwrap();
+    let r = c.get_record("MTL1234", &id).unwrap();
+    assert_eq!(
+        (
+            r.first_name.as_str(),
+            r.last_name.as_str(),
+            r.address.as_str()
+        ),
+        ("Łukasz", "東京 🦀", "ul. Żółta")
+    );
+    assert_eq!(c.list_records("MTL1234", "東").unwrap().len(), 1);
+    // The same through the IOR, and through a corbaloc with an explicit
+    // IIOP 1.0 address, where CORBA's default (ISO-8859-1) holds.
+    let by_ior = ClinicClient::connect(server.ior(), &ClientOptions::default()).unwrap();
+    assert_eq!(by_ior.get_record("MTL1234", &id).unwrap(), r);
+    let v10 = server.corbaloc().replace("iiop:", "iiop:1.0@");
+    let old = ClinicClient::connect(&v10, &ClientOptions::default()).unwrap();
+    let e = system(old.get_record("MTL1234", &id));
+    assert!(e.is(SystemExceptionKind::DATA_CONVERSION), "{e}");
+    assert_eq!(
+        old.get_record_counts("MTL1234").unwrap(),
+        "MTL 1, LVL 0, DDO 0"
+    );
+}
