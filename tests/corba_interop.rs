@@ -84,14 +84,29 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A child process killed on drop.
+/// A child process killed on drop. Children started with [`grouped`] lead
+/// their own process group, and the whole group is killed: the omniORB
+/// tools in the virtualenv are Python wrappers that start the real program
+/// as a child of their own.
 struct Proc {
     child: Child,
     name: &'static str,
 }
 
+/// Makes the child the leader of a new process group.
+fn grouped(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    c.process_group(0)
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
+        // The group has the child's pid as its id; killing a group that is
+        // not one (a child started without `grouped`) fails harmlessly.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -237,7 +252,7 @@ fn start_omninames(dir: &Path) -> (Proc, u16) {
     let port = free_port();
     let logdir = dir.join("names");
     std::fs::create_dir_all(&logdir).unwrap();
-    let child = Command::new(tool("omniNames"))
+    let child = grouped(&mut Command::new(tool("omniNames")))
         .arg("-start")
         .arg(port.to_string())
         .arg("-logdir")
@@ -360,7 +375,7 @@ fn catior_decodes_the_ior() {
 fn start_python_servant(dir: &Path) -> (Proc, u16, PathBuf) {
     let port = free_port();
     let ior_file = dir.join("py.ior");
-    let mut child = python("servant.py")
+    let mut child = grouped(&mut python("servant.py"))
         .arg(&ior_file)
         .arg(port.to_string())
         .stdin(Stdio::null())
