@@ -101,10 +101,11 @@ impl ClusterArgs {
     }
 }
 
-/// A multi-threaded tokio runtime for a process's event loops.
+/// The tokio runtime of a process's event loop. Each process runs one
+/// event-loop task (plus timers), so a single-threaded runtime saves the
+/// cross-thread wakeups a work-stealing pool would add to every datagram.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")

@@ -122,6 +122,8 @@ CREATE TABLE IF NOT EXISTS replies (
     reply    BLOB NOT NULL,            -- postcard-encoded Reply
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
+-- No secondary indexes: the export reads the trail in position order once;
+-- an index would cost every commit a B-tree insert for nothing.
 CREATE TABLE IF NOT EXISTS audit (
     position   INTEGER PRIMARY KEY,
     time_ms    INTEGER NOT NULL,
@@ -131,8 +133,6 @@ CREATE TABLE IF NOT EXISTS audit (
     arguments  TEXT NOT NULL,
     outcome    TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_by_manager ON audit (manager_id, position);
-CREATE INDEX IF NOT EXISTS audit_by_clinic ON audit (clinic, position);
 ";
 
 /// An open store.
