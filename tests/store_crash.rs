@@ -64,18 +64,41 @@ fn sigkill_mid_stream_loses_no_committed_batch_and_leaves_no_partial_one() {
         let reported = write_then_kill(&db, kill_after);
         let store = Store::open(&db, SyncMode::Full).unwrap();
         let last = store.last_applied();
-        assert!(last >= reported, "committed position {reported} was reported but the store holds {last}");
+        assert!(
+            last >= reported,
+            "committed position {reported} was reported but the store holds {last}"
+        );
         assert!(last >= previous);
-        assert_eq!(last % BATCH, 0, "a batch was applied in part: last applied {last}");
+        assert_eq!(
+            last % BATCH,
+            0,
+            "a batch was applied in part: last applied {last}"
+        );
         let state = store.load_state().unwrap();
         assert_eq!(
             state.digest(),
             expected_state(last).digest(),
             "records differ from exactly {last} applied entries"
         );
-        assert_eq!(store.audit().unwrap().len() as u64, last, "one audit line per entry");
-        assert!(store.reply(RequestKey { stream: 1, seq: last }).unwrap().is_some());
-        assert!(store.reply(RequestKey { stream: 1, seq: last + 1 }).unwrap().is_none());
+        assert_eq!(
+            store.audit().unwrap().len() as u64,
+            last,
+            "one audit line per entry"
+        );
+        assert!(store
+            .reply(RequestKey {
+                stream: 1,
+                seq: last
+            })
+            .unwrap()
+            .is_some());
+        assert!(store
+            .reply(RequestKey {
+                stream: 1,
+                seq: last + 1
+            })
+            .unwrap()
+            .is_none());
         previous = last;
     }
 }

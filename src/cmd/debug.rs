@@ -104,14 +104,24 @@ pub fn run(args: DebugArgs) -> anyhow::Result<()> {
             let store = Store::open(&db, SyncMode::Full)?;
             let summary = dcms_core::audit::export(&store, &out)
                 .with_context(|| format!("exporting the audit trail of {}", db.display()))?;
-            println!("{} audit lines in {} files under {}", summary.lines, summary.files.len(), out.display());
+            println!(
+                "{} audit lines in {} files under {}",
+                summary.lines,
+                summary.files.len(),
+                out.display()
+            );
             Ok(())
         }
     }
 }
 
 /// Executes the next `n` requests of `workload` as log entries from `first`.
-pub fn execute(state: &mut ClinicState, workload: &mut Workload, first: u64, n: u64) -> Vec<LogEntry> {
+pub fn execute(
+    state: &mut ClinicState,
+    workload: &mut Workload,
+    first: u64,
+    n: u64,
+) -> Vec<LogEntry> {
     (first..first + n)
         .map(|position| {
             let request = workload.next_request();
@@ -119,7 +129,10 @@ pub fn execute(state: &mut ClinicState, workload: &mut Workload, first: u64, n: 
             state.apply(&effect);
             LogEntry {
                 position,
-                key: RequestKey { stream: 1, seq: position },
+                key: RequestKey {
+                    stream: 1,
+                    seq: position,
+                },
                 effect,
                 reply,
             }
