@@ -62,11 +62,9 @@ pub fn standalone_db_path(data_dir: &Path) -> PathBuf {
 impl Standalone {
     /// Opens (creating if needed) `<data_dir>/standalone.sqlite` with
     /// `SyncMode::Full` and loads its records.
-    pub fn open(data_dir: &Path) -> Result<Standalone, dcms_core::StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| dcms_core::StoreError::Corrupt {
-            path: data_dir.to_path_buf(),
-            what: format!("cannot create the data directory: {e}"),
-        })?;
+    pub fn open(data_dir: &Path) -> Result<Standalone, OpenError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| OpenError::DataDir(data_dir.to_path_buf(), e))?;
         let path = standalone_db_path(data_dir);
         let store = Store::open(&path, SyncMode::Full)?;
         let state = store.load_state()?;
@@ -91,6 +89,15 @@ impl Standalone {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Why a [`Standalone`] service could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data folder {0}: {1}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] dcms_core::StoreError),
 }
 
 impl std::fmt::Debug for Standalone {
@@ -156,6 +163,15 @@ mod tests {
             specialization: "surgeon".into(),
             location: "mtl".into(),
         }
+    }
+
+    #[test]
+    fn a_data_folder_that_cannot_be_made_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = Standalone::open(&file.join("sub")).unwrap_err();
+        assert!(matches!(e, OpenError::DataDir(..)), "{e}");
     }
 
     #[test]
