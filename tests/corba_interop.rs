@@ -1061,3 +1061,60 @@ fn sigterm_stops_the_front_end_cleanly_and_the_data_stays() {
         "NR10001"
     );
 }
+
+/// With one running slot and no waiting room, concurrent requests beyond
+/// it get TRANSIENT, completed no, at once; and "no" is true: exactly the
+/// successful creates exist afterwards.
+#[test]
+fn overload_is_refused_with_transient_completed_no() {
+    let fe = Frontend::start(&["--max-running", "1", "--max-waiting", "0"]);
+    let c = fe.client();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let created = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (c, refused, created) = (c.clone(), refused.clone(), created.clone());
+            thread::spawn(move || {
+                let mut slowest_refusal = Duration::ZERO;
+                for k in 0..40 {
+                    let t = Instant::now();
+                    let last = format!("T{i}x{k}");
+                    match c.create_d_record("DDO0001", "A", &last, "a", "5145550000", "s", "ddo") {
+                        Ok(_) => {
+                            created.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            let s = e.as_system().unwrap_or_else(|| panic!("{e}"));
+                            assert_eq!(e.name(), "CORBA::TRANSIENT", "{e}");
+                            assert_eq!(e.fields()[1].1, "COMPLETED_NO", "{s}");
+                            slowest_refusal = slowest_refusal.max(t.elapsed());
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                slowest_refusal
+            })
+        })
+        .collect();
+    for t in threads {
+        let slowest = t.join().unwrap();
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a refusal took {slowest:?}"
+        );
+    }
+    let (refused, created) = (
+        refused.load(Ordering::Relaxed),
+        created.load(Ordering::Relaxed),
+    );
+    eprintln!("overload: {created} created, {refused} refused");
+    assert!(refused > 0, "32 clients on one slot were refused sometimes");
+    assert!(created > 0);
+    assert_eq!(refused + created, 32 * 40);
+    assert_eq!(
+        c.get_record_counts("DDO0001").unwrap(),
+        format!("MTL 0, LVL 0, DDO {created}"),
+        "refused requests did not run"
+    );
+    assert_eq!(c.list_records("DDO0001", "T").unwrap().len(), created);
+}
