@@ -127,7 +127,6 @@ pub struct FrontEnd {
     /// When the timeout was last backed off: at most once per timeout
     /// interval, however many requests expire in it (one timer per
     /// connection in RFC 6298 terms).
-    backed_off_at: Option<u64>,
     encoder: Encoder,
     decoder: Decoder,
     reassembler: Reassembler,
@@ -148,7 +147,6 @@ impl FrontEnd {
             next_seq: 1,
             pending: BTreeMap::new(),
             rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
-            backed_off_at: None,
             encoder: Encoder::new(config.wire.clone(), me, config.epoch)
                 .with_incarnation(config.incarnation),
             decoder: Decoder::new(config.wire.clone()),
@@ -309,23 +307,25 @@ impl FrontEnd {
         self.pump(now_ms);
     }
 
+    /// When a sent request is due for retransmission. Backoff is per
+    /// request: its timeout doubles with each of its own transmissions,
+    /// over the shared RTT-based timeout. (One shared, doubling timeout
+    /// would sit at its maximum under random loss, since with many requests
+    /// in flight one of them is nearly always expiring.)
+    fn retransmit_at(&self, p: &Pending) -> Option<u64> {
+        p.sent
+            .map(|(_, last, transmissions)| last + self.rtt.backed_off(transmissions))
+    }
+
     /// Fires due timers: outcome deadlines and retransmissions.
     pub fn tick(&mut self, now_ms: u64) {
         self.expire_deadlines(now_ms);
-        let rto = self.rtt.rto();
-        let mut expired = Vec::new();
-        for (&seq, p) in &self.pending {
-            if let Some((_, last, _)) = p.sent {
-                if now_ms >= last + rto {
-                    expired.push(seq);
-                }
-            }
-        }
-        let may_back_off = self.backed_off_at.is_none_or(|t| now_ms >= t + rto);
-        if !expired.is_empty() && may_back_off {
-            self.rtt.backoff();
-            self.backed_off_at = Some(now_ms);
-        }
+        let expired: Vec<Seq> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| self.retransmit_at(p).is_some_and(|at| now_ms >= at))
+            .map(|(&seq, _)| seq)
+            .collect();
         for seq in expired {
             self.transmit(now_ms, seq);
         }
@@ -351,11 +351,10 @@ impl FrontEnd {
 
     /// When [`FrontEnd::tick`] must be called next, if ever.
     pub fn next_deadline(&self) -> Option<u64> {
-        let rto = self.rtt.rto();
         self.pending
             .values()
             .flat_map(|p| {
-                let retransmit = p.sent.map(|(_, last, _)| last + rto);
+                let retransmit = self.retransmit_at(p);
                 let deadline = (!p.reported_unknown).then_some(p.deadline);
                 retransmit.into_iter().chain(deadline)
             })

@@ -58,6 +58,13 @@ impl RttEstimator {
     }
 
     /// The timer expired: back off.
+    /// The timeout for a request sent `transmissions` times: the RTO
+    /// doubled for each retransmission so far, at most the maximum.
+    pub fn backed_off(&self, transmissions: u32) -> u64 {
+        let doublings = transmissions.saturating_sub(1).min(16);
+        self.rto.saturating_mul(1 << doublings).min(self.max_rto)
+    }
+
     pub fn backoff(&mut self) {
         self.rto = (self.rto.saturating_mul(2)).min(self.max_rto);
     }
@@ -81,6 +88,18 @@ mod tests {
             e.backoff();
         }
         assert_eq!(e.rto(), 60_000, "clamped to max");
+    }
+
+    #[test]
+    fn per_request_backoff_doubles_with_its_own_transmissions() {
+        let mut e = RttEstimator::new(1000, 10, 400);
+        e.sample(20); // srtt 20, rttvar 10 -> 60
+        assert_eq!(e.backed_off(1), 60);
+        assert_eq!(e.backed_off(2), 120);
+        assert_eq!(e.backed_off(3), 240);
+        assert_eq!(e.backed_off(4), 400, "clamped to max");
+        assert_eq!(e.backed_off(40), 400);
+        assert_eq!(e.rto(), 60, "the shared estimate does not move");
     }
 
     #[test]

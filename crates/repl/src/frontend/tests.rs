@@ -92,9 +92,18 @@ fn retransmits_on_timeout_with_backoff_and_karn() {
     assert!(sent(&mut fe).is_empty());
     fe.tick(1000);
     assert_eq!(sent(&mut fe), vec![(1, 1)]);
-    assert_eq!(fe.rto_ms(), 2000, "back-off doubles the timeout");
+    assert_eq!(
+        fe.next_deadline(),
+        Some(3000),
+        "back-off doubles this request's timeout"
+    );
+    assert_eq!(
+        fe.rto_ms(),
+        1000,
+        "the shared RTT estimate is not backed off"
+    );
     fe.handle_datagram(1500, &reply(1)).unwrap();
-    assert_eq!(fe.rto_ms(), 2000, "no sample from a retransmitted request");
+    assert_eq!(fe.rto_ms(), 1000, "no sample from a retransmitted request");
     assert_eq!(fe.ready().completions.len(), 1);
     assert_eq!(fe.next_deadline(), None);
 }
@@ -214,24 +223,26 @@ fn refuses_garbage() {
 }
 
 #[test]
-fn backs_off_once_per_timeout_interval() {
+fn each_request_backs_off_on_its_own() {
     let mut fe = frontend(8);
     fe.submit(0, get(1));
     fe.submit(10, get(2));
     sent(&mut fe);
     fe.tick(1000);
     assert_eq!(sent(&mut fe), vec![(1, 1)]);
-    assert_eq!(fe.rto_ms(), 2000);
-    fe.tick(2010);
-    assert_eq!(sent(&mut fe), vec![(2, 1)]);
+    fe.tick(1010);
     assert_eq!(
-        fe.rto_ms(),
-        2000,
-        "a second expiry within the interval does not back off again"
+        sent(&mut fe),
+        vec![(2, 1)],
+        "request 2 keeps its own first timeout, whatever request 1 went through"
     );
+    fe.tick(2999);
+    assert!(sent(&mut fe).is_empty());
     fe.tick(3000);
-    assert_eq!(sent(&mut fe), vec![(1, 1)]);
-    assert_eq!(fe.rto_ms(), 4000);
+    assert_eq!(sent(&mut fe), vec![(1, 1)], "1000 + 2 x 1000");
+    fe.tick(3010);
+    assert_eq!(sent(&mut fe), vec![(2, 1)]);
+    assert_eq!(fe.rto_ms(), 1000);
 }
 
 #[test]
