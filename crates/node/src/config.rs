@@ -116,8 +116,8 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             outcome_ms: 5_000,
-            retransmit_ms: 50,
-            nack_retry_ms: 30,
+            retransmit_ms: 20,
+            nack_retry_ms: 10,
             rto_min_ms: 20,
             rto_max_ms: 250,
             heartbeat_ms: 20,
