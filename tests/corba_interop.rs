@@ -1118,3 +1118,95 @@ fn overload_is_refused_with_transient_completed_no() {
     );
     assert_eq!(c.list_records("DDO0001", "T").unwrap().len(), created);
 }
+
+/// The guard closes a connection whose message does not complete within
+/// `--message-deadline-secs` of its first byte (rustorb alone would keep
+/// it forever), without disturbing anyone.
+#[test]
+fn a_message_that_never_completes_is_cut_off() {
+    let mut fe = Frontend::start(&["--message-deadline-secs", "1"]);
+    let by = Bystanders::start(&fe, 2);
+    let full = request(1, "getRecordCounts", &["MTL0001"]);
+    let mut stalled = Vec::new();
+    for cut in [1, 11, 12, full.len() - 1] {
+        let mut s = connect(fe.port);
+        s.write_all(&full[..cut]).unwrap();
+        stalled.push(s);
+    }
+    let t0 = Instant::now();
+    for s in &mut stalled {
+        assert!(
+            closed_by_server(s, Duration::from_secs(5)),
+            "a stalled message is cut off"
+        );
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "not before the deadline"
+    );
+    // A slow but steady sender within the deadline is fine.
+    let mut s = connect(fe.port);
+    for chunk in full.chunks(8) {
+        s.write_all(chunk).unwrap();
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (kind, body) = read_message(&mut s).unwrap();
+    assert_eq!(kind, 1);
+    assert!(String::from_utf8_lossy(&body).contains("MTL 0, LVL 0, DDO 0"));
+    by.check();
+    fe.proc.assert_running();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client that sends requests and never reads the replies is no longer
+/// read once 64 replies wait: the front end's memory stays flat (rustorb
+/// alone queues every reply: hundreds of MB in seconds).
+#[test]
+fn a_client_that_never_reads_its_replies_is_held_back() {
+    let mut fe = Frontend::start(&[]);
+    let c = fe.client();
+    let long = "x".repeat(95);
+    for i in 0..30 {
+        c.create_d_record(
+            "MTL0001",
+            &long,
+            &format!("Big{i}"),
+            &long,
+            "5145550000",
+            &long,
+            "mtl",
+        )
+        .unwrap();
+    }
+    let by = Bystanders::start(&fe, 2);
+    let before = rss_kib(fe.proc.child.id());
+    let mut s = connect(fe.port);
+    s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut sent = 0u32;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if s.write_all(&request(sent, "listRecords", &["MTL0001", ""]))
+            .is_err()
+        {
+            break; // held back: the write timed out
+        }
+        sent += 1;
+    }
+    let after = rss_kib(fe.proc.child.id());
+    eprintln!("unread replies: {sent} requests sent, RSS {before} -> {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+    by.check();
+    drop(s);
+    fe.proc.assert_running();
+}

@@ -19,12 +19,14 @@
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 
 pub mod client;
+pub mod guard;
 pub mod idl;
 pub mod servant;
 pub mod server;
 pub mod service;
 
 pub use client::{CallError, ClientOptions, ClinicClient};
+pub use guard::GuardOptions;
 pub use idl::{DcmsException, IdlRecord, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions};

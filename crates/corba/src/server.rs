@@ -23,6 +23,13 @@
 //!   refusals always find a thread.
 //! - `max_requests_per_connection` 64 [256]: one connection cannot queue
 //!   more; its socket is not read until one completes.
+//! - [`GuardOptions`] (on by default): clients connect to a guard
+//!   ([`crate::guard`]) that relays whole GIOP messages to the ORB on an
+//!   internal 127.0.0.1 endpoint. A message must complete within 10 s of
+//!   its first byte, and at most 64 requests of a connection may await
+//!   their reply (a client that does not read its replies is no longer
+//!   read), two things rustorb 0.2 leaves unbounded. The IOR publishes the
+//!   guard's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +41,7 @@ use rustorb_core::{
 };
 use rustorb_naming::{NamingContext, NamingError};
 
+use crate::guard::{self, GuardOptions};
 use crate::idl;
 use crate::servant::{Admission, ClinicServant};
 use crate::service::ClinicService;
@@ -53,6 +61,9 @@ pub struct ServeOptions {
     pub naming: Option<String>,
     /// The name to bind, as a stringified CosNaming name.
     pub naming_name: String,
+    /// The guard in front of the ORB; `None` lets clients talk to the ORB
+    /// directly.
+    pub guard: Option<GuardOptions>,
 }
 
 impl Default for ServeOptions {
@@ -66,6 +77,7 @@ impl Default for ServeOptions {
             admission: Admission::default(),
             naming: None,
             naming_name: DEFAULT_NAMING_NAME.to_string(),
+            guard: Some(GuardOptions::default()),
         }
     }
 }
@@ -84,6 +96,10 @@ pub enum ServeError {
     Activate(String),
     #[error("naming service {url}: {what}")]
     Naming { url: String, what: String },
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("listening on {0} (every interface) needs a host to publish in the IOR")]
+    NoPublishHost(SocketAddr),
 }
 
 /// A server started by [`serve`]; shuts down on [`RunningServer::shutdown`]
@@ -94,6 +110,7 @@ pub struct RunningServer {
     ior: String,
     host: String,
     port: u16,
+    guard: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -145,14 +162,21 @@ impl RunningServer {
         self.orb.run();
     }
 
-    /// Finishes the running requests and closes every connection.
+    /// Stops accepting, finishes the running requests and closes every
+    /// connection.
     pub fn shutdown(&self) {
+        if let Some(g) = &self.guard {
+            g.abort();
+        }
         let _ = self.orb.shutdown(true);
     }
 }
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
+        if let Some(g) = &self.guard {
+            g.abort();
+        }
         let _ = self.orb.shutdown(true);
         let _ = self.orb.destroy();
     }
@@ -165,15 +189,46 @@ pub fn serve(
 ) -> Result<RunningServer, ServeError> {
     let admission = opts.admission;
     let threads = admission.max_running.max(1) + admission.max_waiting + 16;
+    // With the guard, clients connect to `public` and the ORB listens on
+    // 127.0.0.1 only.
+    let public = match opts.guard {
+        Some(_) => {
+            let l = std::net::TcpListener::bind(opts.listen)
+                .map_err(|e| ServeError::Bind(opts.listen, e))?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| ServeError::Bind(opts.listen, e))?;
+            let host = match &opts.publish_host {
+                Some(h) => h.clone(),
+                None if addr.ip().is_unspecified() => return Err(ServeError::NoPublishHost(addr)),
+                None => addr.ip().to_string(),
+            };
+            Some((l, host, addr.port()))
+        }
+        None => None,
+    };
+    let (endpoint, publish) = match &public {
+        Some(_) => (
+            EndpointAddr {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            None,
+        ),
+        None => (
+            EndpointAddr {
+                host: opts.listen.ip().to_string(),
+                port: opts.listen.port(),
+            },
+            opts.publish_host.as_ref().map(|h| EndpointAddr {
+                host: h.clone(),
+                port: 0,
+            }),
+        ),
+    };
     let options = OrbOptions {
-        endpoints: vec![EndpointAddr {
-            host: opts.listen.ip().to_string(),
-            port: opts.listen.port(),
-        }],
-        endpoint_publish: opts.publish_host.as_ref().map(|h| EndpointAddr {
-            host: h.clone(),
-            port: 0,
-        }),
+        endpoints: vec![endpoint],
+        endpoint_publish: publish,
         max_message_size: opts.max_message_size,
         server_idle_timeout: Some(opts.idle_timeout),
         max_requests_per_connection: opts.max_requests_per_connection,
@@ -211,20 +266,45 @@ pub fn serve(
     root.the_poa_manager()
         .activate()
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
-    let ior = orb
-        .object_to_string(Some(&object))
-        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
-    let (host, port) = orb
+    let (orb_host, orb_port) = orb
         .endpoints()
         .into_iter()
         .next()
         .ok_or_else(|| ServeError::Activate("the ORB publishes no endpoint".into()))?;
+    let (object, host, port, guard) = match public {
+        None => (object, orb_host, orb_port, None),
+        Some((listener, host, port)) => {
+            let object = readdress(&orb, &object, orb_port, &host, port)
+                .map_err(|e| ServeError::Activate(format!("rewriting the IOR: {e:?}")))?;
+            let internal = SocketAddr::from(([127, 0, 0, 1], orb_port));
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| ServeError::Bind(opts.listen, e))?;
+            let handle = orb.runtime_handle().clone();
+            let listener = {
+                let _enter = handle.enter();
+                tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| ServeError::Bind(opts.listen, e))?
+            };
+            let task = handle.spawn(guard::run(
+                listener,
+                internal,
+                opts.max_message_size,
+                opts.guard.unwrap_or_default(),
+            ));
+            (object, host, port, Some(task))
+        }
+    };
+    let ior = orb
+        .object_to_string(Some(&object))
+        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
     let server = RunningServer {
         orb,
         object,
         ior,
         host,
         port,
+        guard,
     };
     if let Some(url) = &opts.naming {
         bind_in_naming(&server.orb, url, &opts.naming_name, &server.object).map_err(|what| {
@@ -235,6 +315,49 @@ pub fn serve(
         })?;
     }
     Ok(server)
+}
+
+/// `object` with its IIOP profiles on port `from` moved to `host:port`.
+fn readdress(
+    orb: &Orb,
+    object: &ObjectRef,
+    from: u16,
+    host: &str,
+    port: u16,
+) -> Result<ObjectRef, SystemException> {
+    use rustorb_core::cdr::ByteOrder;
+    use rustorb_core::giop::{IiopProfile, Ior};
+    let marshal = |_| {
+        SystemException::new(
+            rustorb_core::SystemExceptionKind::MARSHAL,
+            0,
+            rustorb_core::CompletionStatus::No,
+        )
+    };
+    let ior = object.ior();
+    let mut profiles = Vec::with_capacity(ior.profiles.len());
+    for tagged in &ior.profiles {
+        match IiopProfile::from_tagged_profile(tagged) {
+            Ok(mut p) if p.port == from => {
+                p.host = host.to_string();
+                p.port = port;
+                profiles.push(p.to_tagged_profile(ByteOrder::NATIVE).map_err(marshal)?);
+            }
+            _ => profiles.push(tagged.clone()),
+        }
+    }
+    let ior = Ior {
+        type_id: ior.type_id.clone(),
+        profiles,
+    };
+    let text = ior.to_ior_string(ByteOrder::NATIVE).map_err(marshal)?;
+    orb.string_to_object(&text)?.ok_or_else(|| {
+        SystemException::new(
+            rustorb_core::SystemExceptionKind::INV_OBJREF,
+            0,
+            rustorb_core::CompletionStatus::No,
+        )
+    })
 }
 
 /// Binds `object` as `name` (a stringified CosNaming name such as
