@@ -74,10 +74,14 @@ pub mod recover;
 pub mod replica;
 pub mod session;
 pub mod sim;
+pub mod snapshot;
 pub mod wire;
 
 pub use frontend::{ClientOutcome, Completion, FrontEnd, FrontEndConfig, FrontEndReady};
 pub use ids::{ClusterId, Epoch, NodeId, Position, Seq, StreamId};
 pub use recover::Recovered;
-pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaReady, Role};
+pub use replica::{
+    Meta, PeerStatus, Replica, ReplicaConfig, ReplicaEvent, ReplicaReady, Role, ViewEvent,
+    ViewStatus,
+};
 pub use wire::{Message, Transmit, WireConfig, WireError};

@@ -6,6 +6,7 @@
 //! its in-memory log.
 
 use crate::ids::Position;
+use crate::replica::Meta;
 use crate::session::Sessions;
 use dcms_core::{ClinicState, RequestKey, Store, StoreError};
 
@@ -17,6 +18,9 @@ pub struct Recovered {
     pub last_applied: Position,
     /// Stream heads and recent replies, for duplicate detection.
     pub sessions: Sessions,
+    /// The durable [`Meta`] the shell wrote last (`None` at the group's
+    /// first start: the configured leader leads the configured epoch).
+    pub meta: Option<Meta>,
 }
 
 impl Recovered {
@@ -26,6 +30,7 @@ impl Recovered {
             state: ClinicState::new(),
             last_applied: 0,
             sessions: Sessions::new(reply_cache),
+            meta: None,
         }
     }
 
@@ -50,6 +55,7 @@ impl Recovered {
             state: store.load_state()?,
             last_applied: store.last_applied(),
             sessions,
+            meta: None,
         })
     }
 }
@@ -68,10 +74,9 @@ mod tests {
 
     fn leader(recovered: Recovered) -> Replica {
         let group = vec![NodeId(1), NodeId(2), NodeId(3)];
-        Replica::new(
-            ReplicaConfig::new(wire(), NodeId(1), group, NodeId(1)),
-            recovered,
-        )
+        let mut config = ReplicaConfig::new(wire(), NodeId(1), group, NodeId(1));
+        config.heartbeat_ms = 0;
+        Replica::new(config, recovered)
     }
 
     fn request(seq: u64) -> Vec<u8> {

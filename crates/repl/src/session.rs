@@ -108,6 +108,44 @@ impl Sessions {
         }
     }
 
+    /// Every stream's head and kept replies (for a snapshot).
+    pub fn export(&self) -> Vec<crate::snapshot::StreamSnapshot> {
+        self.streams
+            .iter()
+            .map(|(&stream, s)| crate::snapshot::StreamSnapshot {
+                stream,
+                head: s.head,
+                replies: s
+                    .replies
+                    .iter()
+                    .map(|(&seq, (p, r))| (seq, *p, r.clone()))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The table a snapshot describes.
+    pub fn import(keep: usize, streams: &[crate::snapshot::StreamSnapshot]) -> Sessions {
+        let mut s = Sessions::new(keep);
+        for st in streams {
+            s.preload_head(RequestKey {
+                stream: st.stream,
+                seq: st.head,
+            });
+            for (seq, position, reply) in &st.replies {
+                s.preload(
+                    RequestKey {
+                        stream: st.stream,
+                        seq: *seq,
+                    },
+                    *position,
+                    reply.clone(),
+                );
+            }
+        }
+        s
+    }
+
     /// Sets a stream's head at recovery (its replies may be forgotten).
     pub fn preload_head(&mut self, key: RequestKey) {
         let s = self.streams.entry(key.stream).or_default();

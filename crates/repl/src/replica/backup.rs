@@ -1,4 +1,6 @@
-//! The backup role: apply in log order, persist, acknowledge what is durable.
+//! The backup role: apply in log order, persist, acknowledge what is durable;
+//! catch up when joining an epoch; elect a new leader when the current one
+//! is suspected.
 //!
 //! An entry at the next position is applied at once (and handed to
 //! persistence); an early one is held back (up to `max_holdback` positions
@@ -10,9 +12,17 @@
 //! Acknowledgements are cumulative: the durable position, the applied
 //! position and the state digest after the applied position. They go out
 //! whenever durability advances and whenever a duplicate arrives.
+//!
+//! A backup that joins an epoch (or restarts into one its log is not
+//! known to belong to) is unsynced: it takes no appends and sends `Join`
+//! (its log epoch and positions) every `retransmit_ms` until the leader's
+//! `Sync` says which prefix of its log to keep (or gives a snapshot). Once
+//! it holds the epoch's starting log durably, its `log_epoch` is the epoch.
 
-use super::Core;
-use crate::ids::Position;
+use super::election::{self, Election};
+use super::{Core, ViewEvent};
+use crate::ids::{Epoch, NodeId, Position};
+use crate::snapshot::Snapshot;
 use crate::wire::Message;
 use dcms_core::LogEntry;
 use std::collections::BTreeMap;
@@ -26,16 +36,54 @@ pub(super) struct BackupState {
     nack_at: Option<u64>,
     /// The highest commit position the leader has announced.
     committed: Position,
+    /// The log is known to be a prefix of the leader's: appends apply.
+    synced: bool,
+    /// Where the epoch's log starts (from `Sync`).
+    epoch_start: Position,
+    /// Unsynced: when to send `Join` again.
+    join_at: Option<u64>,
+    election: Option<Election>,
+    /// Start an election at the next tick.
+    elect_soon: bool,
+    /// Amnesiac: the epoch and leader each other replica reported.
+    pub(super) votes: BTreeMap<NodeId, (Epoch, NodeId)>,
 }
 
 impl BackupState {
-    pub(super) fn new() -> BackupState {
+    pub(super) fn new(synced: bool) -> BackupState {
         BackupState {
             held: BTreeMap::new(),
             leader_last: 0,
             nack_at: None,
             committed: 0,
+            synced,
+            epoch_start: 0,
+            join_at: None,
+            election: None,
+            elect_soon: false,
+            votes: BTreeMap::new(),
         }
+    }
+
+    pub(super) fn start_election_soon(&mut self) {
+        self.elect_soon = true;
+    }
+
+    pub(super) fn send_join(&mut self, core: &mut Core, now_ms: u64) {
+        let Some(leader) = core.meta.leader else {
+            return;
+        };
+        if leader == core.me() || self.synced {
+            return;
+        }
+        let join = Message::Join {
+            log_epoch: core.meta.log_epoch,
+            applied: core.applied,
+            durable: core.durable,
+            amnesiac: core.meta.amnesiac,
+        };
+        core.send(leader, join);
+        self.join_at = Some(now_ms + core.config.retransmit_ms);
     }
 
     pub(super) fn on_append(
@@ -46,20 +94,24 @@ impl BackupState {
         leader_last: Position,
         committed: Position,
     ) {
+        if !self.synced {
+            core.stats.unexpected += 1;
+            return;
+        }
         if entry.position == 0 || entry.position > leader_last || committed > leader_last {
             core.stats.unexpected += 1;
             return;
         }
-        // The leader commits only what this backup acknowledged durable, and
-        // durability survives restarts.
-        assert!(
-            committed <= core.durable,
-            "leader committed {committed}, beyond this backup's durable {}",
-            core.durable
-        );
         self.committed = self.committed.max(committed);
         self.leader_last = self.leader_last.max(leader_last);
+        self.election = None;
+        self.receive(core, now_ms, entry);
+    }
+
+    /// An entry of the leader's log, in any order.
+    fn receive(&mut self, core: &mut Core, now_ms: u64, entry: LogEntry) {
         let position = entry.position;
+        self.leader_last = self.leader_last.max(position);
         if position <= core.applied {
             core.stats.duplicate_entries += 1;
             self.ack(core);
@@ -76,7 +128,11 @@ impl BackupState {
             core.stats.duplicate_entries += 1;
         }
         self.held.retain(|&p, _| p > core.applied);
-        if self.leader_last > core.applied {
+        self.arm_nack(core, now_ms);
+    }
+
+    fn arm_nack(&mut self, core: &Core, now_ms: u64) {
+        if self.synced && self.leader_last > core.applied && core.installing.is_none() {
             self.nack_at
                 .get_or_insert(now_ms + core.config.nack_delay_ms);
         } else {
@@ -84,26 +140,179 @@ impl BackupState {
         }
     }
 
+    /// The leader's answer to our `Join` (or a snapshot because we fell too
+    /// far behind).
+    pub(super) fn on_sync(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        trust: Position,
+        snapshot: Option<Box<Snapshot>>,
+        entries: Vec<LogEntry>,
+        epoch_start: Position,
+    ) {
+        self.election = None;
+        if let Some(snapshot) = snapshot {
+            if core.installing.is_some() || (self.synced && snapshot.position <= core.applied) {
+                core.stats.duplicate_entries += 1;
+                self.ack(core);
+                return;
+            }
+            core.install(*snapshot);
+            self.held.clear();
+        } else if self.synced {
+            core.stats.duplicate_entries += 1;
+            self.ack(core);
+            return;
+        } else if trust < core.applied {
+            // Our log beyond `trust` is not the leader's: only a snapshot
+            // can replace it (the leader sends one on our next join).
+            core.stats.unexpected += 1;
+            return;
+        }
+        self.synced = true;
+        self.join_at = None;
+        self.epoch_start = self.epoch_start.max(epoch_start);
+        self.leader_last = self.leader_last.max(trust);
+        for entry in entries {
+            self.receive(core, now_ms, entry);
+        }
+        self.arm_nack(core, now_ms);
+        self.ack(core);
+        self.raise_log_epoch(core);
+    }
+
+    /// The new leader fetches our log (we are the most advanced).
+    pub(super) fn on_fetch(
+        &mut self,
+        core: &mut Core,
+        to: NodeId,
+        after: Position,
+        snapshot: bool,
+    ) {
+        let whole = snapshot
+            || after > core.applied
+            || after + 1 < core.recent_start()
+            || core.applied - after > core.config.max_transfer as u64;
+        let message = if whole {
+            core.stats.snapshots_sent += 1;
+            Message::Sync {
+                trust: core.applied,
+                snapshot: Some(Box::new(core.snapshot())),
+                entries: Vec::new(),
+                epoch_start: 0,
+            }
+        } else {
+            let entries = (after + 1..=core.applied)
+                .map(|p| core.entry(p).expect("in memory").clone())
+                .collect();
+            Message::Sync {
+                trust: after,
+                snapshot: None,
+                entries,
+                epoch_start: 0,
+            }
+        };
+        core.send(to, message);
+    }
+
+    pub(super) fn on_leader_heartbeat(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        leader_applied: Position,
+        committed: Position,
+    ) {
+        self.election = None;
+        self.elect_soon = false;
+        if self.synced {
+            self.leader_last = self.leader_last.max(leader_applied);
+            self.committed = self.committed.max(committed.min(self.leader_last));
+            self.arm_nack(core, now_ms);
+        } else if self.join_at.is_none() {
+            self.send_join(core, now_ms);
+        }
+    }
+
+    pub(super) fn on_coordinator(&mut self, core: &mut Core, now_ms: u64) {
+        self.election = None;
+        if !self.synced {
+            self.send_join(core, now_ms);
+        }
+    }
+
+    pub(super) fn on_lower_election(&mut self, core: &mut Core, now_ms: u64) {
+        let leader_gone = match core.meta.leader {
+            None => true,
+            Some(l) => l == core.me() || core.suspected(l, now_ms),
+        };
+        if leader_gone && self.election.is_none() {
+            self.elect_soon = true;
+        }
+    }
+
+    pub(super) fn on_answer(&mut self, core: &mut Core, now_ms: u64, _from: NodeId) {
+        if let Some(Election::Waiting { .. }) = self.election {
+            self.election = Some(Election::Answered {
+                until: now_ms + 3 * core.config.election_ms,
+            });
+        }
+    }
+
     pub(super) fn on_persisted(&mut self, core: &mut Core) {
         self.ack(core);
+        self.raise_log_epoch(core);
+    }
+
+    fn raise_log_epoch(&mut self, core: &mut Core) {
+        let epoch = core.epoch();
+        if self.synced
+            && core.installing.is_none()
+            && core.durable >= self.epoch_start
+            && core.meta.log_epoch < epoch
+        {
+            let mut meta = core.meta;
+            meta.log_epoch = epoch;
+            meta.amnesiac = false;
+            core.set_meta(meta);
+            core.view_events.push(ViewEvent::Synced {
+                epoch,
+                durable: core.durable,
+            });
+        }
     }
 
     fn ack(&self, core: &mut Core) {
+        if !self.synced || core.installing.is_some() {
+            return;
+        }
+        let Some(leader) = core.meta.leader else {
+            return;
+        };
         let message = Message::Ack {
             durable: core.durable,
             applied: core.applied,
             digest: core.state.digest(),
         };
-        let leader = core.config.leader;
         core.send(leader, message);
     }
 
-    pub(super) fn tick(&mut self, core: &mut Core, now_ms: u64) {
-        let Some(at) = self.nack_at else { return };
-        if at > now_ms {
-            return;
+    /// Fires due timers; returns true when this replica must become the
+    /// coordinator of a new epoch.
+    pub(super) fn tick(&mut self, core: &mut Core, now_ms: u64) -> bool {
+        if !self.synced && self.join_at.is_some_and(|t| t <= now_ms) {
+            self.send_join(core, now_ms);
         }
-        if self.leader_last <= core.applied {
+        if let Some(at) = self.nack_at {
+            if at <= now_ms {
+                self.nack(core, now_ms);
+            }
+        }
+        self.tick_election(core, now_ms)
+    }
+
+    fn nack(&mut self, core: &mut Core, now_ms: u64) {
+        if self.leader_last <= core.applied || !self.synced || core.installing.is_some() {
             self.nack_at = None;
             return;
         }
@@ -116,16 +325,72 @@ impl BackupState {
             "behind the leader with nothing missing"
         );
         core.stats.nacks_sent += 1;
-        let leader = core.config.leader;
-        core.send(leader, Message::LogNack { missing });
+        if let Some(leader) = core.meta.leader {
+            core.send(leader, Message::LogNack { missing });
+        }
         self.nack_at = Some(now_ms + core.config.nack_retry_ms);
+    }
+
+    /// When the leader is due to be suspected (or already is).
+    fn suspicion_time(&self, core: &Core) -> Option<u64> {
+        if !core.detecting() || core.meta.amnesiac {
+            return None;
+        }
+        if self.elect_soon {
+            return core.born;
+        }
+        match core.meta.leader {
+            Some(l) if l != core.me() => core
+                .heard
+                .get(&l)
+                .map(|&t| t + core.config.suspect_ms)
+                .or(core.born),
+            _ => core.born,
+        }
+    }
+
+    fn tick_election(&mut self, core: &mut Core, now_ms: u64) -> bool {
+        match self.election {
+            None => {
+                if self.suspicion_time(core).is_some_and(|t| t <= now_ms) {
+                    self.elect_soon = false;
+                    match election::start(core, now_ms) {
+                        None => return true,
+                        Some(e) => self.election = Some(e),
+                    }
+                }
+                false
+            }
+            Some(Election::Waiting { until }) if until <= now_ms => true,
+            Some(Election::Answered { until }) if until <= now_ms => {
+                self.election = None;
+                self.elect_soon = true;
+                self.tick_election(core, now_ms)
+            }
+            Some(_) => false,
+        }
     }
 
     pub(super) fn committed(&self) -> Position {
         self.committed
     }
 
-    pub(super) fn next_deadline(&self) -> Option<u64> {
-        self.nack_at
+    pub(super) fn next_deadline(&self, core: &Core) -> Option<u64> {
+        let join = if self.synced { None } else { self.join_at };
+        let election = match self.election {
+            Some(e) => Some(e.deadline()),
+            None => self.suspicion_time(core),
+        };
+        [self.nack_at, join, election].into_iter().flatten().min()
+    }
+
+    pub(super) fn check(&self, core: &Core) {
+        assert!(
+            self.held.keys().all(|&p| p > core.applied + 1),
+            "a held entry could apply"
+        );
+        if !self.synced {
+            assert!(self.held.is_empty(), "unsynced with held entries");
+        }
     }
 }

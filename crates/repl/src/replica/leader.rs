@@ -1,4 +1,16 @@
-//! The leader role: sequencing, execution, broadcast and group commit.
+//! The leader role: state transfer, then sequencing, execution, broadcast
+//! and group commit.
+//!
+//! A coordinator (see `election.rs`) takes a new epoch and collects the
+//! logs of a majority (`Join`: log epoch and positions; replicas whose store
+//! was wiped do not count). It adopts the most advanced log, the highest
+//! `(log_epoch, applied)`, fetching it from its holder when that is another
+//! replica (`Fetch`, answered by a `Sync` with the missing suffix, or a
+//! snapshot when the logs may differ). That log's end is the epoch's start.
+//! Every joined backup then gets a `Sync`: keep your log up to where it is a
+//! prefix of ours and take these entries, or install this snapshot. Once a
+//! majority holds the start durably, everything up to it is committed and
+//! the leader serves.
 //!
 //! Per stream, requests execute strictly in sequence order. A request beyond
 //! the next expected number is held back (up to `max_holdback`) and, after
@@ -8,17 +20,23 @@
 //! is committed (before that, the commit itself will answer).
 //!
 //! Execution applies the effect in memory at once (later requests see it),
-//! hands the entry to persistence and sends it to every backup. The entry
-//! stays in the window until it is durable here and on every backup; then
-//! it is committed and its reply goes to the front end, exactly once per
-//! commit. A backup whose acknowledgement does not advance for
-//! `retransmit_ms` gets the entries after its last acknowledged one again;
-//! a backup's NACK gets the named positions at once.
+//! hands the entry to persistence and sends it to every synced backup. The
+//! entry stays in the window until it is durable here and on every member
+//! of the view, and on at least a majority of the group; then it is
+//! committed and its reply goes to the front end, exactly once per commit.
+//! A member not heard from for `suspect_ms` leaves the view (the leader stops
+//! waiting for it); a synced backup that holds everything committed joins
+//! it again. A backup whose acknowledgement does not advance for
+//! `retransmit_ms` gets the entries after its last acknowledged one again
+//! (from the in-memory log, or a snapshot when they are gone); a backup's
+//! NACK gets the named positions at once.
 
-use super::{Core, ReplicaConfig, ReplicaEvent};
-use crate::ids::{NodeId, Position, Seq, StreamId};
+use super::election;
+use super::{Core, Meta, ReplicaConfig, ReplicaEvent, ViewEvent};
+use crate::ids::{Epoch, NodeId, Position, Seq, StreamId};
 use crate::recover::Recovered;
 use crate::session::Lookup;
+use crate::snapshot::Snapshot;
 use crate::wire::Message;
 use dcms_core::{LogEntry, Request, RequestKey, StateDigest};
 use std::collections::{BTreeMap, VecDeque};
@@ -30,6 +48,15 @@ struct WindowEntry {
     digest_after: StateDigest,
 }
 
+/// A replica's log, as its `Join` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Report {
+    pub log_epoch: Epoch,
+    pub applied: Position,
+    pub durable: Position,
+    pub amnesiac: bool,
+}
+
 /// What the leader knows of one backup.
 #[derive(Debug, Default)]
 struct BackupProgress {
@@ -37,11 +64,34 @@ struct BackupProgress {
     applied: Position,
     /// When to resend if the acknowledgement has not advanced by then.
     resend_at: Option<u64>,
+    /// Its last `Join`.
+    report: Option<Report>,
+    /// It acknowledged in this epoch: its log is a prefix of ours.
+    synced: bool,
+    /// Waited for before replying.
+    member: bool,
+    /// When to resend the `Sync`.
+    sync_at: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a majority's `Join`.
+    Collecting,
+    /// Fetching the most advanced log from `best`, up to `target`.
+    Fetching {
+        best: NodeId,
+        target: Position,
+        at: u64,
+    },
+    /// Bringing backups up to date until a majority holds the start.
+    Syncing,
+    Serving,
 }
 
 #[derive(Debug)]
 pub(super) struct LeaderState {
-    /// Entries `committed + 1 ..= applied`, in order.
+    /// Serving: entries `committed + 1 ..= applied`, in order.
     window: VecDeque<WindowEntry>,
     committed: Position,
     committed_digest: StateDigest,
@@ -50,19 +100,36 @@ pub(super) struct LeaderState {
     held: BTreeMap<StreamId, BTreeMap<Seq, Request>>,
     /// When to NACK each stream with a gap.
     nack_at: BTreeMap<StreamId, u64>,
+    phase: Phase,
+    /// Collecting: the logs of the replicas that joined (this one included).
+    reports: BTreeMap<NodeId, Report>,
+    /// The log epoch of the adopted log.
+    base_log_epoch: Epoch,
+    /// The position the epoch's log starts from (the adopted log's end).
+    epoch_start: Position,
 }
 
 impl LeaderState {
-    pub(super) fn new(config: &ReplicaConfig, recovered: &Recovered) -> LeaderState {
+    /// The leader of the group's first epoch: serving at once.
+    pub(super) fn bootstrap(config: &ReplicaConfig, recovered: &Recovered) -> LeaderState {
         let backups = config
             .group
             .iter()
             .filter(|&&n| n != config.me)
-            .map(|&n| (n, BackupProgress::default()))
+            .map(|&n| {
+                (
+                    n,
+                    BackupProgress {
+                        synced: true,
+                        member: true,
+                        ..BackupProgress::default()
+                    },
+                )
+            })
             .collect();
         // Everything recovered counts as committed: a leader starting from
-        // its store is only correct if its backups hold the same prefix
-        // (catch-up of restarted replicas comes with membership).
+        // its store without meta is only correct if its backups hold the same
+        // prefix (the group's first start).
         LeaderState {
             window: VecDeque::new(),
             committed: recovered.last_applied,
@@ -70,6 +137,305 @@ impl LeaderState {
             backups,
             held: BTreeMap::new(),
             nack_at: BTreeMap::new(),
+            phase: Phase::Serving,
+            reports: BTreeMap::new(),
+            base_log_epoch: config.epoch,
+            epoch_start: recovered.last_applied,
+        }
+    }
+
+    /// A replica that won an election: a new epoch, then state transfer.
+    pub(super) fn coordinator(core: &mut Core, now_ms: u64, committed: Position) -> LeaderState {
+        assert!(!core.meta.amnesiac, "an amnesiac never leads");
+        let epoch = election::next_epoch(core);
+        core.set_meta(Meta {
+            epoch,
+            leader: Some(core.me()),
+            ..core.meta
+        });
+        core.max_seen = core.max_seen.max(epoch);
+        core.stats.became_leader += 1;
+        core.view_events.push(ViewEvent::Coordinator { epoch });
+        tracing::info!(me = %core.me(), epoch, "coordinator of a new epoch");
+        let others: Vec<NodeId> = core
+            .config
+            .group
+            .iter()
+            .copied()
+            .filter(|&n| n != core.me())
+            .collect();
+        for &n in &others {
+            core.send(n, Message::Coordinator);
+        }
+        let frontends: Vec<NodeId> = core.frontends.keys().copied().collect();
+        for f in frontends {
+            core.send(f, Message::Coordinator);
+        }
+        let mut reports = BTreeMap::new();
+        reports.insert(
+            core.me(),
+            Report {
+                log_epoch: core.meta.log_epoch,
+                applied: core.applied,
+                durable: core.durable,
+                amnesiac: false,
+            },
+        );
+        let mut l = LeaderState {
+            window: VecDeque::new(),
+            committed: committed.min(core.applied),
+            committed_digest: StateDigest::default(),
+            backups: others
+                .into_iter()
+                .map(|n| (n, BackupProgress::default()))
+                .collect(),
+            held: BTreeMap::new(),
+            nack_at: BTreeMap::new(),
+            phase: Phase::Collecting,
+            reports,
+            base_log_epoch: 0,
+            epoch_start: 0,
+        };
+        l.maybe_choose(core, now_ms);
+        l
+    }
+
+    pub(super) fn serving(&self) -> bool {
+        self.phase == Phase::Serving
+    }
+
+    pub(super) fn members(&self, _core: &Core) -> Vec<NodeId> {
+        self.backups
+            .iter()
+            .filter(|(_, p)| p.member)
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
+    pub(super) fn on_join(&mut self, core: &mut Core, now_ms: u64, from: NodeId, report: Report) {
+        let Some(p) = self.backups.get_mut(&from) else {
+            core.stats.unexpected += 1;
+            return;
+        };
+        if p.member {
+            p.member = false;
+            core.stats.members_removed += 1;
+            core.view_events.push(ViewEvent::MemberRemoved {
+                epoch: core.epoch(),
+                backup: from,
+            });
+        }
+        *p = BackupProgress {
+            report: Some(report),
+            sync_at: Some(now_ms),
+            ..BackupProgress::default()
+        };
+        match self.phase {
+            Phase::Collecting => {
+                self.reports.insert(from, report);
+                self.maybe_choose(core, now_ms);
+            }
+            Phase::Fetching { .. } => {}
+            Phase::Syncing | Phase::Serving => self.send_sync(core, now_ms, from),
+        }
+    }
+
+    /// With a majority's logs: adopt the most advanced.
+    fn maybe_choose(&mut self, core: &mut Core, now_ms: u64) {
+        let counted: Vec<(NodeId, Report)> = self
+            .reports
+            .iter()
+            .filter(|(_, r)| !r.amnesiac)
+            .map(|(&n, &r)| (n, r))
+            .collect();
+        if counted.len() < core.config.majority() {
+            return;
+        }
+        let me = core.me();
+        let (best, b) = counted
+            .iter()
+            .copied()
+            .max_by_key(|(n, r)| (r.log_epoch, r.applied, *n == me))
+            .expect("a majority is not empty");
+        self.base_log_epoch = b.log_epoch;
+        let mine = self.reports[&me];
+        if best == me || (mine.log_epoch, mine.applied) == (b.log_epoch, b.applied) {
+            self.start_syncing(core, now_ms);
+            return;
+        }
+        self.phase = Phase::Fetching {
+            best,
+            target: b.applied,
+            at: now_ms,
+        };
+        self.fetch(core, now_ms);
+    }
+
+    fn fetch(&mut self, core: &mut Core, now_ms: u64) {
+        let Phase::Fetching { best, .. } = self.phase else {
+            return;
+        };
+        let b = self.reports[&best];
+        let prefix = core.meta.log_epoch == b.log_epoch && core.applied <= b.applied;
+        core.send(
+            best,
+            Message::Fetch {
+                after: core.applied,
+                snapshot: !prefix,
+            },
+        );
+        self.phase = Phase::Fetching {
+            best,
+            target: b.applied,
+            at: now_ms + core.config.retransmit_ms,
+        };
+    }
+
+    /// The most advanced replica's log arrived.
+    pub(super) fn on_fetched(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        from: NodeId,
+        trust: Position,
+        snapshot: Option<Box<Snapshot>>,
+        entries: Vec<LogEntry>,
+    ) {
+        let Phase::Fetching { best, target, .. } = self.phase else {
+            core.stats.unexpected += 1;
+            return;
+        };
+        if from != best || core.installing.is_some() {
+            core.stats.unexpected += 1;
+            return;
+        }
+        if let Some(snapshot) = snapshot {
+            if snapshot.position < target {
+                core.stats.unexpected += 1;
+                return;
+            }
+            core.install(*snapshot);
+            self.committed = self.committed.min(core.applied);
+        } else if trust != core.applied {
+            core.stats.unexpected += 1;
+            return;
+        }
+        for e in entries {
+            if e.position == core.applied + 1 {
+                core.apply(e);
+            }
+        }
+        if core.applied >= target {
+            self.start_syncing(core, now_ms);
+        }
+    }
+
+    fn start_syncing(&mut self, core: &mut Core, now_ms: u64) {
+        self.phase = Phase::Syncing;
+        self.epoch_start = core.applied;
+        self.reports.clear();
+        tracing::info!(me = %core.me(), epoch = core.epoch(), start = self.epoch_start, "state transfer");
+        let joined: Vec<NodeId> = self
+            .backups
+            .iter()
+            .filter(|(_, p)| p.report.is_some())
+            .map(|(&n, _)| n)
+            .collect();
+        for n in joined {
+            self.send_sync(core, now_ms, n);
+        }
+        self.raise_log_epoch(core);
+        self.try_serve(core, now_ms);
+    }
+
+    /// Brings `to` up to date: a suffix when its log is a prefix of ours,
+    /// else a snapshot.
+    fn send_sync(&mut self, core: &mut Core, now_ms: u64, to: NodeId) {
+        let p = self.backups.get_mut(&to).expect("known backup");
+        let Some(r) = p.report else { return };
+        let prefix = !r.amnesiac
+            && (r.log_epoch == core.epoch()
+                || (r.log_epoch == self.base_log_epoch && r.applied <= self.epoch_start))
+            && r.applied <= core.applied
+            && r.applied + 1 >= core.recent_start();
+        let message = if prefix {
+            let last = core
+                .applied
+                .min(r.applied + core.config.resend_batch as u64);
+            Message::Sync {
+                trust: r.applied,
+                snapshot: None,
+                entries: (r.applied + 1..=last)
+                    .map(|q| core.entry(q).expect("in memory").clone())
+                    .collect(),
+                epoch_start: self.epoch_start,
+            }
+        } else {
+            core.stats.snapshots_sent += 1;
+            core.view_events.push(ViewEvent::SnapshotSent {
+                backup: to,
+                position: core.applied,
+            });
+            Message::Sync {
+                trust: core.applied,
+                snapshot: Some(Box::new(core.snapshot())),
+                entries: Vec::new(),
+                epoch_start: self.epoch_start,
+            }
+        };
+        core.send(to, message);
+        p.sync_at = Some(now_ms + core.config.retransmit_ms);
+    }
+
+    /// Serving starts once a majority holds the epoch's start durably.
+    fn try_serve(&mut self, core: &mut Core, now_ms: u64) {
+        if self.phase != Phase::Syncing {
+            return;
+        }
+        let start = self.epoch_start;
+        assert_eq!(core.applied, start, "nothing executes before serving");
+        let me = usize::from(core.installing.is_none() && core.durable >= start);
+        let holding: Vec<NodeId> = self
+            .backups
+            .iter()
+            .filter(|(_, p)| p.synced && p.durable >= start)
+            .map(|(&n, _)| n)
+            .collect();
+        if me + holding.len() < core.config.majority() || me == 0 {
+            return;
+        }
+        assert!(self.committed <= start, "committed beyond the adopted log");
+        self.committed = start;
+        self.committed_digest = core.state.digest();
+        self.window.clear();
+        self.phase = Phase::Serving;
+        for n in &holding {
+            let p = self.backups.get_mut(n).expect("known");
+            p.member = true;
+            p.resend_at = (p.durable < core.applied).then_some(now_ms);
+        }
+        core.view_events.push(ViewEvent::Serving {
+            epoch: core.epoch(),
+            start,
+            members: holding.clone(),
+        });
+        tracing::info!(me = %core.me(), epoch = core.epoch(), start, ?holding, "serving");
+        let frontends: Vec<NodeId> = core.frontends.keys().copied().collect();
+        let me = core.me();
+        for f in frontends {
+            core.send(f, Message::LeaderIs { leader: me });
+        }
+    }
+
+    fn raise_log_epoch(&mut self, core: &mut Core) {
+        if matches!(self.phase, Phase::Syncing | Phase::Serving)
+            && core.installing.is_none()
+            && core.durable >= self.epoch_start
+            && core.meta.log_epoch < core.epoch()
+        {
+            let mut meta = core.meta;
+            meta.log_epoch = core.epoch();
+            core.set_meta(meta);
         }
     }
 
@@ -87,6 +453,11 @@ impl LeaderState {
     ) {
         if seq == 0 {
             core.stats.unexpected += 1;
+            return;
+        }
+        if self.phase != Phase::Serving {
+            // State transfer first; the front end retransmits.
+            core.stats.not_serving += 1;
             return;
         }
         let head = core.sessions.head(stream);
@@ -142,6 +513,7 @@ impl LeaderState {
     }
 
     fn execute(&mut self, core: &mut Core, now_ms: u64, key: RequestKey, request: &Request) {
+        assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
         let (reply, effect) = core.state.execute(request, now_ms);
         let entry = LogEntry {
@@ -153,9 +525,14 @@ impl LeaderState {
         core.apply(entry.clone());
         core.stats.executed += 1;
         let leader_last = entry.position;
+        let epoch = core.epoch();
         for (&backup, progress) in &mut self.backups {
+            if !progress.synced {
+                continue;
+            }
             core.outbox.push((
                 backup,
+                epoch,
                 Message::Append {
                     entry: Box::new(entry.clone()),
                     leader_last,
@@ -181,6 +558,10 @@ impl LeaderState {
         applied: Position,
         digest: StateDigest,
     ) {
+        if matches!(self.phase, Phase::Collecting | Phase::Fetching { .. }) {
+            core.stats.unexpected += 1;
+            return;
+        }
         let Some(progress) = self.backups.get_mut(&from) else {
             core.stats.unexpected += 1;
             return;
@@ -191,6 +572,8 @@ impl LeaderState {
             core.stats.unexpected += 1;
             return;
         }
+        progress.synced = true;
+        progress.sync_at = None;
         if durable > progress.durable {
             progress.durable = durable;
             progress.resend_at =
@@ -200,6 +583,13 @@ impl LeaderState {
         // what it had applied but not persisted, and resends must start
         // after what it holds now. (A reordered old ack only costs resends.)
         progress.applied = applied.max(progress.durable);
+        if progress.durable < core.applied && progress.resend_at.is_none() {
+            progress.resend_at = Some(now_ms + core.config.retransmit_ms);
+        }
+        if self.phase == Phase::Syncing {
+            self.try_serve(core, now_ms);
+            return;
+        }
         let ours = if applied == self.committed {
             Some(self.committed_digest)
         } else if applied > self.committed {
@@ -225,48 +615,87 @@ impl LeaderState {
                 });
             }
         }
+        self.update_members(core, now_ms);
         self.try_commit(core, now_ms);
     }
 
     pub(super) fn on_log_nack(&mut self, core: &mut Core, from: NodeId, missing: &[Position]) {
-        if !self.backups.contains_key(&from) {
+        if !self.backups.get(&from).is_some_and(|p| p.synced) {
             core.stats.unexpected += 1;
             return;
         }
         core.stats.nacks_received += 1;
         for &position in missing.iter().take(core.config.max_nack_numbers) {
-            if position > self.committed && position <= core.applied {
+            if core.entry(position).is_some() {
                 self.resend(core, from, position);
             }
         }
     }
 
     fn resend(&self, core: &mut Core, to: NodeId, position: Position) {
-        let entry = &self.window[(position - self.committed - 1) as usize].entry;
-        assert_eq!(entry.position, position);
+        let entry = core.entry(position).expect("in memory").clone();
         core.stats.entries_resent += 1;
-        core.outbox.push((
+        core.send(
             to,
             Message::Append {
-                entry: Box::new(entry.clone()),
+                entry: Box::new(entry),
                 leader_last: core.applied,
                 committed: self.committed,
             },
-        ));
+        );
     }
 
     pub(super) fn on_persisted(&mut self, core: &mut Core, now_ms: u64) {
-        self.try_commit(core, now_ms);
+        self.raise_log_epoch(core);
+        match self.phase {
+            Phase::Syncing => self.try_serve(core, now_ms),
+            Phase::Serving => self.try_commit(core, now_ms),
+            _ => {}
+        }
     }
 
-    /// Commits every entry durable on all members and replies to each.
-    /// When the window was full, held requests waiting for room execute now.
+    /// Leader: members leave when suspected and come back once synced,
+    /// heard from and holding everything committed.
+    fn update_members(&mut self, core: &mut Core, now_ms: u64) {
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let epoch = core.epoch();
+        for (&n, p) in &mut self.backups {
+            let suspected = core.suspected(n, now_ms);
+            if p.member && suspected {
+                p.member = false;
+                core.stats.members_removed += 1;
+                core.view_events
+                    .push(ViewEvent::MemberRemoved { epoch, backup: n });
+                tracing::info!(epoch, backup = %n, "backup suspected: view without it");
+            } else if !p.member && p.synced && !suspected && p.durable >= self.committed {
+                p.member = true;
+                core.stats.members_added += 1;
+                core.view_events
+                    .push(ViewEvent::MemberAdded { epoch, backup: n });
+                tracing::info!(epoch, backup = %n, "backup caught up: back in the view");
+            }
+        }
+    }
+
+    /// Commits every entry durable on all members (at least a majority of
+    /// the group) and replies to each. When the window was full, held
+    /// requests waiting for room execute now.
     fn try_commit(&mut self, core: &mut Core, now_ms: u64) {
-        let everywhere = self
+        if self.phase != Phase::Serving {
+            return;
+        }
+        let members: Vec<Position> = self
             .backups
             .values()
+            .filter(|p| p.member)
             .map(|p| p.durable)
-            .fold(core.durable, Position::min);
+            .collect();
+        if members.len() + 1 < core.config.majority() {
+            return; // without a majority nothing commits
+        }
+        let everywhere = members.into_iter().fold(core.durable, Position::min);
         while self.committed < everywhere {
             let w = self
                 .window
@@ -292,6 +721,30 @@ impl LeaderState {
     }
 
     pub(super) fn tick(&mut self, core: &mut Core, now_ms: u64) {
+        match self.phase {
+            Phase::Collecting => return,
+            Phase::Fetching { at, .. } => {
+                if at <= now_ms {
+                    self.fetch(core, now_ms);
+                }
+                return;
+            }
+            Phase::Syncing | Phase::Serving => {}
+        }
+        let unsynced: Vec<NodeId> = self
+            .backups
+            .iter()
+            .filter(|(_, p)| !p.synced && p.sync_at.is_some_and(|t| t <= now_ms))
+            .map(|(&n, _)| n)
+            .collect();
+        for n in unsynced {
+            self.send_sync(core, now_ms, n);
+        }
+        if self.phase == Phase::Syncing {
+            return;
+        }
+        self.update_members(core, now_ms);
+        self.try_commit(core, now_ms);
         let last = core.applied;
         let backups: Vec<NodeId> = self.backups.keys().copied().collect();
         for backup in backups {
@@ -299,7 +752,7 @@ impl LeaderState {
             let Some(at) = progress.resend_at else {
                 continue;
             };
-            if at > now_ms {
+            if at > now_ms || !progress.synced {
                 continue;
             }
             if progress.durable >= last {
@@ -308,9 +761,22 @@ impl LeaderState {
             }
             // Resend after what the backup has applied; if it has applied
             // everything, resend the last entry so it acknowledges again.
-            let from = (progress.applied.max(progress.durable) + 1)
-                .min(last)
-                .max(self.committed + 1);
+            let from = (progress.applied.max(progress.durable) + 1).min(last);
+            if core.entry(from).is_none() {
+                // Gone from memory: a snapshot instead.
+                let p = self.backups.get_mut(&backup).expect("known");
+                p.synced = false;
+                p.member = false;
+                p.resend_at = None;
+                p.report = Some(Report {
+                    log_epoch: 0,
+                    applied: 0,
+                    durable: 0,
+                    amnesiac: false,
+                });
+                self.send_sync(core, now_ms, backup);
+                continue;
+            }
             let to = last.min(from + core.config.resend_batch as u64 - 1);
             for position in from..=to {
                 self.resend(core, backup, position);
@@ -342,13 +808,44 @@ impl LeaderState {
         }
     }
 
-    pub(super) fn next_deadline(&self) -> Option<u64> {
-        let resend = self.backups.values().filter_map(|p| p.resend_at);
+    pub(super) fn next_deadline(&self, core: &Core) -> Option<u64> {
+        let fetch = match self.phase {
+            Phase::Fetching { at, .. } => Some(at),
+            _ => None,
+        };
+        let active = matches!(self.phase, Phase::Syncing | Phase::Serving);
+        let resend = self
+            .backups
+            .values()
+            .filter(|p| p.synced && self.phase == Phase::Serving)
+            .filter_map(|p| p.resend_at);
+        let sync = self
+            .backups
+            .values()
+            .filter(|p| !p.synced && active)
+            .filter_map(|p| p.sync_at);
+        // A member's suspicion, or an outsider's return, changes the view.
+        let view = self
+            .backups
+            .iter()
+            .filter(|(_, p)| p.member && self.phase == Phase::Serving && core.detecting())
+            .filter_map(|(n, _)| core.heard.get(n).map(|&t| t + core.config.suspect_ms));
         let nack = self.nack_at.values().copied();
-        resend.chain(nack).min()
+        resend
+            .chain(nack)
+            .chain(sync)
+            .chain(view)
+            .chain(fetch)
+            .min()
     }
 
     pub(super) fn check(&self, core: &Core) {
+        if self.phase != Phase::Serving {
+            assert!(self.window.is_empty(), "a window before serving");
+            assert!(self.held.is_empty(), "requests held before serving");
+            assert!(self.committed <= core.applied, "committed beyond applied");
+            return;
+        }
         assert_eq!(
             self.committed + self.window.len() as u64,
             core.applied,
@@ -358,6 +855,9 @@ impl LeaderState {
             self.committed <= core.durable,
             "committed beyond leader's durable"
         );
+        for p in self.backups.values().filter(|p| p.member) {
+            assert!(p.synced, "an unsynced member");
+        }
         for (stream, held) in &self.held {
             let head = core.sessions.head(*stream);
             assert!(!held.is_empty(), "empty hold-back kept");

@@ -2,45 +2,62 @@
 //!
 //! Inputs: [`Replica::handle_datagram`] (bytes from the network),
 //! [`Replica::persisted`] (the shell has durably written entries up to a
-//! position), [`Replica::tick`] (the time has come: see
+//! position), [`Replica::installed`] (the shell has replaced its store with
+//! a snapshot), [`Replica::tick`] (the time has come: see
 //! [`Replica::next_deadline`]). Outputs: [`Replica::ready`] drains datagrams
-//! to send, entries to persist (in log order, each exactly once) and events.
+//! to send, entries to persist (in log order, each exactly once), the
+//! durable [`Meta`] to write, a snapshot to install, and events.
 //!
 //! The leader (`leader.rs`) executes each stream's requests in sequence order,
 //! applies the effect in memory at once, persists it, broadcasts it to the
-//! backups in log order, and replies when it and every backup hold the entry
-//! durably. A backup (`backup.rs`) applies entries strictly in log order,
+//! backups in log order, and replies when it and every backup of its view
+//! hold the entry durably (and never with fewer than a majority of the
+//! group). A backup (`backup.rs`) applies entries strictly in log order,
 //! persists them and acknowledges what is durable with its state digest.
 //!
-//! Ready for view changes (a later issue): every replica-to-replica
-//! datagram carries the sender's epoch and messages of another epoch are
-//! refused; role-specific state lives in one enum so a replica can switch
-//! role; backups keep the same per-stream reply table as the leader and
-//! learn the commit position from every append, so a backup that takes over
-//! answers retransmits and knows which of its entries are committed. Until
-//! then a leader starting from its store counts everything stored as
-//! committed, which is right only when its backups hold the same prefix.
+//! Failover (issue 5; see `election.rs` and `view.rs`): every replica
+//! heartbeats every other one; a backup that stops hearing its leader runs a
+//! bully election; the winner takes an epoch higher than any seen, collects
+//! the logs of a majority (`Join`), adopts the most advanced one (highest
+//! `(log_epoch, applied)`, fetching it when another replica holds it), brings
+//! every joined backup up to date (`Sync`: a log suffix, or a snapshot when
+//! its log may diverge or is too old), and serves only once a majority holds
+//! the adopted log durably. `log_epoch` is the epoch whose leader's log this
+//! replica's log is a prefix of; it is raised only once the replica holds
+//! the epoch's starting log durably, and it is durable ([`Meta`]) with the
+//! promised epoch, so a restarted replica never follows an older leader.
 //!
 //! Invariants (asserted): `durable <= applied`; persistence is requested for
-//! every applied position exactly once, in order; the leader's window holds
-//! exactly the positions `committed + 1 ..= applied`, and `committed` never
-//! exceeds what every member holds durably.
+//! every applied position exactly once, in order; a serving leader's window
+//! holds exactly the positions `committed + 1 ..= applied`, and `committed`
+//! never exceeds what every member (at least a majority) holds durably.
 
 mod backup;
+mod election;
 mod leader;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use crate::ids::{Epoch, NodeId, Position};
 use crate::recover::Recovered;
 use crate::session::Sessions;
+use crate::snapshot::Snapshot;
 use crate::wire::{
     Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
 };
 use backup::BackupState;
 use dcms_core::{ClinicState, LogEntry, StateDigest};
 use leader::LeaderState;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+pub use view::{PeerStatus, ViewEvent, ViewStatus};
+
+/// Heartbeat interval for a loopback or LAN cluster, in milliseconds.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 20;
+/// Silence after which a peer is suspected, in milliseconds.
+pub const DEFAULT_SUSPECT_MS: u64 = 150;
+/// How long an election waits for an answer, in milliseconds.
+pub const DEFAULT_ELECTION_MS: u64 = 50;
 
 /// Settings of a replica. Times are in milliseconds.
 #[derive(Clone, Debug)]
@@ -49,7 +66,9 @@ pub struct ReplicaConfig {
     pub me: NodeId,
     /// Every replica of the group, this one included.
     pub group: Vec<NodeId>,
+    /// The leader of the first epoch (when the store has no [`Meta`] yet).
     pub leader: NodeId,
+    /// The first epoch.
     pub epoch: Epoch,
     /// Leader: resend to a backup whose acknowledgement has not advanced.
     pub retransmit_ms: u64,
@@ -72,6 +91,21 @@ pub struct ReplicaConfig {
     /// or the start time in seconds); keeps fragment IDs unique across
     /// restarts.
     pub incarnation: u32,
+    /// Heartbeat interval. 0 (the default until the shell is ready, see
+    /// [`ReplicaConfig::with_failover`]) turns failure detection off: no
+    /// heartbeats, no suspicion, no elections (a fixed leader, as before).
+    pub heartbeat_ms: u64,
+    /// A peer not heard from for this long is suspected (removed from the
+    /// leader's view; a suspected leader is replaced).
+    pub suspect_ms: u64,
+    /// Bully election: how long to wait for an `Answer` (and three times
+    /// this for the `Coordinator` after one).
+    pub election_ms: u64,
+    /// Applied entries every replica keeps in memory for catch-up; a replica
+    /// further behind gets a snapshot. At least `max_window`.
+    pub log_keep: usize,
+    /// Entries sent in one state transfer at most; beyond, a snapshot.
+    pub max_transfer: usize,
 }
 
 impl ReplicaConfig {
@@ -91,6 +125,11 @@ impl ReplicaConfig {
             reply_cache: 1024,
             max_nack_numbers: 64,
             incarnation: 0,
+            heartbeat_ms: 0,
+            suspect_ms: DEFAULT_SUSPECT_MS,
+            election_ms: DEFAULT_ELECTION_MS,
+            log_keep: 65_536,
+            max_transfer: 1024,
         }
     }
 
@@ -110,14 +149,70 @@ impl ReplicaConfig {
         assert_eq!(unique.len(), self.group.len(), "replica IDs are unique");
         assert!(self.retransmit_ms > 0 && self.nack_retry_ms > 0);
         assert!(self.max_holdback > 0 && self.max_window > 0 && self.resend_batch > 0);
-        assert!(self.max_nack_numbers > 0);
+        assert!(self.max_nack_numbers > 0 && self.max_transfer > 0);
+        assert!(
+            self.log_keep >= self.max_window,
+            "log_keep below max_window"
+        );
+        if self.heartbeat_ms > 0 {
+            assert!(
+                self.suspect_ms > self.heartbeat_ms && self.election_ms > 0,
+                "suspect after more than one heartbeat interval"
+            );
+        }
+    }
+
+    /// Turns failure detection, elections and state transfer on, with the
+    /// loopback defaults. Off by default: the shell must first write
+    /// [`ReplicaReady::meta`] durably, install snapshots and follow leaders
+    /// in its front end (see the crate docs).
+    pub fn with_failover(mut self) -> ReplicaConfig {
+        self.heartbeat_ms = DEFAULT_HEARTBEAT_MS;
+        self.suspect_ms = DEFAULT_SUSPECT_MS;
+        self.election_ms = DEFAULT_ELECTION_MS;
+        self
+    }
+
+    /// Replicas needed for a majority of the group.
+    pub fn majority(&self) -> usize {
+        self.group.len() / 2 + 1
+    }
+}
+
+/// What a replica must keep durably besides its log, written before the
+/// datagrams of the same [`ReplicaReady`] are sent (a small file, fsynced).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The highest epoch this replica joined (it never follows an older one).
+    pub epoch: Epoch,
+    /// The leader it joined in `epoch`.
+    pub leader: Option<NodeId>,
+    /// Its log is a prefix of this epoch's leader's log.
+    pub log_epoch: Epoch,
+    /// Its store was wiped and it has not caught up since: it learns the
+    /// epoch from a majority before following anyone, and does not count
+    /// towards a majority until synced.
+    pub amnesiac: bool,
+}
+
+impl Meta {
+    /// The meta of a replica whose store was wiped (or replaced by an empty
+    /// one) while the group went on.
+    pub fn wiped() -> Meta {
+        Meta {
+            amnesiac: true,
+            ..Meta::default()
+        }
     }
 }
 
 /// The role a replica plays in its current epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Leading the current epoch (see [`ViewStatus::serving`]: it serves only
+    /// after state transfer).
     Leader,
+    /// Following, catching up, electing or recovering.
     Backup,
 }
 
@@ -159,26 +254,48 @@ pub struct ReplicaStats {
     pub fragmented_sent: u64,
     /// Messages dropped because they could not be encoded at all.
     pub oversize_dropped: u64,
+    pub elections: u64,
+    pub became_leader: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub members_removed: u64,
+    pub members_added: u64,
+    /// Requests dropped because this replica does not serve (yet).
+    pub not_serving: u64,
 }
 
 /// What the shell must do after feeding inputs.
 #[derive(Debug, Default)]
 pub struct ReplicaReady {
+    /// Write this durably first (before sending `transmits`), when set.
+    pub meta: Option<Meta>,
+    /// Replace the store's contents with this snapshot (one transaction),
+    /// after every earlier `persist` batch and before this ready's
+    /// `persist`; then call [`Replica::installed`]. `persisted` reports of
+    /// batches handed out before it are ignored until then.
+    pub install: Option<Box<Snapshot>>,
     /// Datagrams to send.
     pub transmits: Vec<Transmit>,
     /// Entries to write durably, in log order (`Store::commit` them as one
     /// batch, then call [`Replica::persisted`] with the last position).
     pub persist: Vec<LogEntry>,
     pub events: Vec<ReplicaEvent>,
+    /// Elections, view changes, rejoins: log them at info.
+    pub view_events: Vec<ViewEvent>,
 }
 
 impl ReplicaReady {
     pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.persist.is_empty() && self.events.is_empty()
+        self.transmits.is_empty()
+            && self.persist.is_empty()
+            && self.events.is_empty()
+            && self.view_events.is_empty()
+            && self.meta.is_none()
+            && self.install.is_none()
     }
 }
 
-/// State shared by both roles.
+/// State shared by all roles.
 #[derive(Debug)]
 struct Core {
     config: ReplicaConfig,
@@ -188,15 +305,45 @@ struct Core {
     applied: Position,
     /// Highest position the shell reports durable.
     durable: Position,
-    outbox: Vec<(NodeId, Message)>,
+    /// The durable part of the replica's identity (see [`Meta`]).
+    meta: Meta,
+    meta_dirty: bool,
+    /// The highest epoch seen in any replica's header.
+    max_seen: Epoch,
+    /// The last applied entries, positions `applied - len + 1 ..= applied`.
+    recent: VecDeque<LogEntry>,
+    /// When each peer (replica or front end) was last heard from.
+    heard: BTreeMap<NodeId, u64>,
+    /// Front ends heard from (to announce a new leader to).
+    frontends: BTreeMap<NodeId, u64>,
+    /// Time of the first input; peers count as heard then.
+    born: Option<u64>,
+    next_heartbeat: u64,
+    /// A snapshot handed to the shell and not yet installed (its position).
+    installing: Option<Position>,
+    outbox: Vec<(NodeId, Epoch, Message)>,
     persist: Vec<LogEntry>,
+    install: Option<Box<Snapshot>>,
     events: Vec<ReplicaEvent>,
+    view_events: Vec<ViewEvent>,
     stats: ReplicaStats,
 }
 
 impl Core {
     fn send(&mut self, to: NodeId, message: Message) {
-        self.outbox.push((to, message));
+        self.outbox.push((to, self.meta.epoch, message));
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.meta.epoch
+    }
+
+    fn me(&self) -> NodeId {
+        self.config.me
+    }
+
+    fn detecting(&self) -> bool {
+        self.config.heartbeat_ms > 0
     }
 
     /// Applies the next entry in log order and queues it for persistence.
@@ -209,11 +356,84 @@ impl Core {
         self.state.apply(&entry.effect);
         self.sessions.record(&entry);
         self.applied = entry.position;
+        self.recent.push_back(entry.clone());
+        while self.recent.len() > self.config.log_keep {
+            self.recent.pop_front();
+        }
         self.persist.push(entry);
+    }
+
+    /// The first position still in the in-memory log.
+    fn recent_start(&self) -> Position {
+        self.applied + 1 - self.recent.len() as u64
+    }
+
+    fn entry(&self, position: Position) -> Option<&LogEntry> {
+        let start = self.recent_start();
+        if position < start || position > self.applied {
+            return None;
+        }
+        let e = &self.recent[(position - start) as usize];
+        assert_eq!(e.position, position, "in-memory log in order");
+        Some(e)
+    }
+
+    /// Replaces state and log with `snapshot`; the shell installs it.
+    fn install(&mut self, snapshot: Snapshot) {
+        let (state, sessions) = snapshot.restore(self.config.reply_cache);
+        tracing::info!(position = snapshot.position, "installing a snapshot");
+        self.state = state;
+        self.sessions = sessions;
+        self.applied = snapshot.position;
+        self.durable = 0;
+        self.recent.clear();
+        self.persist.clear();
+        self.installing = Some(snapshot.position);
+        // Until the snapshot is durable, claim no log of any epoch.
+        self.meta.log_epoch = 0;
+        self.meta_dirty = true;
+        self.stats.snapshots_installed += 1;
+        self.view_events.push(ViewEvent::Installing {
+            position: snapshot.position,
+        });
+        self.install = Some(Box::new(snapshot));
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::of(self.applied, &self.state, &self.sessions)
     }
 
     fn is_replica(&self, node: NodeId) -> bool {
         self.config.group.contains(&node)
+    }
+
+    fn suspected(&self, node: NodeId, now_ms: u64) -> bool {
+        self.detecting()
+            && self
+                .heard
+                .get(&node)
+                .is_none_or(|&t| now_ms >= t + self.config.suspect_ms)
+    }
+
+    fn set_meta(&mut self, meta: Meta) {
+        assert!(
+            meta.epoch >= self.meta.epoch,
+            "the promised epoch went back"
+        );
+        if meta != self.meta {
+            self.meta = meta;
+            self.meta_dirty = true;
+        }
+    }
+
+    fn heartbeat(&self, committed: Position) -> Message {
+        Message::Heartbeat {
+            leader: self.meta.leader,
+            log_epoch: self.meta.log_epoch,
+            applied: self.applied,
+            durable: self.durable,
+            committed,
+        }
     }
 }
 
@@ -228,25 +448,40 @@ enum RoleState {
 pub struct Replica {
     core: Core,
     role: RoleState,
-    epoch: Epoch,
     encoder: Encoder,
     decoder: Decoder,
     reassembler: Reassembler,
 }
 
 impl Replica {
-    /// A replica starting from `recovered` durable state; its role follows
-    /// from `config.leader`.
+    /// A replica starting from `recovered` durable state. Without a stored
+    /// [`Meta`] (the group's first start) its role follows from
+    /// `config.leader` in `config.epoch`; with one, it starts as a backup of
+    /// the epoch it joined last (a former leader runs an election).
     pub fn new(config: ReplicaConfig, recovered: Recovered) -> Replica {
         config.validate();
-        let epoch = config.epoch;
-        let encoder = Encoder::new(config.wire.clone(), config.me, epoch)
+        let encoder = Encoder::new(config.wire.clone(), config.me, config.epoch)
             .with_incarnation(config.incarnation);
         let decoder = Decoder::new(config.wire.clone());
-        let role = if config.leader == config.me {
-            RoleState::Leader(LeaderState::new(&config, &recovered))
+        let (meta, bootstrap) = match recovered.meta {
+            Some(m) => (m, false),
+            None => (
+                Meta {
+                    epoch: config.epoch,
+                    leader: Some(config.leader),
+                    log_epoch: config.epoch,
+                    amnesiac: false,
+                },
+                true,
+            ),
+        };
+        let role = if bootstrap && config.leader == config.me {
+            RoleState::Leader(LeaderState::bootstrap(&config, &recovered))
         } else {
-            RoleState::Backup(BackupState::new())
+            let synced = meta.log_epoch == meta.epoch
+                && !meta.amnesiac
+                && meta.leader.is_some_and(|l| l != config.me);
+            RoleState::Backup(BackupState::new(synced))
         };
         Replica {
             core: Core {
@@ -254,14 +489,24 @@ impl Replica {
                 sessions: recovered.sessions,
                 applied: recovered.last_applied,
                 durable: recovered.last_applied,
+                max_seen: meta.epoch,
+                meta,
+                meta_dirty: true,
+                recent: VecDeque::new(),
+                heard: BTreeMap::new(),
+                frontends: BTreeMap::new(),
+                born: None,
+                next_heartbeat: 0,
+                installing: None,
                 outbox: Vec::new(),
                 persist: Vec::new(),
+                install: None,
                 events: Vec::new(),
+                view_events: Vec::new(),
                 stats: ReplicaStats::default(),
                 config,
             },
             role,
-            epoch,
             encoder,
             decoder,
             reassembler: Reassembler::new(),
@@ -279,8 +524,24 @@ impl Replica {
         }
     }
 
+    /// True when this replica leads its epoch and has finished state
+    /// transfer: it executes requests.
+    pub fn serving(&self) -> bool {
+        matches!(&self.role, RoleState::Leader(l) if l.serving())
+    }
+
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.core.epoch()
+    }
+
+    /// The leader of the current epoch, when known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.core.meta.leader
+    }
+
+    /// The durable identity (what the shell last wrote or will write).
+    pub fn meta(&self) -> Meta {
+        self.core.meta
     }
 
     /// Highest position applied in memory.
@@ -293,12 +554,17 @@ impl Replica {
         self.core.durable
     }
 
+    /// A snapshot is being installed by the shell.
+    pub fn installing(&self) -> bool {
+        self.core.installing.is_some()
+    }
+
     /// Leader: highest position durable on every member (replied to).
     /// Backup: the highest commit position the leader has told it.
     pub fn committed(&self) -> Position {
         match &self.role {
             RoleState::Leader(l) => l.committed(),
-            RoleState::Backup(b) => b.committed(),
+            RoleState::Backup(b) => b.committed().min(self.core.durable),
         }
     }
 
@@ -331,6 +597,7 @@ impl Replica {
                 return Err(e);
             }
         };
+        self.touch(now_ms);
         let header = datagram.header;
         let from = header.sender;
         if self.core.is_replica(from) {
@@ -338,19 +605,12 @@ impl Replica {
                 self.core.stats.unexpected += 1;
                 return Ok(header);
             }
-            if datagram.header.epoch < self.epoch {
-                self.core.stats.stale_epoch += 1;
-                return Ok(header);
-            }
-            if datagram.header.epoch > self.epoch {
-                // View changes come with membership (a later issue): until
-                // then a newer epoch is not ours to follow.
-                self.core.stats.future_epoch += 1;
-                return Ok(header);
-            }
+            self.core.heard.insert(from, now_ms);
+            self.core.max_seen = self.core.max_seen.max(header.epoch);
+        } else {
+            self.core.frontends.insert(from, now_ms);
+            self.core.heard.insert(from, now_ms);
         }
-        // Front ends' messages carry no epoch we check: requests are
-        // idempotent, and a front end may not know the current epoch yet.
         for message in datagram.messages {
             let message = match message {
                 Message::Fragment(f) => match self.reassembler.push(from, f) {
@@ -363,17 +623,126 @@ impl Replica {
                 },
                 m => m,
             };
-            self.handle_message(now_ms, from, message);
+            if self.core.is_replica(from) {
+                self.replica_message(now_ms, from, header.epoch, message);
+            } else {
+                // Front ends' messages carry no epoch we check: requests are
+                // idempotent, and a front end may not know the current epoch.
+                self.handle_message(now_ms, from, message);
+            }
         }
         Ok(header)
     }
 
+    /// Epoch rules for a message from another replica, then its handling.
+    fn replica_message(&mut self, now_ms: u64, from: NodeId, epoch: Epoch, message: Message) {
+        let mine = self.core.epoch();
+        if self.core.meta.amnesiac && self.core.meta.leader.is_none() {
+            self.recovery_vote(now_ms, from, epoch, &message);
+            return;
+        }
+        if epoch < mine {
+            self.core.stats.stale_epoch += 1;
+            let committed = self.committed();
+            view::answer_stale(&mut self.core, now_ms, from, &message, committed);
+            return;
+        }
+        if epoch > mine {
+            let claim = match &message {
+                Message::Coordinator | Message::Append { .. } | Message::Sync { .. } => Some(from),
+                Message::Heartbeat { leader, .. } => *leader,
+                _ => None,
+            };
+            match claim {
+                Some(leader) if !self.core.detecting() => {
+                    // Without failure detection the group never changes.
+                    let _ = leader;
+                    self.core.stats.future_epoch += 1;
+                    return;
+                }
+                Some(leader) => self.follow(now_ms, epoch, leader),
+                None => {
+                    self.core.stats.future_epoch += 1;
+                    if matches!(message, Message::Election) {
+                        election::answer(&mut self.core, from, epoch);
+                    }
+                    return;
+                }
+            }
+        }
+        self.handle_message(now_ms, from, message);
+    }
+
+    /// Joins `leader` in the newer `epoch`: a backup that must catch up.
+    fn follow(&mut self, now_ms: u64, epoch: Epoch, leader: NodeId) {
+        assert!(epoch > self.core.epoch(), "follow only newer epochs");
+        let meta = Meta {
+            epoch,
+            leader: Some(leader),
+            ..self.core.meta
+        };
+        self.core.set_meta(meta);
+        tracing::info!(me = %self.core.me(), epoch, %leader, "following a new leader");
+        self.core
+            .view_events
+            .push(ViewEvent::Following { epoch, leader });
+        let mut b = BackupState::new(false);
+        if leader == self.core.me() {
+            // Our own epoch from before a restart: elect again.
+            b.start_election_soon();
+        } else {
+            b.send_join(&mut self.core, now_ms);
+        }
+        self.role = RoleState::Backup(b);
+    }
+
+    /// Amnesiac: learn the epoch from a majority of the others first.
+    fn recovery_vote(&mut self, now_ms: u64, from: NodeId, epoch: Epoch, message: &Message) {
+        let Message::Heartbeat {
+            leader: Some(leader),
+            ..
+        } = message
+        else {
+            self.core.stats.unexpected += 1;
+            return;
+        };
+        let RoleState::Backup(b) = &mut self.role else {
+            unreachable!("an amnesiac never leads")
+        };
+        b.votes.insert(from, (epoch, *leader));
+        if b.votes.len() >= self.core.config.majority() {
+            let (&(epoch, leader), _) = b
+                .votes
+                .values()
+                .map(|v| (v, ()))
+                .max()
+                .expect("votes present");
+            if epoch > self.core.epoch() && leader != self.core.me() {
+                self.follow(now_ms, epoch, leader);
+            } else {
+                b.votes.clear();
+            }
+        }
+    }
+
     /// Handles one authenticated message from `from` (already epoch-checked).
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: Message) {
+        self.touch(now_ms);
         let from_replica = self.core.is_replica(from);
+        let serving = self.serving();
         match (&mut self.role, message) {
             (RoleState::Leader(l), Message::Request { seq, request }) if !from_replica => {
                 l.on_request(&mut self.core, now_ms, from.0, seq, request)
+            }
+            (RoleState::Backup(_), Message::Request { .. }) if !from_replica => {
+                // Backups take no requests; point the front end to the leader.
+                self.core.stats.unexpected += 1;
+                if let Some(leader) = self.core.meta.leader {
+                    self.core.send(from, Message::LeaderIs { leader });
+                }
+            }
+            (_, Message::Heartbeat { .. }) if !from_replica => {
+                view::on_frontend_heartbeat(&mut self.core, from, serving)
             }
             (
                 RoleState::Leader(l),
@@ -387,35 +756,114 @@ impl Replica {
                 l.on_log_nack(&mut self.core, from, &missing)
             }
             (
+                RoleState::Leader(l),
+                Message::Join {
+                    log_epoch,
+                    applied,
+                    durable,
+                    amnesiac,
+                },
+            ) if from_replica => l.on_join(
+                &mut self.core,
+                now_ms,
+                from,
+                leader::Report {
+                    log_epoch,
+                    applied,
+                    durable,
+                    amnesiac,
+                },
+            ),
+            (
+                RoleState::Leader(l),
+                Message::Sync {
+                    trust,
+                    snapshot,
+                    entries,
+                    ..
+                },
+            ) if from_replica => {
+                l.on_fetched(&mut self.core, now_ms, from, trust, snapshot, entries)
+            }
+            (
                 RoleState::Backup(b),
                 Message::Append {
                     entry,
                     leader_last,
                     committed,
                 },
-            ) if from == self.core.config.leader => {
+            ) if Some(from) == self.core.meta.leader => {
                 b.on_append(&mut self.core, now_ms, *entry, leader_last, committed)
+            }
+            (
+                RoleState::Backup(b),
+                Message::Sync {
+                    trust,
+                    snapshot,
+                    entries,
+                    epoch_start,
+                },
+            ) if Some(from) == self.core.meta.leader => b.on_sync(
+                &mut self.core,
+                now_ms,
+                trust,
+                snapshot,
+                entries,
+                epoch_start,
+            ),
+            (RoleState::Backup(b), Message::Fetch { after, snapshot })
+                if Some(from) == self.core.meta.leader =>
+            {
+                b.on_fetch(&mut self.core, from, after, snapshot)
+            }
+            (
+                RoleState::Backup(b),
+                Message::Heartbeat {
+                    applied, committed, ..
+                },
+            ) if Some(from) == self.core.meta.leader => {
+                b.on_leader_heartbeat(&mut self.core, now_ms, applied, committed)
+            }
+            (_, Message::Heartbeat { .. }) if from_replica => {}
+            (RoleState::Backup(b), Message::Coordinator) if Some(from) == self.core.meta.leader => {
+                b.on_coordinator(&mut self.core, now_ms)
+            }
+            (role, Message::Election) if from_replica => {
+                let epoch = self.core.epoch();
+                election::answer(&mut self.core, from, epoch);
+                if let RoleState::Backup(b) = role {
+                    if from < self.core.me() {
+                        b.on_lower_election(&mut self.core, now_ms);
+                    }
+                }
+            }
+            (RoleState::Backup(b), Message::Answer) if from_replica => {
+                b.on_answer(&mut self.core, now_ms, from)
             }
             (_, message) => {
                 tracing::debug!(?from, kind = ?message.message_type(), "unexpected message");
                 self.core.stats.unexpected += 1;
             }
         }
-        self.check();
+        self.after_input(now_ms);
     }
 
     /// The shell has durably written every entry up to `position`.
     pub fn persisted(&mut self, now_ms: u64, position: Position) {
+        self.touch(now_ms);
+        if self.core.installing.is_some() {
+            // A batch from before the snapshot: superseded by it.
+            return;
+        }
         assert!(
             position <= self.core.applied,
             "persisted {position} beyond applied {}",
             self.core.applied
         );
-        assert!(
-            position >= self.core.durable,
-            "durable position went back from {} to {position}",
-            self.core.durable
-        );
+        if position < self.core.durable {
+            // A batch from before an installed snapshot, reported late.
+            return;
+        }
         let handed_out = self.core.applied - self.core.persist.len() as u64;
         assert!(
             position <= handed_out,
@@ -426,23 +874,105 @@ impl Replica {
             RoleState::Leader(l) => l.on_persisted(&mut self.core, now_ms),
             RoleState::Backup(b) => b.on_persisted(&mut self.core),
         }
-        self.check();
+        self.after_input(now_ms);
+    }
+
+    /// The shell has installed the snapshot of the last `ready().install`.
+    pub fn installed(&mut self, now_ms: u64) {
+        self.touch(now_ms);
+        let position = self
+            .core
+            .installing
+            .take()
+            .expect("installed without a snapshot to install");
+        assert!(self.core.install.is_none(), "installed before handed out");
+        self.core.durable = position;
+        match &mut self.role {
+            RoleState::Leader(l) => l.on_persisted(&mut self.core, now_ms),
+            RoleState::Backup(b) => b.on_persisted(&mut self.core),
+        }
+        self.after_input(now_ms);
     }
 
     /// Fires every timer due at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) {
-        match &mut self.role {
-            RoleState::Leader(l) => l.tick(&mut self.core, now_ms),
-            RoleState::Backup(b) => b.tick(&mut self.core, now_ms),
+        self.touch(now_ms);
+        if self.core.detecting() && now_ms >= self.core.next_heartbeat {
+            let committed = self.committed();
+            let hb = self.core.heartbeat(committed);
+            for &peer in &self.core.config.group.clone() {
+                if peer != self.core.me() {
+                    self.core.send(peer, hb.clone());
+                }
+            }
+            self.core.next_heartbeat = now_ms + self.core.config.heartbeat_ms;
         }
-        self.check();
+        let become_leader = match &mut self.role {
+            RoleState::Leader(l) => {
+                l.tick(&mut self.core, now_ms);
+                false
+            }
+            RoleState::Backup(b) => b.tick(&mut self.core, now_ms),
+        };
+        if become_leader {
+            let committed = self.committed();
+            let l = LeaderState::coordinator(&mut self.core, now_ms, committed);
+            self.role = RoleState::Leader(l);
+        }
+        self.after_input(now_ms);
     }
 
     /// When [`Replica::tick`] must be called next, if ever.
     pub fn next_deadline(&self) -> Option<u64> {
-        match &self.role {
-            RoleState::Leader(l) => l.next_deadline(),
-            RoleState::Backup(b) => b.next_deadline(),
+        let role = match &self.role {
+            RoleState::Leader(l) => l.next_deadline(&self.core),
+            RoleState::Backup(b) => b.next_deadline(&self.core),
+        };
+        let heartbeat = self.core.detecting().then_some(self.core.next_heartbeat);
+        role.into_iter().chain(heartbeat).min()
+    }
+
+    /// The first input: every peer counts as heard now.
+    fn touch(&mut self, now_ms: u64) {
+        if self.core.born.is_none() {
+            self.core.born = Some(now_ms);
+            for &peer in &self.core.config.group {
+                self.core.heard.entry(peer).or_insert(now_ms);
+            }
+            self.core.next_heartbeat = now_ms;
+        }
+    }
+
+    fn after_input(&mut self, now_ms: u64) {
+        let _ = now_ms;
+        self.check();
+    }
+
+    /// The current view, and how long ago each peer was heard from.
+    pub fn view(&self, now_ms: u64) -> ViewStatus {
+        let members = match &self.role {
+            RoleState::Leader(l) => l.members(&self.core),
+            RoleState::Backup(_) => Vec::new(),
+        };
+        ViewStatus {
+            epoch: self.core.epoch(),
+            leader: self.core.meta.leader,
+            role: self.role(),
+            serving: self.serving(),
+            members,
+            log_epoch: self.core.meta.log_epoch,
+            amnesiac: self.core.meta.amnesiac,
+            peers: self
+                .core
+                .heard
+                .iter()
+                .map(|(&node, &t)| PeerStatus {
+                    node,
+                    replica: self.core.is_replica(node),
+                    heard_ms_ago: now_ms.saturating_sub(t),
+                    suspected: self.core.suspected(node, now_ms),
+                })
+                .collect(),
         }
     }
 
@@ -450,42 +980,63 @@ impl Replica {
     pub fn has_ready(&self) -> bool {
         !(self.core.outbox.is_empty()
             && self.core.persist.is_empty()
-            && self.core.events.is_empty())
+            && self.core.events.is_empty()
+            && self.core.view_events.is_empty()
+            && !self.core.meta_dirty
+            && self.core.install.is_none())
     }
 
     /// Drains the outputs. Messages to one destination keep their order
     /// (only the newest of several acks is kept) and are packed into as few
     /// datagrams as fit.
     pub fn ready(&mut self) -> ReplicaReady {
-        let mut by_destination: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
-        for (to, message) in self.core.outbox.drain(..) {
-            let queue = by_destination.entry(to).or_default();
-            if matches!(message, Message::Ack { .. }) {
-                // Acks are cumulative: only the newest one matters.
-                queue.retain(|m| !matches!(m, Message::Ack { .. }));
+        let mut by_destination: BTreeMap<(NodeId, Epoch), Vec<Message>> = BTreeMap::new();
+        for (to, epoch, message) in self.core.outbox.drain(..) {
+            let queue = by_destination.entry((to, epoch)).or_default();
+            if matches!(message, Message::Ack { .. } | Message::Heartbeat { .. }) {
+                // Acks and heartbeats are cumulative: only the newest matters.
+                let same = std::mem::discriminant(&message);
+                queue.retain(|m| std::mem::discriminant(m) != same);
             }
             queue.push(message);
         }
         let mut transmits = Vec::new();
-        for (to, messages) in by_destination {
+        for ((to, epoch), messages) in by_destination {
+            self.encoder.set_epoch(epoch);
             for bytes in self.encoder.encode(&messages) {
                 transmits.push(Transmit { to, bytes });
             }
         }
         self.core.stats.fragmented_sent = self.encoder.fragmented;
         self.core.stats.oversize_dropped = self.encoder.oversize_dropped;
+        let meta = std::mem::take(&mut self.core.meta_dirty).then_some(self.core.meta);
         ReplicaReady {
+            meta,
+            install: self.core.install.take(),
             transmits,
             persist: std::mem::take(&mut self.core.persist),
             events: std::mem::take(&mut self.core.events),
+            view_events: std::mem::take(&mut self.core.view_events),
         }
     }
 
     fn check(&self) {
         let c = &self.core;
         assert!(c.durable <= c.applied, "durable beyond applied");
-        if let RoleState::Leader(l) = &self.role {
-            l.check(c);
+        assert!(c.meta.log_epoch <= c.meta.epoch, "log epoch beyond epoch");
+        assert!(
+            c.recent.len() <= c.config.log_keep,
+            "in-memory log beyond its bound"
+        );
+        if let Some(last) = c.recent.back() {
+            assert_eq!(last.position, c.applied, "in-memory log ends at applied");
+        }
+        match &self.role {
+            RoleState::Leader(l) => {
+                assert_eq!(c.meta.leader, Some(c.me()), "a leader leads its epoch");
+                l.check(c)
+            }
+            RoleState::Backup(b) => b.check(c),
         }
     }
 }

@@ -21,6 +21,7 @@ fn replica(me: NodeId) -> Replica {
     c.nack_retry_ms = 50;
     c.retransmit_ms = 100;
     c.max_holdback = 8;
+    c.heartbeat_ms = 0; // a fixed group: these tests are about the log
     Replica::new(c, Recovered::empty(16))
 }
 

@@ -103,6 +103,7 @@ impl Disk {
             state: self.replay(),
             last_applied: self.durable.len() as u64,
             sessions,
+            meta: None,
         }
     }
 

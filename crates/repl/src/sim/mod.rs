@@ -163,6 +163,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     rc.resend_batch = pick(&mut rng, &[1, 8, 256]);
     rc.reply_cache = max_in_flight as usize + rng.gen_range(0..4);
     rc.max_nack_numbers = pick(&mut rng, &[1, 4, 64]);
+    rc.heartbeat_ms = 0;
     let disk_ms = pick(&mut rng, &[0, 2, 20]);
     let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
     let requests: u64 = rng.gen_range(20..=300);

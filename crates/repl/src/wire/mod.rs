@@ -140,6 +140,46 @@ pub enum Message {
     LogNack { missing: Vec<Position> },
     /// Part of a large message.
     Fragment(Fragment),
+    /// Any node to every replica, every `heartbeat_ms`: alive. Replicas say
+    /// whom they follow (or lead) in the header's epoch and how far they are.
+    Heartbeat {
+        leader: Option<NodeId>,
+        log_epoch: Epoch,
+        applied: Position,
+        durable: Position,
+        committed: Position,
+    },
+    /// Bully election: a replica that suspects its leader, to every
+    /// higher-ID replica.
+    Election,
+    /// To a lower-ID replica's `Election`: alive, and taking it from here.
+    Answer,
+    /// A new leader, to every replica and known front end: the header's
+    /// epoch is mine. Replicas answer with `Join`.
+    Coordinator,
+    /// Replica to the leader of its epoch: my log, for state transfer.
+    /// `amnesiac`: my store was wiped (I do not count towards a majority
+    /// until synced).
+    Join {
+        log_epoch: Epoch,
+        applied: Position,
+        durable: Position,
+        amnesiac: bool,
+    },
+    /// New leader to the most advanced replica: send me your log after
+    /// `after` (or, when `snapshot`, your whole state).
+    Fetch { after: Position, snapshot: bool },
+    /// State transfer: keep your log up to `trust` (or install `snapshot`
+    /// first), then apply `entries`. `epoch_start` is the position the
+    /// epoch's log starts from.
+    Sync {
+        trust: Position,
+        snapshot: Option<Box<crate::snapshot::Snapshot>>,
+        entries: Vec<LogEntry>,
+        epoch_start: Position,
+    },
+    /// Replica to a front end: the leader of the header's epoch.
+    LeaderIs { leader: NodeId },
 }
 
 /// The message types, as the type byte of a frame.
@@ -153,6 +193,14 @@ pub enum MessageType {
     Ack = 5,
     LogNack = 6,
     Fragment = 7,
+    Heartbeat = 8,
+    Election = 9,
+    Answer = 10,
+    Coordinator = 11,
+    Join = 12,
+    Fetch = 13,
+    Sync = 14,
+    LeaderIs = 15,
 }
 
 impl MessageType {
@@ -165,6 +213,14 @@ impl MessageType {
             5 => MessageType::Ack,
             6 => MessageType::LogNack,
             7 => MessageType::Fragment,
+            8 => MessageType::Heartbeat,
+            9 => MessageType::Election,
+            10 => MessageType::Answer,
+            11 => MessageType::Coordinator,
+            12 => MessageType::Join,
+            13 => MessageType::Fetch,
+            14 => MessageType::Sync,
+            15 => MessageType::LeaderIs,
             _ => return None,
         })
     }
@@ -180,6 +236,14 @@ impl Message {
             Message::Ack { .. } => MessageType::Ack,
             Message::LogNack { .. } => MessageType::LogNack,
             Message::Fragment(_) => MessageType::Fragment,
+            Message::Heartbeat { .. } => MessageType::Heartbeat,
+            Message::Election => MessageType::Election,
+            Message::Answer => MessageType::Answer,
+            Message::Coordinator => MessageType::Coordinator,
+            Message::Join { .. } => MessageType::Join,
+            Message::Fetch { .. } => MessageType::Fetch,
+            Message::Sync { .. } => MessageType::Sync,
+            Message::LeaderIs { .. } => MessageType::LeaderIs,
         }
     }
 }
