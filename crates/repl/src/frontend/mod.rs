@@ -24,6 +24,10 @@ use dcms_core::{Reply, Request};
 use rto::RttEstimator;
 use std::collections::BTreeMap;
 
+/// A request is fast-retransmitted only if it was last sent at least this
+/// long ago (milliseconds).
+pub const FAST_RETRANSMIT_GRACE_MS: u64 = 2;
+
 /// Settings of a front end. Times are in milliseconds.
 #[derive(Clone, Debug)]
 pub struct FrontEndConfig {
@@ -97,6 +101,8 @@ pub struct FrontEndStats {
     pub unexpected: u64,
     pub sent: u64,
     pub retransmitted: u64,
+    /// Retransmissions because a later request was answered first.
+    pub fast_retransmits: u64,
     pub nack_resends: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
@@ -296,6 +302,7 @@ impl FrontEnd {
         if transmissions == 1 {
             self.rtt.sample(now_ms.saturating_sub(first));
         }
+        self.fast_retransmit(now_ms, seq);
         if p.reported_unknown {
             self.late_replies.push((seq, reply));
         } else {
@@ -305,6 +312,28 @@ impl FrontEnd {
             });
         }
         self.pump(now_ms);
+    }
+
+    /// Replies come in sequence order (the leader executes and commits each
+    /// stream in order), so a reply to `answered` while an earlier request
+    /// is still unanswered means that request or its reply was lost: resend
+    /// it now instead of waiting for its timer (TCP's fast retransmit). A
+    /// request sent less than [`FAST_RETRANSMIT_GRACE_MS`] ago is left alone,
+    /// so reordering alone causes few duplicates (which are harmless anyway:
+    /// the leader answers them from its reply table).
+    fn fast_retransmit(&mut self, now_ms: u64, answered: Seq) {
+        let lost: Vec<Seq> = self
+            .pending
+            .range(..answered)
+            .filter(|(_, p)| {
+                matches!(p.sent, Some((_, last, _)) if now_ms >= last + FAST_RETRANSMIT_GRACE_MS)
+            })
+            .map(|(&seq, _)| seq)
+            .collect();
+        self.stats.fast_retransmits += lost.len() as u64;
+        for seq in lost {
+            self.transmit(now_ms, seq);
+        }
     }
 
     /// When a sent request is due for retransmission. Backoff is per

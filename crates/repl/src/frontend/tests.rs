@@ -164,9 +164,10 @@ fn keeps_the_window() {
     }
     assert_eq!(sent(&mut fe), vec![(1, 1), (2, 1)]);
     fe.handle_datagram(5, &reply(2)).unwrap();
-    assert!(
-        sent(&mut fe).is_empty(),
-        "1 is still unanswered: the window holds"
+    assert_eq!(
+        sent(&mut fe),
+        vec![(1, 1)],
+        "1 is resent (its reply must be lost), but 3 stays out: the window holds"
     );
     fe.handle_datagram(6, &reply(1)).unwrap();
     assert_eq!(sent(&mut fe), vec![(3, 1), (4, 1)]);
@@ -263,4 +264,21 @@ fn a_reply_at_the_deadline_is_late_whatever_the_call_order() {
     assert_eq!(ready.late_replies, vec![(1, ok())]);
     fe.tick(5_000);
     assert!(fe.ready().completions.is_empty());
+}
+
+#[test]
+fn a_later_reply_fast_retransmits_an_earlier_unanswered_request() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    fe.submit(0, get(2));
+    fe.submit(5, get(3));
+    sent(&mut fe);
+    // The reply to 1 is lost; 2's arrives: 1 goes again at once, long
+    // before its timer (1000 ms). 3 was sent too recently to be suspected.
+    fe.handle_datagram(6, &reply(2)).unwrap();
+    assert_eq!(sent(&mut fe), vec![(1, 1)]);
+    assert_eq!(fe.stats().fast_retransmits, 1);
+    fe.handle_datagram(7, &reply(1)).unwrap();
+    assert!(sent(&mut fe).is_empty(), "nothing earlier is pending");
+    assert_eq!(fe.unanswered(), 1, "only 3 is left");
 }
