@@ -202,3 +202,22 @@ async fn relay(
     down.await;
     up.abort();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_header;
+
+    #[test]
+    fn headers_parse_in_both_byte_orders_and_junk_does_not() {
+        let le = *b"GIOP\x01\x02\x01\x00\x10\x00\x00\x00";
+        assert_eq!(parse_header(&le), Some((0, 16)));
+        let be = *b"GIOP\x01\x00\x00\x01\x00\x00\x01\x00";
+        assert_eq!(parse_header(&be), Some((1, 256)));
+        assert_eq!(
+            parse_header(b"GET / HTTP/1.1"[..12].try_into().unwrap()),
+            None
+        );
+        assert_eq!(parse_header(b"GIOP\x01\x03\x01\x00\x00\x00\x00\x00"), None);
+        assert_eq!(parse_header(b"GIOP\x02\x00\x01\x00\x00\x00\x00\x00"), None);
+    }
+}
