@@ -98,6 +98,9 @@ pub struct Timeouts {
     pub outcome_ms: u64,
     /// Leader: resend to a backup whose acknowledgement has not advanced.
     pub retransmit_ms: u64,
+    /// Wait before the first "message lost" request for a new gap (lets
+    /// reordered datagrams arrive first; loopback does not reorder).
+    pub nack_delay_ms: u64,
     /// Delay between "message lost" requests while a gap stays open.
     pub nack_retry_ms: u64,
     /// Front end: bounds of the retransmission timeout, which otherwise
@@ -116,9 +119,10 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             outcome_ms: 5_000,
-            retransmit_ms: 20,
-            nack_retry_ms: 10,
-            rto_min_ms: 20,
+            retransmit_ms: 10,
+            nack_delay_ms: 1,
+            nack_retry_ms: 5,
+            rto_min_ms: 5,
             rto_max_ms: 250,
             heartbeat_ms: 20,
             suspect_ms: 150,

@@ -70,6 +70,7 @@ pub async fn run_replica(
     let mut rc = ReplicaConfig::new(wire_config(&config)?, NodeId(id), group.clone(), leader);
     rc.retransmit_ms = config.timeouts.retransmit_ms;
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
+    rc.nack_delay_ms = config.timeouts.nack_delay_ms;
     rc.incarnation = rand::random();
     let recovered = Recovered::from_store(&store, rc.reply_cache)?;
     info!(
