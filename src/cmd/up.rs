@@ -31,8 +31,21 @@ pub struct UpArgs {
     /// SQLite durability on first start: full or normal.
     #[arg(long, default_value = "full")]
     sync: String,
+    /// Restart a process that dies (after this many milliseconds; 0: never).
+    /// Lets a demonstration or a chaos run kill the leader again and again.
+    #[arg(long, default_value_t = 500)]
+    restart_after_ms: u64,
     #[command(flatten)]
     faults: FaultArgs,
+}
+
+/// A child process and how to start it again.
+struct Managed {
+    name: String,
+    args: Vec<String>,
+    child: Child,
+    /// When it was seen dead, if it is.
+    died_at: Option<Instant>,
 }
 
 /// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel.
@@ -141,7 +154,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     config.validate()?;
     let config_arg = config_path.display().to_string();
     let fault_args = args.faults.to_args();
-    let mut children: Vec<(String, Child)> = Vec::new();
+    let mut children: Vec<Managed> = Vec::new();
     for r in &config.replicas {
         let name = format!("replica-{}", r.id);
         let mut a = vec![
@@ -152,7 +165,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             r.id.to_string(),
         ];
         a.extend(fault_args.iter().cloned());
-        children.push((name.clone(), spawn(&name, &a, &[])?));
+        let child = spawn(&name, &a, &[])?;
+        children.push(Managed {
+            name,
+            args: a,
+            child,
+            died_at: None,
+        });
     }
     let ior_file = config.data_dir.join("dcms.ior");
     let mut a = vec![
@@ -163,7 +182,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         ior_file.display().to_string(),
     ];
     a.extend(fault_args.iter().cloned());
-    children.push(("frontend".into(), spawn("frontend", &a, &[])?));
+    let child = spawn("frontend", &a, &[])?;
+    children.push(Managed {
+        name: "frontend".into(),
+        args: a,
+        child,
+        died_at: None,
+    });
 
     let corbaloc = format!("corbaloc:iiop:{}/DCMS", config.frontend.iiop);
     println!(
@@ -181,26 +206,43 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing the signal handler")?;
     }
-    let mut exited = vec![false; children.len()];
+    let restart_after = Duration::from_millis(args.restart_after_ms);
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        for (i, (name, child)) in children.iter_mut().enumerate() {
-            if !exited[i] {
-                if let Ok(Some(status)) = child.try_wait() {
-                    exited[i] = true;
-                    println!("dcms: {name} exited ({status}); the others go on");
+        std::thread::sleep(Duration::from_millis(20));
+        for m in children.iter_mut() {
+            match m.died_at {
+                None => {
+                    if let Ok(Some(status)) = m.child.try_wait() {
+                        m.died_at = Some(Instant::now());
+                        println!("dcms: {} exited ({status}); the others go on", m.name);
+                    }
                 }
+                Some(at) if args.restart_after_ms > 0 && at.elapsed() >= restart_after => {
+                    match spawn(&m.name, &m.args, &[]) {
+                        Ok(child) => {
+                            println!("dcms: restarted {}", m.name);
+                            m.child = child;
+                            m.died_at = None;
+                        }
+                        Err(e) => {
+                            println!("dcms: restarting {} failed: {e:#}", m.name);
+                            m.died_at = Some(Instant::now());
+                        }
+                    }
+                }
+                Some(_) => {}
             }
         }
     }
     println!("dcms: stopping");
-    for (_, child) in &children {
+    for m in &children {
+        // SAFETY: kill(2) on our own child's PID; no memory is involved.
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+            libc::kill(m.child.id() as i32, libc::SIGTERM);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    for (name, child) in &mut children {
+    for Managed { name, child, .. } in &mut children {
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => break,

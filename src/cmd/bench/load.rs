@@ -55,11 +55,18 @@ pub struct LoadArgs {
     /// One JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Kill the current leader with SIGKILL every SECS seconds (with --spawn;
+    /// `dcms up` restarts it) and report each failover gap: the time from the
+    /// kill to the first acknowledged write issued after it.
+    #[arg(long, requires = "spawn")]
+    kill_leader_every: Option<f64>,
 }
 
 /// What one client thread measured.
 struct ClientResult {
     latency: Histogram<u64>,
+    /// (start, end) of every successful operation, for failover gaps.
+    acknowledged: Vec<(Instant, Instant)>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     created: Vec<String>,
@@ -127,6 +134,18 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
+    let kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let killer = match (args.kill_leader_every, &spawned) {
+        (Some(every), Some(cluster)) => {
+            anyhow::ensure!(every > 0.0, "--kill-leader-every must be positive");
+            let (stop, kills) = (stop.clone(), kills.clone());
+            let data_dir = cluster.data_dir.clone();
+            Some(std::thread::spawn(move || {
+                kill_leaders(&data_dir, every, &stop, &kills)
+            }))
+        }
+        _ => None,
+    };
     while threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
         let n = done.load(Ordering::Relaxed);
@@ -139,8 +158,12 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
+    }
+    if let Some(k) = killer {
+        let _ = k.join();
     }
     let results = std::mem::take(&mut *results.lock().expect("not poisoned"));
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -149,7 +172,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut created = 0usize;
     let mut ids = HashSet::new();
     let mut duplicates = 0usize;
+    let mut acknowledged: Vec<(Instant, Instant)> = Vec::new();
     for r in results {
+        acknowledged.extend(&r.acknowledged);
         latency.add(&r.latency)?;
         ok += r.ok;
         for (k, v) in r.errors {
@@ -163,6 +188,8 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     let ops = ok + errors.values().sum::<u64>();
+    let kills = kills.lock().expect("not poisoned").clone();
+    let gaps = failover_gaps(&kills, &acknowledged);
     let q = |p: f64| latency.value_at_quantile(p);
     let summary = serde_json::json!({
         "bench": "load",
@@ -180,6 +207,9 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         "max_us": latency.max(),
         "created": created,
         "duplicate_ids": duplicates,
+        "kills": kills.len(),
+        "failover_gaps_ms": gaps.iter().map(|g| g.map(|d| d.as_secs_f64() * 1000.0)).collect::<Vec<_>>(),
+        "failover_ms": gap_summary(&gaps),
     });
     if args.json {
         println!("{summary}");
@@ -194,7 +224,18 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             latency.max() as f64 / 1000.0
         );
         println!("ok {ok}, created {created} (duplicate IDs: {duplicates}), errors {errors:?}");
+        if !kills.is_empty() {
+            println!(
+                "leader killed {} times; failover gaps (ms): {}",
+                kills.len(),
+                gap_summary(&gaps)
+            );
+        }
     }
+    anyhow::ensure!(
+        gaps.iter().all(Option::is_some),
+        "after a leader kill no write was ever acknowledged again"
+    );
     anyhow::ensure!(
         duplicates == 0,
         "{duplicates} record IDs were returned twice"
@@ -215,6 +256,7 @@ fn client_loop(
 ) -> ClientResult {
     let mut r = ClientResult {
         latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        acknowledged: Vec::new(),
         ok: 0,
         errors: BTreeMap::new(),
         created: Vec::new(),
@@ -286,6 +328,7 @@ fn client_loop(
         match outcome {
             Ok(created) => {
                 let _ = r.latency.record(micros.max(1));
+                r.acknowledged.push((t, t + Duration::from_micros(micros)));
                 r.ok += 1;
                 if let Some((id, clinic)) = created {
                     r.created.push(id.clone());
@@ -302,4 +345,107 @@ fn client_loop(
         }
     }
     r
+}
+
+/// Every `every` seconds, SIGKILLs the process that the status files name
+/// as leader, recording when.
+fn kill_leaders(
+    data_dir: &std::path::Path,
+    every: f64,
+    stop: &AtomicBool,
+    kills: &Mutex<Vec<Instant>>,
+) {
+    let period = Duration::from_secs_f64(every);
+    let mut next = Instant::now() + period;
+    while !stop.load(Ordering::Relaxed) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        next += period;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        // The freshest leader claim wins (an old leader's file may linger).
+        let leader = dcms_node::status::read_all(data_dir)
+            .into_iter()
+            .filter(|s| s.role == "leader" && now_ms.saturating_sub(s.updated_ms) < 1_000)
+            .max_by_key(|s| (s.epoch, s.updated_ms));
+        let Some(leader) = leader else {
+            eprintln!("dcms bench: no live leader to kill");
+            continue;
+        };
+        // SAFETY: kill(2) with a PID read from our own cluster's status file.
+        let rc = unsafe { libc::kill(leader.pid as i32, libc::SIGKILL) };
+        if rc == 0 {
+            kills.lock().expect("not poisoned").push(Instant::now());
+            eprintln!(
+                "dcms bench: killed leader {} (pid {}, epoch {})",
+                leader.name, leader.pid, leader.epoch
+            );
+        }
+    }
+}
+
+/// For each kill, the time until the first write issued after it was
+/// acknowledged (`None`: never).
+fn failover_gaps(kills: &[Instant], acknowledged: &[(Instant, Instant)]) -> Vec<Option<Duration>> {
+    kills
+        .iter()
+        .map(|&k| {
+            acknowledged
+                .iter()
+                .filter(|(start, _)| *start >= k)
+                .map(|(_, end)| *end - k)
+                .min()
+        })
+        .collect()
+}
+
+/// `min / median / max` of the gaps in milliseconds.
+fn gap_summary(gaps: &[Option<Duration>]) -> String {
+    let mut ms: Vec<f64> = gaps
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    if ms.is_empty() {
+        return "none".into();
+    }
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "min {:.0}, median {:.0}, max {:.0}",
+        ms[0],
+        ms[ms.len() / 2],
+        ms[ms.len() - 1]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_runs_from_the_kill_to_the_first_write_issued_after_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let acknowledged = [
+            (at(90), at(120)),  // issued before the kill: does not count
+            (at(150), at(400)), // the first issued after, but answered late
+            (at(300), at(310)), // issued later, answered first: the gap ends here
+            (at(900), at(905)),
+        ];
+        let gaps = failover_gaps(&[at(100), at(800), at(1000)], &acknowledged);
+        assert_eq!(
+            gaps,
+            vec![
+                Some(Duration::from_millis(210)),
+                Some(Duration::from_millis(105)),
+                None
+            ]
+        );
+        assert_eq!(gap_summary(&gaps), "min 105, median 210, max 210");
+        assert_eq!(gap_summary(&[]), "none");
+    }
 }
