@@ -1210,3 +1210,26 @@ fn a_client_that_never_reads_its_replies_is_held_back() {
     drop(s);
     fe.proc.assert_running();
 }
+
+/// A fresh replicated cluster (`dcms up`: a front end and three replicas,
+/// each its own process), stopped when dropped.
+fn replicated_cluster() -> dcms_node::local::LocalCluster {
+    let args = ["--replicas", "3", "--sync", "normal"].map(String::from);
+    dcms_node::local::LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_dcms")), None, &args, true)
+        .expect("the replicated cluster starts")
+}
+
+#[test]
+fn python_client_against_the_replicated_cluster_via_corbaloc() {
+    let cluster = replicated_cluster();
+    run_python_client(&cluster.corbaloc);
+}
+
+#[test]
+fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
+    let cluster = replicated_cluster();
+    let ior = std::fs::read_to_string(cluster.data_dir.join("dcms.ior")).unwrap();
+    assert!(ior.starts_with("IOR:"), "the IOR file holds an IOR: {ior}");
+    // With the IOR, omniORB negotiates code sets: UTF-8 carries any text.
+    run_python_client_with(ior.trim(), &["-ORBnativeCharCodeSet", "UTF-8"]);
+}
