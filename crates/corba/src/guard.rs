@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -75,7 +75,15 @@ enum Read {
 
 /// Reads the next message. `deadline` bounds the time from its first byte
 /// to its last; `None` is returned when it is exceeded or the stream fails.
-async fn read_message(r: &mut OwnedReadHalf, max_size: usize, deadline: Duration) -> Option<Read> {
+/// Reads buffered: one `read` usually brings a whole message, often several.
+type Reader = BufReader<OwnedReadHalf>;
+
+/// Bytes read ahead per connection and direction.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads one message; the rest of it must arrive within `deadline` of its
+/// first byte (`None`: no deadline, for the ORB's side).
+async fn read_message(r: &mut Reader, max_size: usize, deadline: Option<Duration>) -> Option<Read> {
     let mut h = [0u8; 12];
     // The first byte may take as long as it likes: idleness is the ORB's
     // business (it closes idle connections, and the guard follows).
@@ -98,7 +106,10 @@ async fn read_message(r: &mut OwnedReadHalf, max_size: usize, deadline: Duration
         r.read_exact(&mut msg[12..]).await.ok()?;
         Some(Read::Message(kind, msg))
     };
-    tokio::time::timeout(deadline, rest).await.ok().flatten()
+    match deadline {
+        Some(d) => tokio::time::timeout(d, rest).await.ok().flatten(),
+        None => rest.await,
+    }
 }
 
 /// Accepts client connections on `listener` and relays each to `internal`.
@@ -140,13 +151,15 @@ async fn relay(
     max_size: usize,
     opts: GuardOptions,
 ) {
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
+    let (cr, mut cw) = client.into_split();
+    let (sr, mut sw) = server.into_split();
+    let mut cr = BufReader::with_capacity(READ_BUFFER, cr);
+    let mut sr = BufReader::with_capacity(READ_BUFFER, sr);
     let permits = Arc::new(Semaphore::new(opts.max_outstanding.max(1)));
     let up_permits = permits.clone();
     let up = async move {
         loop {
-            match read_message(&mut cr, max_size, opts.message_deadline).await {
+            match read_message(&mut cr, max_size, Some(opts.message_deadline)).await {
                 Some(Read::Message(kind, msg)) => {
                     if kind == REQUEST || kind == LOCATE_REQUEST {
                         // Wait for a reply to go out first: backpressure.
@@ -177,7 +190,7 @@ async fn relay(
     let down = async move {
         loop {
             // Replies come from the ORB, whole and within its own limits.
-            match read_message(&mut sr, usize::MAX, Duration::from_secs(3600)).await {
+            match read_message(&mut sr, usize::MAX, None).await {
                 Some(Read::Message(kind, msg)) => {
                     if cw.write_all(&msg).await.is_err() {
                         break;
