@@ -50,6 +50,11 @@ pub struct FrontEndConfig {
     pub max_in_flight: u64,
     /// Differs at every start (see `ReplicaConfig::incarnation`).
     pub incarnation: u32,
+    /// Every replica (to ask who leads). Defaults to the initial leader.
+    pub replicas: Vec<NodeId>,
+    /// Heartbeat to every replica this often (they answer with the
+    /// leader's ID); 0 = never (a fixed leader).
+    pub heartbeat_ms: u64,
 }
 
 impl FrontEndConfig {
@@ -65,6 +70,8 @@ impl FrontEndConfig {
             max_rto_ms: 10_000,
             max_in_flight: 256,
             incarnation: 0,
+            replicas: vec![leader],
+            heartbeat_ms: 0,
         }
     }
 }
@@ -104,6 +111,8 @@ pub struct FrontEndStats {
     /// Retransmissions because a later request was answered first.
     pub fast_retransmits: u64,
     pub nack_resends: u64,
+    /// Switches to a new leader.
+    pub leader_changes: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
     /// Messages sent in fragments.
@@ -136,7 +145,14 @@ pub struct FrontEnd {
     encoder: Encoder,
     decoder: Decoder,
     reassembler: Reassembler,
+    /// Messages for the leader.
     outbox: Vec<Message>,
+    /// The leader requests go to: learned from `Coordinator`, `LeaderIs`
+    /// and replies of newer epochs.
+    leader: NodeId,
+    /// Send a heartbeat to every replica at the next `ready`.
+    probe: bool,
+    next_probe: u64,
     completions: Vec<Completion>,
     late_replies: Vec<(Seq, Reply)>,
     stats: FrontEndStats,
@@ -158,6 +174,9 @@ impl FrontEnd {
             decoder: Decoder::new(config.wire.clone()),
             reassembler: Reassembler::new(),
             outbox: Vec::new(),
+            leader: config.leader,
+            probe: false,
+            next_probe: 0,
             completions: Vec::new(),
             late_replies: Vec::new(),
             stats: FrontEndStats::default(),
@@ -263,9 +282,53 @@ impl FrontEnd {
                 },
                 m => m,
             };
-            self.handle_message(now_ms, message);
+            self.on_message(now_ms, header.sender, message);
         }
         Ok(header)
+    }
+
+    /// The leader requests go to now.
+    pub fn leader(&self) -> NodeId {
+        self.leader
+    }
+
+    /// The epoch of the newest message from a replica.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Requests go to `leader` from now on; the unanswered ones at once.
+    fn follow(&mut self, now_ms: u64, leader: NodeId) {
+        if leader == self.leader || NodeId::of_stream(self.config.stream) == leader {
+            return;
+        }
+        tracing::info!(from = %self.leader, to = %leader, epoch = self.epoch, "front end follows a new leader");
+        self.leader = leader;
+        self.stats.leader_changes += 1;
+        let sent: Vec<Seq> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent.is_some())
+            .map(|(&s, _)| s)
+            .collect();
+        for seq in sent {
+            self.transmit(now_ms, seq);
+        }
+    }
+
+    /// Handles one authenticated message from replica `from` (its epoch is
+    /// not older than ours).
+    fn on_message(&mut self, now_ms: u64, from: NodeId, message: Message) {
+        match message {
+            Message::Coordinator => self.follow(now_ms, from),
+            Message::LeaderIs { leader } => self.follow(now_ms, leader),
+            Message::Reply { .. } | Message::RequestNack { .. } => {
+                // Only a leader answers requests.
+                self.follow(now_ms, from);
+                self.handle_message(now_ms, message);
+            }
+            m => self.handle_message(now_ms, m),
+        }
     }
 
     /// Handles one authenticated message from a replica.
@@ -358,6 +421,10 @@ impl FrontEnd {
         for seq in expired {
             self.transmit(now_ms, seq);
         }
+        if self.config.heartbeat_ms > 0 && now_ms >= self.next_probe {
+            self.probe = true;
+            self.next_probe = now_ms + self.config.heartbeat_ms;
+        }
         self.pump(now_ms);
     }
 
@@ -380,6 +447,7 @@ impl FrontEnd {
 
     /// When [`FrontEnd::tick`] must be called next, if ever.
     pub fn next_deadline(&self) -> Option<u64> {
+        let probe = (self.config.heartbeat_ms > 0).then_some(self.next_probe);
         self.pending
             .values()
             .flat_map(|p| {
@@ -387,25 +455,41 @@ impl FrontEnd {
                 let deadline = (!p.reported_unknown).then_some(p.deadline);
                 retransmit.into_iter().chain(deadline)
             })
+            .chain(probe)
             .min()
     }
 
     pub fn has_ready(&self) -> bool {
-        !(self.outbox.is_empty() && self.completions.is_empty() && self.late_replies.is_empty())
+        !(self.outbox.is_empty()
+            && self.completions.is_empty()
+            && self.late_replies.is_empty()
+            && !self.probe)
     }
 
     /// Drains the outputs.
     pub fn ready(&mut self) -> FrontEndReady {
         let messages = std::mem::take(&mut self.outbox);
-        let transmits = self
+        let leader = self.leader;
+        let mut transmits: Vec<Transmit> = self
             .encoder
             .encode(&messages)
             .into_iter()
-            .map(|bytes| Transmit {
-                to: self.config.leader,
-                bytes,
-            })
+            .map(|bytes| Transmit { to: leader, bytes })
             .collect();
+        if std::mem::take(&mut self.probe) {
+            let heartbeat = Message::Heartbeat {
+                leader: None,
+                log_epoch: 0,
+                applied: 0,
+                durable: 0,
+                committed: 0,
+            };
+            for &r in &self.config.replicas {
+                for bytes in self.encoder.encode(std::slice::from_ref(&heartbeat)) {
+                    transmits.push(Transmit { to: r, bytes });
+                }
+            }
+        }
         self.stats.fragmented_sent = self.encoder.fragmented;
         self.stats.oversize_dropped = self.encoder.oversize_dropped;
         FrontEndReady {

@@ -190,6 +190,11 @@ impl BackupState {
         after: Position,
         snapshot: bool,
     ) {
+        if core.meta.amnesiac {
+            // Our store was wiped: we hold nothing the leader may adopt.
+            core.stats.unexpected += 1;
+            return;
+        }
         let whole = snapshot
             || after > core.applied
             || after + 1 < core.recent_start()
@@ -244,7 +249,7 @@ impl BackupState {
     pub(super) fn on_lower_election(&mut self, core: &mut Core, now_ms: u64) {
         let leader_gone = match core.meta.leader {
             None => true,
-            Some(l) => l == core.me() || core.suspected(l, now_ms),
+            Some(l) => l == core.me() || now_ms >= core.leader_heard + core.config.suspect_ms,
         };
         if leader_gone && self.election.is_none() {
             self.elect_soon = true;
@@ -340,11 +345,7 @@ impl BackupState {
             return core.born;
         }
         match core.meta.leader {
-            Some(l) if l != core.me() => core
-                .heard
-                .get(&l)
-                .map(|&t| t + core.config.suspect_ms)
-                .or(core.born),
+            Some(l) if l != core.me() => Some(core.leader_heard + core.config.suspect_ms),
             _ => core.born,
         }
     }

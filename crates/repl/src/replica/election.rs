@@ -31,9 +31,10 @@ impl Election {
     }
 }
 
-/// Answers a lower replica's election.
+/// Answers a lower replica's election (unless this replica cannot lead:
+/// its store was wiped and it has not caught up).
 pub(super) fn answer(core: &mut Core, to: NodeId, _epoch: Epoch) {
-    if to < core.me() {
+    if to < core.me() && !core.meta.amnesiac {
         core.send(to, Message::Answer);
     }
 }

@@ -235,8 +235,59 @@ impl LeaderState {
                 self.reports.insert(from, report);
                 self.maybe_choose(core, now_ms);
             }
-            Phase::Fetching { .. } => {}
+            Phase::Fetching { best, .. } => {
+                let changed = self.reports.get(&from) != Some(&report);
+                self.reports.insert(from, report);
+                if from == best && changed {
+                    // The most advanced replica restarted (or lost its
+                    // store): choose again.
+                    self.phase = Phase::Collecting;
+                    self.maybe_choose(core, now_ms);
+                }
+            }
             Phase::Syncing | Phase::Serving => self.send_sync(core, now_ms, from),
+        }
+    }
+
+    /// A backup sent a message of an older epoch: it restarted without its
+    /// store (or it is an old datagram). Count nothing it held until it
+    /// acknowledges again.
+    pub(super) fn on_stale_backup(&mut self, core: &mut Core, from: NodeId) {
+        let Some(p) = self.backups.get_mut(&from) else {
+            return;
+        };
+        if p.member {
+            core.stats.members_removed += 1;
+            core.view_events.push(ViewEvent::MemberRemoved {
+                epoch: core.epoch(),
+                backup: from,
+            });
+        }
+        let report = p.report;
+        *p = BackupProgress {
+            report,
+            ..BackupProgress::default()
+        };
+    }
+
+    /// A backup's heartbeat in this epoch: one we lost track of (after
+    /// `on_stale_backup`) is brought up to date from what it reports.
+    pub(super) fn on_backup_heartbeat(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        from: NodeId,
+        report: Report,
+    ) {
+        if !matches!(self.phase, Phase::Syncing | Phase::Serving) {
+            return;
+        }
+        let Some(p) = self.backups.get_mut(&from) else {
+            return;
+        };
+        if !p.synced && p.report.is_none() {
+            p.report = Some(report);
+            self.send_sync(core, now_ms, from);
         }
     }
 
@@ -619,17 +670,57 @@ impl LeaderState {
         self.try_commit(core, now_ms);
     }
 
-    pub(super) fn on_log_nack(&mut self, core: &mut Core, from: NodeId, missing: &[Position]) {
-        if !self.backups.get(&from).is_some_and(|p| p.synced) {
+    pub(super) fn on_log_nack(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        from: NodeId,
+        missing: &[Position],
+    ) {
+        if !matches!(self.phase, Phase::Syncing | Phase::Serving) {
             core.stats.unexpected += 1;
             return;
         }
+        let Some(p) = self.backups.get_mut(&from) else {
+            core.stats.unexpected += 1;
+            return;
+        };
+        // Only a backup synced in this epoch takes (and NACKs) appends.
+        p.synced = true;
+        p.sync_at = None;
         core.stats.nacks_received += 1;
+        if missing.iter().any(|&q| q < core.recent_start()) {
+            // Gone from memory: a snapshot instead.
+            self.snapshot_to(core, now_ms, from);
+            return;
+        }
         for &position in missing.iter().take(core.config.max_nack_numbers) {
             if core.entry(position).is_some() {
                 self.resend(core, from, position);
             }
         }
+    }
+
+    /// `to` needs entries no longer in memory: it gets a snapshot.
+    fn snapshot_to(&mut self, core: &mut Core, now_ms: u64, to: NodeId) {
+        let p = self.backups.get_mut(&to).expect("known backup");
+        if p.member {
+            core.stats.members_removed += 1;
+            core.view_events.push(ViewEvent::MemberRemoved {
+                epoch: core.epoch(),
+                backup: to,
+            });
+        }
+        *p = BackupProgress {
+            report: Some(Report {
+                log_epoch: 0,
+                applied: 0,
+                durable: 0,
+                amnesiac: false,
+            }),
+            ..BackupProgress::default()
+        };
+        self.send_sync(core, now_ms, to);
     }
 
     fn resend(&self, core: &mut Core, to: NodeId, position: Position) {
@@ -763,18 +854,7 @@ impl LeaderState {
             // everything, resend the last entry so it acknowledges again.
             let from = (progress.applied.max(progress.durable) + 1).min(last);
             if core.entry(from).is_none() {
-                // Gone from memory: a snapshot instead.
-                let p = self.backups.get_mut(&backup).expect("known");
-                p.synced = false;
-                p.member = false;
-                p.resend_at = None;
-                p.report = Some(Report {
-                    log_epoch: 0,
-                    applied: 0,
-                    durable: 0,
-                    amnesiac: false,
-                });
-                self.send_sync(core, now_ms, backup);
+                self.snapshot_to(core, now_ms, backup);
                 continue;
             }
             let to = last.min(from + core.config.resend_batch as u64 - 1);

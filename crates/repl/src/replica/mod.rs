@@ -318,6 +318,9 @@ struct Core {
     frontends: BTreeMap<NodeId, u64>,
     /// Time of the first input; peers count as heard then.
     born: Option<u64>,
+    /// When the leader of the current epoch last showed it leads (its
+    /// heartbeat naming itself, an append, a sync, its coordinator message).
+    leader_heard: u64,
     next_heartbeat: u64,
     /// A snapshot handed to the shell and not yet installed (its position).
     installing: Option<Position>,
@@ -426,9 +429,13 @@ impl Core {
         }
     }
 
-    fn heartbeat(&self, committed: Position) -> Message {
+    /// This replica's heartbeat; it names itself as leader only when it
+    /// leads (`leading`), so a restarted former leader is not taken for a
+    /// live one.
+    fn heartbeat(&self, committed: Position, leading: bool) -> Message {
+        let me = self.config.me;
         Message::Heartbeat {
-            leader: self.meta.leader,
+            leader: self.meta.leader.filter(|&l| l != me || leading),
             log_epoch: self.meta.log_epoch,
             applied: self.applied,
             durable: self.durable,
@@ -496,6 +503,7 @@ impl Replica {
                 heard: BTreeMap::new(),
                 frontends: BTreeMap::new(),
                 born: None,
+                leader_heard: 0,
                 next_heartbeat: 0,
                 installing: None,
                 outbox: Vec::new(),
@@ -636,6 +644,11 @@ impl Replica {
 
     /// Epoch rules for a message from another replica, then its handling.
     fn replica_message(&mut self, now_ms: u64, from: NodeId, epoch: Epoch, message: Message) {
+        let shows_leadership = match &message {
+            Message::Coordinator | Message::Append { .. } | Message::Sync { .. } => true,
+            Message::Heartbeat { leader, .. } => *leader == Some(from),
+            _ => false,
+        };
         let mine = self.core.epoch();
         if self.core.meta.amnesiac && self.core.meta.leader.is_none() {
             self.recovery_vote(now_ms, from, epoch, &message);
@@ -643,8 +656,13 @@ impl Replica {
         }
         if epoch < mine {
             self.core.stats.stale_epoch += 1;
+            if let RoleState::Leader(l) = &mut self.role {
+                // A backup of ours speaking an older epoch lost its store.
+                l.on_stale_backup(&mut self.core, from);
+            }
             let committed = self.committed();
-            view::answer_stale(&mut self.core, now_ms, from, &message, committed);
+            let leading = self.role() == Role::Leader;
+            view::answer_stale(&mut self.core, now_ms, from, &message, committed, leading);
             return;
         }
         if epoch > mine {
@@ -670,6 +688,9 @@ impl Replica {
                 }
             }
         }
+        if shows_leadership && Some(from) == self.core.meta.leader {
+            self.core.leader_heard = now_ms;
+        }
         self.handle_message(now_ms, from, message);
     }
 
@@ -682,6 +703,7 @@ impl Replica {
             ..self.core.meta
         };
         self.core.set_meta(meta);
+        self.core.leader_heard = now_ms;
         tracing::info!(me = %self.core.me(), epoch, %leader, "following a new leader");
         self.core
             .view_events
@@ -753,7 +775,7 @@ impl Replica {
                 },
             ) if from_replica => l.on_ack(&mut self.core, now_ms, from, durable, applied, digest),
             (RoleState::Leader(l), Message::LogNack { missing }) if from_replica => {
-                l.on_log_nack(&mut self.core, from, &missing)
+                l.on_log_nack(&mut self.core, now_ms, from, &missing)
             }
             (
                 RoleState::Leader(l),
@@ -819,11 +841,34 @@ impl Replica {
             (
                 RoleState::Backup(b),
                 Message::Heartbeat {
-                    applied, committed, ..
+                    leader,
+                    applied,
+                    committed,
+                    ..
                 },
-            ) if Some(from) == self.core.meta.leader => {
+            ) if Some(from) == self.core.meta.leader && leader == Some(from) => {
                 b.on_leader_heartbeat(&mut self.core, now_ms, applied, committed)
             }
+            (
+                RoleState::Leader(l),
+                Message::Heartbeat {
+                    leader: Some(leader),
+                    log_epoch,
+                    applied,
+                    durable,
+                    ..
+                },
+            ) if from_replica && leader == self.core.me() => l.on_backup_heartbeat(
+                &mut self.core,
+                now_ms,
+                from,
+                leader::Report {
+                    log_epoch,
+                    applied,
+                    durable,
+                    amnesiac: log_epoch == 0,
+                },
+            ),
             (_, Message::Heartbeat { .. }) if from_replica => {}
             (RoleState::Backup(b), Message::Coordinator) if Some(from) == self.core.meta.leader => {
                 b.on_coordinator(&mut self.core, now_ms)
@@ -899,7 +944,8 @@ impl Replica {
         self.touch(now_ms);
         if self.core.detecting() && now_ms >= self.core.next_heartbeat {
             let committed = self.committed();
-            let hb = self.core.heartbeat(committed);
+            let leading = self.role() == Role::Leader;
+            let hb = self.core.heartbeat(committed, leading);
             for &peer in &self.core.config.group.clone() {
                 if peer != self.core.me() {
                     self.core.send(peer, hb.clone());
@@ -940,6 +986,7 @@ impl Replica {
                 self.core.heard.entry(peer).or_insert(now_ms);
             }
             self.core.next_heartbeat = now_ms;
+            self.core.leader_heard = now_ms;
         }
     }
 
@@ -1002,7 +1049,7 @@ impl Replica {
         }
         let mut transmits = Vec::new();
         for ((to, epoch), messages) in by_destination {
-            self.encoder.set_epoch(epoch);
+            self.encoder.stamp_epoch(epoch);
             for bytes in self.encoder.encode(&messages) {
                 transmits.push(Transmit { to, bytes });
             }

@@ -71,12 +71,13 @@ pub(super) fn answer_stale(
     from: NodeId,
     message: &Message,
     committed: Position,
+    leading: bool,
 ) {
-    if matches!(message, Message::Election) && from < core.me() {
+    if matches!(message, Message::Election) && from < core.me() && !core.meta.amnesiac {
         core.send(from, Message::Answer);
     }
     if core.meta.leader.is_some() {
-        let hb = core.heartbeat(committed);
+        let hb = core.heartbeat(committed, leading);
         core.send(from, hb);
     }
 }

@@ -2,7 +2,7 @@
 //! a simulation. The many-seeds test requires every one to be non-zero, so a
 //! change that stops the simulator from reaching a path fails loudly.
 
-use super::{Sim, LEADER};
+use super::Sim;
 
 /// How often each protocol path ran, summed over nodes (and over runs by
 /// [`Coverage::add`]); the many-seeds test requires every path to run.
@@ -24,6 +24,17 @@ pub struct Coverage {
     pub unknown_outcomes: u64,
     pub late_replies: u64,
     pub backup_restarts: u64,
+    pub elections: u64,
+    pub new_leaders: u64,
+    pub snapshots_installed: u64,
+    pub members_removed: u64,
+    pub members_added: u64,
+    pub leader_crashes: u64,
+    pub wipes: u64,
+    pub pauses: u64,
+    pub frontend_restarts: u64,
+    pub frontend_leader_changes: u64,
+    pub group_cuts: u64,
 }
 
 impl Coverage {
@@ -44,13 +55,29 @@ impl Coverage {
         self.unknown_outcomes += o.unknown_outcomes;
         self.late_replies += o.late_replies;
         self.backup_restarts += o.backup_restarts;
+        self.elections += o.elections;
+        self.new_leaders += o.new_leaders;
+        self.snapshots_installed += o.snapshots_installed;
+        self.members_removed += o.members_removed;
+        self.members_added += o.members_added;
+        self.leader_crashes += o.leader_crashes;
+        self.wipes += o.wipes;
+        self.pauses += o.pauses;
+        self.frontend_restarts += o.frontend_restarts;
+        self.frontend_leader_changes += o.frontend_leader_changes;
+        self.group_cuts += o.group_cuts;
     }
 
     pub(super) fn of(sim: &Sim) -> Coverage {
         let mut c = Coverage::default();
         for (&id, r) in &sim.replicas {
             let s = r.stats();
-            if id == LEADER {
+            c.elections += s.elections;
+            c.new_leaders += s.became_leader;
+            c.snapshots_installed += s.snapshots_installed;
+            c.members_removed += s.members_removed;
+            c.members_added += s.members_added;
+            if r.serving() {
                 c.request_nacks += s.nacks_sent;
                 c.requests_held_back += s.held_back;
             } else {
@@ -73,11 +100,17 @@ impl Coverage {
             c.fragmented += s.fragmented_sent;
             c.retransmitted += s.retransmitted;
             c.nack_resends += s.nack_resends;
+            c.frontend_leader_changes += s.leader_changes;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
         }
         c.unknown_outcomes = sim.check.unknown_outcomes;
         c.late_replies = sim.check.late_replies;
-        c.backup_restarts = sim.restarted;
+        c.backup_restarts = sim.counts.restarted;
+        c.leader_crashes = sim.counts.leader_crashes;
+        c.wipes = sim.counts.wiped;
+        c.pauses = sim.counts.paused;
+        c.frontend_restarts = sim.counts.frontend_restarts;
+        c.group_cuts = sim.counts.cuts;
         c
     }
 }

@@ -2,22 +2,23 @@
 //! on a seeded, faulty network with a virtual clock.
 //!
 //! One run ([`run`]) is a function of its seed alone. The seed picks the
-//! setting (fault rates, delays, partitions, datagram size, windows, timers,
-//! one or two front ends), then the clients submit a random workload of every
-//! request kind ([`workload`]), valid and invalid, through the front ends to
-//! a leader and two backups. The network (`net.rs`) loses, duplicates,
-//! reorders, delays and corrupts datagrams; forged and foreign datagrams are
-//! injected too. Each replica writes to an in-memory disk (`disk.rs`) with
-//! group commit and random write latency.
+//! setting (fault rates, delays, datagram size, windows, timers, one or two
+//! front ends, and whether failover is on), then the clients submit a random
+//! workload of every request kind ([`workload`]), valid and invalid, through
+//! the front ends to three replicas. The network (`net.rs`) loses,
+//! duplicates, reorders, delays and corrupts datagrams; forged and foreign
+//! datagrams are injected too. Each replica writes to an in-memory disk
+//! (`disk.rs`) with group commit and random write latency. The faults
+//! (`faults.rs`): partitions of any group, crashes of any replica (store
+//! kept or wiped) and restarts, pauses of any process, front-end restarts;
+//! without failover (a quarter of the seeds) only backups crash.
 //!
 //! The simulation is a loop of single steps (one datagram delivered, one
-//! disk write completed, one timer fired or one request submitted), and
-//! `check.rs` verifies the invariants after every step: at-most-once
-//! execution, backups' logs are prefixes of the leader's, and every reply a
-//! client receives is durable on every replica. After the workload the
-//! network heals and the run continues until nothing is left to do; then
-//! every request must have been answered exactly once and all digests
-//! (in memory and rebuilt from each disk) must agree.
+//! disk write completed, one timer fired, one fault, or one request
+//! submitted), and `check.rs` verifies the invariants after every step. After
+//! the workload the network heals and the run continues until the group is
+//! quiet (every request answered, one serving leader, every replica caught
+//! up); then every digest (in memory and rebuilt from each disk) must agree.
 //!
 //! Replaying a seed: `DCMS_SIM_SEED=1234 cargo test -p dcms-repl sim_replay
 //! -- --nocapture` (see `tests.rs`). A violated invariant panics with a
@@ -26,6 +27,7 @@
 mod check;
 mod coverage;
 mod disk;
+mod faults;
 mod net;
 #[cfg(test)]
 mod tests;
@@ -38,7 +40,8 @@ use crate::replica::{Replica, ReplicaConfig};
 use crate::wire::WireConfig;
 use check::Checker;
 pub use coverage::Coverage;
-use disk::Disk;
+use disk::{Completed, Disk};
+use faults::Fault;
 use net::{Faults, NetStats, Network};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -67,6 +70,7 @@ pub struct SimReport {
     pub net: NetStats,
     pub coverage: Coverage,
     pub forged: u64,
+    pub failover: bool,
     pub setting: String,
 }
 
@@ -74,10 +78,11 @@ impl std::fmt::Display for SimReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {}: {} requests, {} front end(s), {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {} replayed {}; forged {}; {:?}; {}",
+            "seed {}: {} requests, {} front end(s), failover {}, {} steps, {} ms virtual; net sent {} lost {} dup {} corrupt {} cut {} replayed {}; forged {}; {:?}; {}",
             self.seed,
             self.requests,
             self.frontends,
+            self.failover,
             self.steps,
             self.virtual_ms,
             self.net.sent,
@@ -104,6 +109,17 @@ struct Client {
     max_gap_ms: u64,
 }
 
+/// Counts of the faults that happened.
+#[derive(Clone, Debug, Default)]
+struct FaultCounts {
+    restarted: u64,
+    leader_crashes: u64,
+    wiped: u64,
+    paused: u64,
+    frontend_restarts: u64,
+    cuts: u64,
+}
+
 /// One simulated cluster.
 struct Sim {
     rng: ChaCha8Rng,
@@ -114,20 +130,25 @@ struct Sim {
     disks: BTreeMap<NodeId, Disk>,
     frontends: BTreeMap<NodeId, FrontEnd>,
     clients: BTreeMap<NodeId, Client>,
-    /// (start, node, until): partitions still to begin.
-    partitions: Vec<(u64, NodeId, u64)>,
-    /// Forged datagrams still to inject: (time, victim).
-    forgeries: Vec<(u64, NodeId)>,
+    faults: Vec<(u64, Fault)>,
     heal_at: Option<u64>,
-    /// Backup crashes still to happen: (time, node, down for ms).
-    crashes: Vec<(u64, NodeId, u64)>,
-    /// Crashed backups and when they restart.
+    /// Crashed replicas and when they restart.
     restarts: BTreeMap<NodeId, u64>,
+    /// Paused processes and when they resume.
+    paused: BTreeMap<NodeId, u64>,
     replica_config: ReplicaConfig,
-    restarted: u64,
+    frontend_config: FrontEndConfig,
+    next_stream: u64,
+    failover: bool,
+    counts: FaultCounts,
     created: u32,
     check: Checker,
     forged: u64,
+}
+
+/// `DCMS_SIM_TRACE=1`: print view events and faults as they happen.
+fn trace() -> bool {
+    std::env::var_os("DCMS_SIM_TRACE").is_some()
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, list: &[T]) -> T {
@@ -163,7 +184,16 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     rc.resend_batch = pick(&mut rng, &[1, 8, 256]);
     rc.reply_cache = max_in_flight as usize + rng.gen_range(0..4);
     rc.max_nack_numbers = pick(&mut rng, &[1, 4, 64]);
-    rc.heartbeat_ms = 0;
+    let failover = rng.gen_bool(0.75);
+    if failover {
+        rc.heartbeat_ms = pick(&mut rng, &[20, 50]);
+        rc.suspect_ms = rc.heartbeat_ms * pick(&mut rng, &[4, 8]) + 2 * faults.max_delay_ms;
+        rc.election_ms = 2 * faults.max_delay_ms + 20;
+        rc.log_keep = rc.max_window.max(pick(&mut rng, &[16, 65_536]));
+        rc.max_transfer = pick(&mut rng, &[8, 1024]);
+    } else {
+        rc.heartbeat_ms = 0;
+    }
     let disk_ms = pick(&mut rng, &[0, 2, 20]);
     let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
     let requests: u64 = rng.gen_range(20..=300);
@@ -171,8 +201,8 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     let outcome_timeout_ms = pick(&mut rng, &[300, 5_000]);
     let initial_rto_ms = rng.gen_range(50..=1000);
     let setting = format!(
-        "{faults:?} datagram {} in-flight {max_in_flight} window {} holdback {} resend {} nack-max {} retransmit {} disk {disk_ms} timeout {outcome_timeout_ms}",
-        wire.max_datagram, rc.max_window, rc.max_holdback, rc.resend_batch, rc.max_nack_numbers, rc.retransmit_ms
+        "{faults:?} datagram {} in-flight {max_in_flight} window {} holdback {} resend {} nack-max {} retransmit {} disk {disk_ms} timeout {outcome_timeout_ms} heartbeat {} suspect {} log-keep {}",
+        wire.max_datagram, rc.max_window, rc.max_holdback, rc.resend_batch, rc.max_nack_numbers, rc.retransmit_ms, rc.heartbeat_ms, rc.suspect_ms, rc.log_keep
     );
     tracing::debug!(seed, %setting, "simulation");
 
@@ -187,17 +217,27 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         replicas.insert(id, Replica::new(config, Recovered::empty(rc.reply_cache)));
         disks.insert(id, Disk::new(disk_ms));
     }
+    let mut fc = FrontEndConfig::new(wire.clone(), 0, LEADER);
+    fc.max_in_flight = max_in_flight;
+    fc.outcome_timeout_ms = outcome_timeout_ms;
+    fc.initial_rto_ms = initial_rto_ms;
+    fc.min_rto_ms = 20;
+    fc.max_rto_ms = 2_000;
+    fc.replicas = REPLICAS.to_vec();
+    fc.heartbeat_ms = if failover {
+        pick(&mut rng, &[50, 200])
+    } else {
+        0
+    };
     let mut frontends = BTreeMap::new();
     let mut clients = BTreeMap::new();
     for i in 0..frontend_count {
         let stream = 100 + i as u64;
-        let mut fc = FrontEndConfig::new(wire.clone(), stream, LEADER);
-        fc.max_in_flight = max_in_flight;
-        fc.outcome_timeout_ms = outcome_timeout_ms;
-        fc.initial_rto_ms = initial_rto_ms;
-        fc.min_rto_ms = 20;
-        fc.max_rto_ms = 2_000;
-        frontends.insert(NodeId(stream), FrontEnd::new(fc));
+        let fe = FrontEnd::new(FrontEndConfig {
+            stream,
+            ..fc.clone()
+        });
+        frontends.insert(NodeId(stream), fe);
         let share = requests / frontend_count as u64
             + u64::from(i == 0) * (requests % frontend_count as u64);
         clients.insert(
@@ -213,24 +253,8 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     let span = requests * 25 + 500;
     let mut nodes: Vec<NodeId> = REPLICAS.to_vec();
     nodes.extend(frontends.keys());
-    let mut partitions = Vec::new();
-    if rng.gen_bool(0.4) {
-        for _ in 0..rng.gen_range(1..=3) {
-            let start = now + rng.gen_range(0..span);
-            let node = pick(&mut rng, &nodes);
-            partitions.push((start, node, start + rng.gen_range(100..=3000)));
-        }
-    }
-    let mut crashes = Vec::new();
-    if rng.gen_bool(0.3) {
-        for _ in 0..rng.gen_range(1..=2) {
-            let at = now + rng.gen_range(0..span);
-            crashes.push((at, pick(&mut rng, &REPLICAS[1..]), rng.gen_range(0..=2000)));
-        }
-    }
-    let forgeries = (0..rng.gen_range(0..=4))
-        .map(|_| (now + rng.gen_range(0..span), pick(&mut rng, &nodes)))
-        .collect();
+    let fes: Vec<NodeId> = frontends.keys().copied().collect();
+    let schedule = faults::schedule(&mut rng, now, span, &nodes, &fes, failover);
     let mut sim = Sim {
         rng,
         now,
@@ -240,15 +264,17 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         disks,
         frontends,
         clients,
-        partitions,
-        forgeries,
+        faults: schedule,
         heal_at: Some(now + span),
-        crashes,
         restarts: BTreeMap::new(),
+        paused: BTreeMap::new(),
+        check: Checker::new(outcome_timeout_ms, rc.majority()),
         replica_config: rc,
-        restarted: 0,
+        frontend_config: fc,
+        next_stream: 200,
+        failover,
+        counts: FaultCounts::default(),
         created: 0,
-        check: Checker::new(LEADER, outcome_timeout_ms),
         forged: 0,
     };
     sim.run();
@@ -261,6 +287,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         net: sim.net.stats.clone(),
         coverage: Coverage::of(&sim),
         forged: sim.forged,
+        failover,
         setting,
     }
 }
@@ -279,36 +306,114 @@ impl Sim {
                 let healed_for = self.now - self.check.healed_at.expect("healed");
                 assert!(
                     healed_for < QUIESCE_LIMIT_MS,
-                    "no quiescence {QUIESCE_LIMIT_MS} ms after healing: {} requests unanswered",
+                    "no quiescence {QUIESCE_LIMIT_MS} ms after healing: {} requests unanswered; {}",
                     self.frontends
                         .values()
                         .map(|f| f.unanswered())
-                        .sum::<usize>()
+                        .sum::<usize>(),
+                    self.summary()
                 );
+                if self.failover && self.quiet() {
+                    break;
+                }
             }
         }
         assert!(self.heal_at.is_none(), "ran out of events before healing");
-        self.check
-            .at_end(&self.replicas, &self.disks, &self.frontends, &self.net);
+        self.check.at_end(
+            &self.replicas,
+            &self.disks,
+            &self.frontends,
+            &self.net,
+            self.failover,
+        );
+    }
+
+    /// Healed, everybody up, every request answered, one serving leader
+    /// and every replica caught up with it (heartbeats go on forever, so a
+    /// run with failover ends here rather than when nothing is left to do).
+    fn quiet(&self) -> bool {
+        if !self.restarts.is_empty()
+            || !self.paused.is_empty()
+            || self.clients.values().any(|c| c.remaining > 0)
+            || self.frontends.values().any(|f| f.unanswered() > 0)
+            || !self.disks.values().all(Disk::is_idle)
+        {
+            return false;
+        }
+        let serving: Vec<&Replica> = self.replicas.values().filter(|r| r.serving()).collect();
+        let [leader] = serving[..] else {
+            return false;
+        };
+        let last = leader.applied();
+        leader.committed() == last
+            && self.replicas.values().all(|r| {
+                r.epoch() == leader.epoch()
+                    && r.applied() == last
+                    && r.durable() == last
+                    && r.committed() == last
+                    && !r.installing()
+            })
+    }
+
+    /// Every node's view, for failure messages.
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        for (id, r) in &self.replicas {
+            let v = r.view(self.now);
+            out += &format!(
+                "\n{id}: epoch {} leader {:?} {:?} serving {} members {:?} log_epoch {} amnesiac {} applied {} durable {} committed {} installing {} stats {:?}",
+                v.epoch, v.leader, v.role, v.serving, v.members, v.log_epoch, v.amnesiac,
+                r.applied(), r.durable(), r.committed(), r.installing(), r.stats()
+            );
+        }
+        for (id, f) in &self.frontends {
+            out += &format!(
+                "\n{id}: leader {} epoch {} unanswered {} stats {:?}",
+                f.leader(),
+                f.epoch(),
+                f.unanswered(),
+                f.stats()
+            );
+        }
+        out
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        !self.restarts.contains_key(&node) && !self.paused.contains_key(&node)
     }
 
     fn next_event_time(&self) -> Option<u64> {
         let mut times: Vec<u64> = Vec::new();
         times.extend(self.heal_at);
         times.extend(self.net.next_time());
-        times.extend(self.disks.values().filter_map(Disk::next_time));
-        times.extend(self.replicas.values().filter_map(Replica::next_deadline));
-        times.extend(self.frontends.values().filter_map(FrontEnd::next_deadline));
+        times.extend(
+            self.disks
+                .iter()
+                .filter(|(id, _)| !self.paused.contains_key(id))
+                .filter_map(|(_, d)| d.next_time()),
+        );
+        let up = |id: &NodeId| !self.paused.contains_key(id);
+        times.extend(
+            self.replicas
+                .iter()
+                .filter(|(id, _)| up(id))
+                .filter_map(|(_, r)| r.next_deadline()),
+        );
+        times.extend(
+            self.frontends
+                .iter()
+                .filter(|(id, _)| up(id))
+                .filter_map(|(_, f)| f.next_deadline()),
+        );
         times.extend(
             self.clients
-                .values()
-                .filter(|c| c.remaining > 0)
-                .map(|c| c.next_at),
+                .iter()
+                .filter(|(id, c)| c.remaining > 0 && up(id))
+                .map(|(_, c)| c.next_at),
         );
-        times.extend(self.partitions.iter().map(|p| p.0));
-        times.extend(self.forgeries.iter().map(|f| f.0));
-        times.extend(self.crashes.iter().map(|c| c.0));
+        times.extend(self.faults.iter().map(|f| f.0));
         times.extend(self.restarts.values());
+        times.extend(self.paused.values());
         times.into_iter().min()
     }
 
@@ -318,88 +423,66 @@ impl Sim {
         if self.heal_at.is_some_and(|t| t <= now) {
             self.heal_at = None;
             self.net.heal();
-            self.partitions.clear();
-            self.forgeries.clear();
-            self.crashes.clear();
+            self.faults.clear();
             self.check.healed_at = Some(now);
-        } else if let Some(&id) = self
-            .restarts
-            .iter()
-            .find(|(_, &t)| t <= now)
-            .map(|(id, _)| id)
-        {
+        } else if let Some(id) = self.due(&self.restarts) {
             self.restarts.remove(&id);
-            self.restarted += 1;
-            let rc = &self.replica_config;
-            let config = ReplicaConfig {
-                me: id,
-                incarnation: self.restarted as u32,
-                ..rc.clone()
-            };
-            let recovered = self.disks[&id].recover(rc.reply_cache);
-            self.replicas.insert(id, Replica::new(config, recovered));
-        } else if let Some(i) = self.crashes.iter().position(|c| c.0 <= now) {
-            let (_, id, down_ms) = self.crashes.swap_remove(i);
-            if self.replicas.remove(&id).is_some() {
-                let disk = self.disks.get_mut(&id).expect("disk");
-                disk.crash(&mut self.rng);
-                self.check.on_crash(id, disk.durable.len());
-                self.restarts.insert(id, now + down_ms);
-            }
+            self.restart(id);
+        } else if let Some(id) = self.due(&self.paused) {
+            self.paused.remove(&id);
+        } else if let Some(i) = self.faults.iter().position(|f| f.0 <= now) {
+            let (_, fault) = self.faults.swap_remove(i);
+            self.inject(fault);
         } else if let Some(d) = self.net.pop_due(now) {
-            let result = if self.restarts.contains_key(&d.to) {
-                Ok(None) // the node is down
-            } else if let Some(r) = self.replicas.get_mut(&d.to) {
-                r.handle_datagram(now, &d.bytes).map(Some)
+            if let Some(&until) = self.paused.get(&d.to) {
+                self.net.defer(d, until); // waits in the socket buffer
             } else {
-                let fe = self.frontends.get_mut(&d.to).expect("known node");
-                fe.handle_datagram(now, &d.bytes).map(Some)
-            };
-            match (d.damaged, result) {
-                (true, Ok(Some(_))) => {
-                    panic!("a damaged or forged datagram to {} was accepted", d.to)
-                }
-                (false, Err(e)) => {
-                    panic!("a genuine datagram {} -> {} was refused: {e}", d.from, d.to)
-                }
-                _ => {}
+                self.deliver(d);
             }
-        } else if let Some((&id, disk)) = self
+        } else if let Some(id) = self
             .disks
-            .iter_mut()
-            .find(|(_, d)| d.next_time().is_some_and(|t| t <= now))
+            .iter()
+            .find(|(id, d)| {
+                !self.paused.contains_key(id) && d.next_time().is_some_and(|t| t <= now)
+            })
+            .map(|(&id, _)| id)
         {
-            let upto = disk.complete(&mut self.rng, now).expect("due");
-            self.replicas
+            let done = self
+                .disks
                 .get_mut(&id)
-                .expect("replica")
-                .persisted(now, upto);
-        } else if let Some(r) = self
+                .expect("disk")
+                .complete(&mut self.rng, now)
+                .expect("due");
+            let r = self.replicas.get_mut(&id).expect("replica");
+            match done {
+                Completed::UpTo(upto) => r.persisted(now, upto),
+                Completed::Installed => r.installed(now),
+            }
+        } else if let Some(id) = self
             .replicas
-            .values_mut()
-            .find(|r| r.next_deadline().is_some_and(|t| t <= now))
+            .iter()
+            .find(|(id, r)| {
+                !self.paused.contains_key(id) && r.next_deadline().is_some_and(|t| t <= now)
+            })
+            .map(|(&id, _)| id)
         {
-            r.tick(now);
-        } else if let Some(fe) = self
+            self.replicas.get_mut(&id).expect("replica").tick(now);
+        } else if let Some(id) = self
             .frontends
-            .values_mut()
-            .find(|f| f.next_deadline().is_some_and(|t| t <= now))
+            .iter()
+            .find(|(id, f)| {
+                !self.paused.contains_key(id) && f.next_deadline().is_some_and(|t| t <= now)
+            })
+            .map(|(&id, _)| id)
         {
-            fe.tick(now);
-        } else if let Some(i) = self.partitions.iter().position(|p| p.0 <= now) {
-            let (_, node, until) = self.partitions.swap_remove(i);
-            self.net.partition(node, until);
-        } else if let Some(i) = self.forgeries.iter().position(|f| f.0 <= now) {
-            let (_, victim) = self.forgeries.swap_remove(i);
-            let bytes = check::forge(&mut self.rng);
-            self.forged += 1;
-            self.net
-                .inject(&mut self.rng, now, NodeId(666), victim, bytes, true);
-        } else if let Some((&id, client)) = self
+            self.frontends.get_mut(&id).expect("front end").tick(now);
+        } else if let Some(id) = self
             .clients
-            .iter_mut()
-            .find(|(_, c)| c.remaining > 0 && c.next_at <= now)
+            .iter()
+            .find(|(id, c)| c.remaining > 0 && c.next_at <= now && !self.paused.contains_key(id))
+            .map(|(&id, _)| id)
         {
+            let client = self.clients.get_mut(&id).expect("client");
             client.remaining -= 1;
             client.next_at = now + self.rng.gen_range(0..=client.max_gap_ms);
             let request = workload::request(&mut self.rng, self.created + 2);
@@ -423,6 +506,130 @@ impl Sim {
             .after_step(&self.replicas, &self.disks, &self.frontends);
     }
 
+    fn due(&self, map: &BTreeMap<NodeId, u64>) -> Option<NodeId> {
+        map.iter().find(|(_, &t)| t <= self.now).map(|(&id, _)| id)
+    }
+
+    fn deliver(&mut self, d: net::InFlight) {
+        let now = self.now;
+        let result = if self.restarts.contains_key(&d.to) {
+            Ok(None) // the node is down
+        } else if let Some(r) = self.replicas.get_mut(&d.to) {
+            r.handle_datagram(now, &d.bytes).map(Some)
+        } else if let Some(fe) = self.frontends.get_mut(&d.to) {
+            fe.handle_datagram(now, &d.bytes).map(Some)
+        } else {
+            Ok(None) // a front end that restarted under another ID
+        };
+        match (d.damaged, result) {
+            (true, Ok(Some(_))) => {
+                panic!("a damaged or forged datagram to {} was accepted", d.to)
+            }
+            (false, Err(e)) => {
+                panic!("a genuine datagram {} -> {} was refused: {e}", d.from, d.to)
+            }
+            _ => {}
+        }
+    }
+
+    fn inject(&mut self, fault: Fault) {
+        let now = self.now;
+        if trace() {
+            eprintln!("{now} fault {fault:?}");
+        }
+        match fault {
+            Fault::Partition { group, ms } => {
+                self.counts.cuts += 1;
+                if group.len() == 1 {
+                    let node = *group.iter().next().expect("one");
+                    self.net.partition(node, now + ms);
+                } else {
+                    self.net.cut(group, now + ms);
+                }
+            }
+            Fault::Crash {
+                node,
+                down_ms,
+                wipe,
+            } => {
+                if !self.is_up(node) {
+                    return;
+                }
+                // Never two amnesiacs at once: a wiped replica does not count
+                // towards a majority until it caught up, and two of three
+                // could lose what only they held.
+                let wipe = wipe
+                    && !self
+                        .disks
+                        .values()
+                        .any(|d| d.meta.is_some_and(|m| m.amnesiac));
+                let r = self.replicas.remove(&node).expect("up");
+                if r.serving() {
+                    self.counts.leader_crashes += 1;
+                }
+                let disk = self.disks.get_mut(&node).expect("disk");
+                disk.crash(&mut self.rng);
+                self.check.on_crash(node, disk);
+                if wipe {
+                    disk.wipe();
+                    self.check.on_wipe(node);
+                    self.counts.wiped += 1;
+                }
+                self.restarts.insert(node, now + down_ms);
+            }
+            Fault::Pause { node, ms } => {
+                if self.is_up(node)
+                    && (self.replicas.contains_key(&node) || self.frontends.contains_key(&node))
+                {
+                    self.counts.paused += 1;
+                    self.paused.insert(node, now + ms);
+                    if self.frontends.contains_key(&node) {
+                        self.check.on_frontend_pause(node.0);
+                    }
+                }
+            }
+            Fault::FrontEndRestart { node } => {
+                if !self.is_up(node) {
+                    return;
+                }
+                let Some(old) = self.frontends.remove(&node) else {
+                    return;
+                };
+                drop(old);
+                self.counts.frontend_restarts += 1;
+                self.check.on_frontend_restart(node.0);
+                let stream = self.next_stream;
+                self.next_stream += 1;
+                let fe = FrontEnd::new(FrontEndConfig {
+                    stream,
+                    incarnation: stream as u32,
+                    ..self.frontend_config.clone()
+                });
+                self.frontends.insert(NodeId(stream), fe);
+                let client = self.clients.remove(&node).expect("client");
+                self.clients.insert(NodeId(stream), client);
+            }
+            Fault::Forge { victim } => {
+                let bytes = check::forge(&mut self.rng);
+                self.forged += 1;
+                self.net
+                    .inject(&mut self.rng, now, NodeId(666), victim, bytes, true);
+            }
+        }
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        self.counts.restarted += 1;
+        let rc = &self.replica_config;
+        let config = ReplicaConfig {
+            me: id,
+            incarnation: self.counts.restarted as u32,
+            ..rc.clone()
+        };
+        let recovered = self.disks[&id].recover(rc.reply_cache);
+        self.replicas.insert(id, Replica::new(config, recovered));
+    }
+
     /// Moves every output to the network, the disks and the checker.
     fn drain(&mut self) {
         let now = self.now;
@@ -436,9 +643,24 @@ impl Sim {
                 "replica {id} reported {:?}",
                 ready.events
             );
+            if trace() {
+                for e in &ready.view_events {
+                    eprintln!("{now} {id}: {e:?}");
+                }
+                if let Some(m) = ready.meta {
+                    eprintln!("{now} {id}: meta {m:?}");
+                }
+            }
+            let disk = self.disks.get_mut(&id).expect("disk");
+            if let Some(meta) = ready.meta {
+                disk.meta = Some(meta);
+            }
+            if let Some(snapshot) = ready.install {
+                self.check.on_install(id, &snapshot);
+                disk.install(&mut self.rng, now, *snapshot);
+            }
             if !ready.persist.is_empty() {
                 self.check.on_applied(id, &ready.persist);
-                let disk = self.disks.get_mut(&id).expect("disk");
                 disk.submit(&mut self.rng, now, ready.persist);
             }
             for t in ready.transmits {
@@ -451,10 +673,10 @@ impl Sim {
             }
             let ready = fe.ready();
             for c in ready.completions {
-                self.check.on_completion(now, id, &c, &self.disks);
+                self.check.on_completion(now, id, &c);
             }
             for (seq, reply) in ready.late_replies {
-                self.check.on_late_reply(id, seq, &reply, &self.disks);
+                self.check.on_late_reply(id, seq, &reply);
             }
             for t in ready.transmits {
                 self.net.send(&mut self.rng, now, id, t.to, t.bytes);

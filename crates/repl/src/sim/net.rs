@@ -5,13 +5,13 @@
 //! other. Old datagrams are replayed now and then (as an attacker on the
 //! path could: they are genuine, so they are accepted, and the protocol must
 //! stay correct by idempotence alone). A node can be cut off for a while (a partition: everything to or
-//! from it is lost). [`Network::heal`] turns every fault off.
+//! from it is lost), and so can any group of nodes from the rest. [`Network::heal`] turns every fault off.
 
 use crate::ids::NodeId;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 
 /// Datagrams remembered for replays.
 const HISTORY: usize = 256;
@@ -72,6 +72,8 @@ pub struct Network {
     next_id: u64,
     /// Nodes cut off until the given time.
     down_until: BTreeMap<NodeId, u64>,
+    /// Groups cut off from everybody else until the given time.
+    cuts: Vec<(BTreeSet<NodeId>, u64)>,
     /// Recently sent datagrams: (from, to, bytes).
     history: VecDeque<(NodeId, NodeId, Vec<u8>)>,
     pub stats: NetStats,
@@ -85,6 +87,7 @@ impl Network {
             queue: BinaryHeap::new(),
             next_id: 0,
             down_until: BTreeMap::new(),
+            cuts: Vec::new(),
             history: VecDeque::new(),
             stats: NetStats::default(),
         }
@@ -95,14 +98,33 @@ impl Network {
         self.down_until.insert(node, until_ms);
     }
 
+    /// Cuts `group` off from every other node until `until_ms` (inside
+    /// the group and outside it, datagrams still flow).
+    pub fn cut(&mut self, group: BTreeSet<NodeId>, until_ms: u64) {
+        self.cuts.push((group, until_ms));
+    }
+
     /// No more faults: every later datagram arrives once, intact, soon.
     pub fn heal(&mut self) {
         self.faults = Faults::none();
         self.down_until.clear();
+        self.cuts.clear();
     }
 
     fn is_down(&self, node: NodeId, now_ms: u64) -> bool {
         self.down_until.get(&node).is_some_and(|&t| now_ms < t)
+    }
+
+    fn is_cut(&self, from: NodeId, to: NodeId, now_ms: u64) -> bool {
+        self.cuts
+            .iter()
+            .any(|(g, until)| now_ms < *until && g.contains(&from) != g.contains(&to))
+    }
+
+    /// Delivers `d` again at `at` (its receiver was paused).
+    pub fn defer(&mut self, mut d: InFlight, at: u64) {
+        d.deliver_at = at;
+        self.queue.push(Reverse(d));
     }
 
     pub fn send(
@@ -126,7 +148,7 @@ impl Network {
             }
             self.history.push_back((from, to, bytes.clone()));
         }
-        if self.is_down(from, now_ms) || self.is_down(to, now_ms) {
+        if self.is_down(from, now_ms) || self.is_down(to, now_ms) || self.is_cut(from, to, now_ms) {
             self.stats.partitioned += 1;
             return;
         }

@@ -74,7 +74,21 @@ fn sim_many_seeds() {
             ("NACK resends", c.nack_resends),
             ("outcome unknown", c.unknown_outcomes),
             ("late replies", c.late_replies),
-            ("backup restarts", c.backup_restarts),
+            ("replica restarts", c.backup_restarts),
+            ("elections", c.elections),
+            ("new leaders", c.new_leaders),
+            ("snapshots installed", c.snapshots_installed),
+            ("members removed", c.members_removed),
+            ("members added", c.members_added),
+            ("leader crashes", c.leader_crashes),
+            ("wiped stores", c.wipes),
+            ("pauses", c.pauses),
+            ("front-end restarts", c.frontend_restarts),
+            (
+                "front ends following a new leader",
+                c.frontend_leader_changes,
+            ),
+            ("partitions", c.group_cuts),
             ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");

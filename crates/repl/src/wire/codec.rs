@@ -64,6 +64,12 @@ impl Encoder {
         self.epoch = epoch;
     }
 
+    /// Later datagrams carry `epoch`, whatever it was before (a replica
+    /// stamps each message with the epoch it was made in).
+    pub fn stamp_epoch(&mut self, epoch: Epoch) {
+        self.epoch = epoch;
+    }
+
     /// Room for frames in one datagram.
     fn capacity(&self) -> usize {
         self.config.max_datagram - HEADER_LEN - TAG_LEN
