@@ -266,10 +266,6 @@ impl FrontEnd {
             self.stats.stale_epoch += 1;
             return Ok(header);
         }
-        if header.epoch > self.epoch {
-            self.epoch = header.epoch;
-            self.encoder.set_epoch(header.epoch);
-        }
         for message in datagram.messages {
             let message = match message {
                 Message::Fragment(f) => match self.reassembler.push(header.sender, f) {
@@ -282,6 +278,13 @@ impl FrontEnd {
                 },
                 m => m,
             };
+            if !matches!(message, Message::Coordinator) && header.epoch > self.epoch {
+                // A candidate's `Coordinator` may never win its epoch (it
+                // can be cut off, or lose its store): only what leaders and
+                // their followers say raises ours.
+                self.epoch = header.epoch;
+                self.encoder.set_epoch(header.epoch);
+            }
             self.on_message(now_ms, header.sender, message);
         }
         Ok(header)

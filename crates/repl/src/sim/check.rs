@@ -187,10 +187,22 @@ impl Checker {
             );
         }
         let checked = log.checked;
-        *log = ReplicaLog {
-            base,
-            entries: disk.entries.clone(),
-            checked: checked.min(disk.durable_position()).max(base),
+        let known = log.base == 0 && log.entries.len() as u64 >= base;
+        *log = if known {
+            // The installed snapshot's log is known here: keep it.
+            let mut entries = log.entries[..base as usize].to_vec();
+            entries.extend(disk.entries.iter().cloned());
+            ReplicaLog {
+                base: 0,
+                entries,
+                checked: checked.min(disk.durable_position()),
+            }
+        } else {
+            ReplicaLog {
+                base,
+                entries: disk.entries.clone(),
+                checked: checked.min(disk.durable_position()).max(base),
+            }
         };
     }
 
