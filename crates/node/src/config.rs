@@ -63,6 +63,14 @@ pub struct ClusterConfig {
     /// SQLite durability: "full" (fsync every commit) or "normal".
     #[serde(default = "default_sync")]
     pub sync: String,
+    /// Send every datagram twice while a process keeps repairing losses
+    /// (see `link::Redundancy`).
+    #[serde(default = "default_true")]
+    pub adaptive_redundancy: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_datagram() -> usize {
@@ -159,6 +167,7 @@ impl ClusterConfig {
             faults: FaultConfig::default(),
             max_datagram: default_max_datagram(),
             sync: default_sync(),
+            adaptive_redundancy: true,
         }
     }
 

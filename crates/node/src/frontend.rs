@@ -9,7 +9,7 @@
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
-use crate::link::Link;
+use crate::link::{Link, Redundancy};
 use crate::replica::{address_book, initial_leader, wire_config};
 use crate::status::{ProcessStatus, StatusWriter};
 use crate::NodeError;
@@ -92,11 +92,13 @@ pub fn start_frontend(
     let (tx, mut rx) = mpsc::channel::<Submit>(MAX_QUEUED);
     let data_dir = config.data_dir.clone();
     let leader = initial_leader(config);
+    let adaptive_redundancy = config.adaptive_redundancy;
     let event_loop = async move {
         let clock = Clock::new();
         let mut fe = FrontEnd::new(fc);
         let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
         let mut status = StatusWriter::new(&data_dir, "frontend");
+        let mut redundancy = Redundancy::default();
         tokio::pin!(shutdown);
         let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
             crate::status::STATUS_INTERVAL_MS,
@@ -129,6 +131,16 @@ pub fn start_frontend(
                 }
                 _ = sleep => fe.tick(clock.now_ms()),
                 _ = status_tick.tick() => {}
+            }
+            if adaptive_redundancy {
+                let st = fe.stats();
+                let copies = redundancy.copies(
+                    clock.now_ms(),
+                    st.retransmitted + st.nack_resends,
+                    st.sent,
+                    link.copies(),
+                );
+                link.set_copies(copies);
             }
             let ready = fe.ready();
             for t in ready.transmits {

@@ -5,7 +5,7 @@
 
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
-use crate::link::Link;
+use crate::link::{Link, Redundancy};
 use crate::persist::{Persisted, Persister};
 use crate::status::{ProcessStatus, StatusWriter};
 use crate::NodeError;
@@ -97,6 +97,7 @@ pub async fn run_replica(
     let persister = Persister::start(store, done_tx);
     let clock = Clock::new();
     let mut status = StatusWriter::new(&config.data_dir, &format!("replica-{id}"));
+    let mut redundancy = Redundancy::default();
     info!(replica = id, udp = %me.udp, role = ?replica.role(), leader = %leader, epoch = replica.epoch(), "replica running");
     tokio::pin!(shutdown);
     let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
@@ -136,6 +137,13 @@ pub async fn run_replica(
             },
             _ = sleep => replica.tick(clock.now_ms()),
             _ = status_tick.tick() => {}
+        }
+        if config.adaptive_redundancy {
+            let st = replica.stats();
+            let repairs = st.nacks_sent + st.nacks_received + st.replies_resent;
+            let work = st.executed + replica.applied();
+            let copies = redundancy.copies(clock.now_ms(), repairs, work, link.copies());
+            link.set_copies(copies);
         }
         let ready = replica.ready();
         for t in ready.transmits {
