@@ -353,6 +353,12 @@ impl BackupState {
     fn tick_election(&mut self, core: &mut Core, now_ms: u64) -> bool {
         match self.election {
             None => {
+                if self.bullies_back(core, now_ms) {
+                    core.view_events.push(ViewEvent::BulliesBack {
+                        epoch: core.epoch(),
+                    });
+                    self.elect_soon = true;
+                }
                 if self.suspicion_time(core).is_some_and(|t| t <= now_ms) {
                     self.elect_soon = false;
                     match election::start(core, now_ms) {
@@ -370,6 +376,30 @@ impl BackupState {
             }
             Some(_) => false,
         }
+    }
+
+    /// A replica with a higher ID than its leader takes over (bully), but
+    /// only once caught up, and only when no replica above it is alive
+    /// (that one would win, or should bully first).
+    fn bullies_back(&self, core: &Core, now_ms: u64) -> bool {
+        let Some(leader) = core.meta.leader else {
+            return false;
+        };
+        core.detecting()
+            && !core.meta.amnesiac
+            && self.synced
+            && leader < core.me()
+            && core.meta.log_epoch == core.epoch()
+            && core.installing.is_none()
+            && self.leader_last > 0
+            && core.applied >= self.leader_last
+            && core.durable == core.applied
+            && core
+                .config
+                .group
+                .iter()
+                .filter(|&&n| n > core.me())
+                .all(|&n| core.suspected(n, now_ms))
     }
 
     pub(super) fn committed(&self) -> Position {

@@ -40,6 +40,8 @@ pub struct ViewStatus {
 pub enum ViewEvent {
     /// The leader of `epoch` is suspected (or unknown): a bully election.
     ElectionStarted { epoch: Epoch },
+    /// Caught up, and higher than the leader: this replica takes over.
+    BulliesBack { epoch: Epoch },
     /// No higher replica answered: this replica leads `epoch` and collects
     /// the others' logs.
     Coordinator { epoch: Epoch },
