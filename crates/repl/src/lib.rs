@@ -13,10 +13,13 @@
 //!   retransmission with an RTT-estimated timeout, exactly-once completion.
 //! - [`replica`]: one state machine for a replica in either role (leader or
 //!   backup): in-order execution per stream, FIFO broadcast of effects,
-//!   durable acknowledgement, group commit, digest comparison.
+//!   durable acknowledgement, group commit, digest comparison; heartbeats,
+//!   bully elections with epochs, state transfer and majority commit.
 //! - [`session`]: the per-stream table of executed sequence numbers and
 //!   stored replies that makes execution at-most-once.
 //! - [`recover`]: builds a replica's starting point from its durable store.
+//! - [`snapshot`]: a replica's whole state at one position, for state
+//!   transfer to a replica too far behind or whose log may diverge.
 //! - [`sim`]: the deterministic simulator: a seeded lossy network, a virtual
 //!   clock, an in-memory disk per replica, and invariant checks after every
 //!   step.
@@ -25,16 +28,20 @@
 //!
 //! Time is `now_ms: u64` in milliseconds. Replicas take wall-clock time (the
 //! leader stamps audit lines with it; a backward jump only delays timers).
-//! Front ends may take any clock, best a monotonic one. Node IDs map to UDP addresses in the shell: replicas from
-//! the cluster configuration; a front end's ID is its stream ID, and its
-//! address is the source address of its last authenticated datagram
-//! (`handle_datagram` returns the authenticated [`wire::Header`]).
+//! Front ends may take any clock, best a monotonic one. Node IDs map to UDP
+//! addresses in the shell: replicas from the cluster configuration; a front
+//! end's ID is its stream ID, and its address is the source address of its
+//! last authenticated datagram (`handle_datagram` returns the authenticated
+//! [`wire::Header`]): the shell must learn `header.sender -> source address`
+//! for every sender that is not a configured replica, since a restarted
+//! front end comes back under a new stream ID.
 //!
 //! Replica (one per process):
 //!
 //! ```text
-//! let recovered = Recovered::from_store(&store, config.reply_cache)?;
-//! let mut replica = Replica::new(config, recovered);
+//! let mut recovered = Recovered::from_store(&store, config.reply_cache)?;
+//! recovered.meta = meta_file.read()?;             // None at the group's first start
+//! let mut replica = Replica::new(config.with_failover(), recovered);
 //! loop {
 //!     select! {
 //!         (bytes, src) = socket.recv_from() => match replica.handle_datagram(now_ms(), &bytes) {
@@ -42,12 +49,16 @@
 //!             Err(e) => count(e),                  // refused, nothing changed
 //!         },
 //!         _ = sleep_until(replica.next_deadline()) => replica.tick(now_ms()),
-//!         upto = disk_writer_done => replica.persisted(now_ms(), upto),
+//!         Done::Persisted(upto) = disk_writer_done => replica.persisted(now_ms(), upto),
+//!         Done::Installed = disk_writer_done => replica.installed(now_ms()),
 //!     }
 //!     let ready = replica.ready();
-//!     for t in ready.transmits { socket.send_to(&t.bytes, addresses[t.to]) }
+//!     if let Some(meta) = ready.meta { meta_file.write_and_fsync(meta) } // BEFORE sending
+//!     if let Some(s) = ready.install { disk_writer.install(s) }  // queued after earlier batches
 //!     if !ready.persist.is_empty() { disk_writer.commit(ready.persist) } // Store::commit, then persisted(last position)
+//!     for t in ready.transmits { socket.send_to(&t.bytes, addresses[t.to]) }
 //!     for e in ready.events { error!("{e:?}") }   // divergence: alert loudly
+//!     for e in ready.view_events { info!("{e:?}") } // elections, view changes, rejoins
 //! }
 //! ```
 //!
@@ -61,12 +72,30 @@
 //! before the write completes: the protocol only counts what `persisted`
 //! reports.
 //!
+//! Failover ([`ReplicaConfig::with_failover`]; off by default, `heartbeat_ms`
+//! 0, until the shell does the following) needs three more things from the
+//! shell. (1) [`ReplicaReady::meta`]: a few numbers ([`Meta`]: the promised
+//! epoch, its leader, the log epoch, the amnesiac flag) written durably
+//! (e.g. a small file, written and fsynced, or a meta row) before the
+//! datagrams of the same ready are sent, and handed back in
+//! [`Recovered::meta`] at start; `None` only at the group's very first start.
+//! A replica whose store was lost must start with `Some(Meta::wiped())`.
+//! (2) [`ReplicaReady::install`]: a [`snapshot::Snapshot`] (records, and per
+//! stream the head and recent replies) that replaces the store's contents in
+//! one transaction, ordered after every earlier persist batch and before
+//! this ready's `persist`; then [`Replica::installed`]. `persisted` reports
+//! of older batches that arrive meanwhile are ignored, and must not be
+//! merged with reports from after the install. (3) Front ends need
+//! `FrontEndConfig::replicas` (every replica ID) and `heartbeat_ms`, so they
+//! can learn who leads. [`Replica::view`] shows the epoch, leader, members
+//! and the age of each peer's last datagram.
+//!
 //! Front end: `FrontEnd::new(config)`, then `submit(now, request) -> seq`,
 //! `handle_datagram(now, bytes)`, `tick(now)` at `next_deadline()`, and after
-//! each input drain `ready()`: `transmits` (to the leader), `completions`
-//! (exactly one per seq: the reply or `ClientOutcome::Unknown` after the
-//! deadline) and `late_replies` (replies to requests already reported
-//! unknown).
+//! each input drain `ready()`: `transmits` (to the leader it follows, and
+//! heartbeats to every replica), `completions` (exactly one per seq: the
+//! reply or `ClientOutcome::Unknown` after the deadline) and `late_replies`
+//! (replies to requests already reported unknown).
 
 pub mod frontend;
 pub mod ids;

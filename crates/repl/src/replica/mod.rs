@@ -34,6 +34,8 @@
 
 mod backup;
 mod election;
+#[cfg(test)]
+mod failover_tests;
 mod leader;
 #[cfg(test)]
 mod tests;

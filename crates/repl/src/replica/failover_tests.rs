@@ -1,0 +1,310 @@
+//! Failover scenarios on a small hand-driven cluster: a perfect network
+//! (delivered in order, 1 ms later) that the test can cut nodes off from,
+//! disks that write at once, and one front end.
+
+use super::*;
+use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
+use crate::ids::Seq;
+use dcms_core::Request;
+use std::collections::{BTreeSet, VecDeque};
+
+const FE: NodeId = NodeId(100);
+const GROUP: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
+
+fn wire() -> WireConfig {
+    WireConfig::new(9, b"failover".to_vec())
+}
+
+fn config(me: NodeId) -> ReplicaConfig {
+    let mut c = ReplicaConfig::new(wire(), me, GROUP.to_vec(), NodeId(3)).with_failover();
+    c.retransmit_ms = 50;
+    c
+}
+
+struct Node {
+    replica: Option<Replica>,
+    /// The store: every persisted entry, or a snapshot and what followed.
+    log: Vec<LogEntry>,
+    base: Option<crate::snapshot::Snapshot>,
+    meta: Option<Meta>,
+}
+
+struct Cluster {
+    now: u64,
+    nodes: BTreeMap<NodeId, Node>,
+    fe: FrontEnd,
+    queue: VecDeque<(u64, NodeId, NodeId, Vec<u8>)>,
+    cut: BTreeSet<NodeId>,
+    replies: BTreeMap<Seq, ClientOutcome>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let nodes = GROUP
+            .iter()
+            .map(|&id| {
+                let r = Replica::new(config(id), Recovered::empty(64));
+                (
+                    id,
+                    Node {
+                        replica: Some(r),
+                        log: Vec::new(),
+                        base: None,
+                        meta: None,
+                    },
+                )
+            })
+            .collect();
+        let mut fc = FrontEndConfig::new(wire(), FE.0, NodeId(3));
+        fc.replicas = GROUP.to_vec();
+        fc.heartbeat_ms = 50;
+        fc.initial_rto_ms = 100;
+        fc.outcome_timeout_ms = 60_000;
+        Cluster {
+            now: 0,
+            nodes,
+            fe: FrontEnd::new(fc),
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            replies: BTreeMap::new(),
+        }
+    }
+
+    fn replica(&self, id: NodeId) -> &Replica {
+        self.nodes[&id].replica.as_ref().expect("up")
+    }
+
+    fn drain(&mut self) {
+        let now = self.now;
+        for (&id, node) in &mut self.nodes {
+            let Some(r) = node.replica.as_mut() else {
+                continue;
+            };
+            while r.has_ready() {
+                let ready = r.ready();
+                assert!(ready.events.is_empty(), "{:?}", ready.events);
+                if let Some(m) = ready.meta {
+                    node.meta = Some(m);
+                }
+                if let Some(s) = ready.install {
+                    node.log.clear();
+                    node.base = Some(*s);
+                    r.installed(now);
+                }
+                if let Some(last) = ready.persist.last().map(|e| e.position) {
+                    node.log.extend(ready.persist);
+                    r.persisted(now, last);
+                }
+                for t in ready.transmits {
+                    self.queue.push_back((now + 1, id, t.to, t.bytes));
+                }
+            }
+        }
+        let ready = self.fe.ready();
+        for c in ready.completions {
+            self.replies.insert(c.seq, c.outcome);
+        }
+        for t in ready.transmits {
+            self.queue.push_back((now + 1, FE, t.to, t.bytes));
+        }
+    }
+
+    /// Runs until `until` (ms).
+    fn run(&mut self, until: u64) {
+        while self.now < until {
+            self.now += 1;
+            let now = self.now;
+            while self.queue.front().is_some_and(|q| q.0 <= now) {
+                let (_, from, to, bytes) = self.queue.pop_front().expect("due");
+                if self.cut.contains(&from) || self.cut.contains(&to) {
+                    continue;
+                }
+                if to == FE {
+                    self.fe.handle_datagram(now, &bytes).unwrap();
+                } else if let Some(r) = self.nodes.get_mut(&to).and_then(|n| n.replica.as_mut()) {
+                    r.handle_datagram(now, &bytes).unwrap();
+                }
+                self.drain();
+            }
+            for node in self.nodes.values_mut() {
+                if let Some(r) = node.replica.as_mut() {
+                    if r.next_deadline().is_some_and(|t| t <= now) {
+                        r.tick(now);
+                    }
+                }
+            }
+            if self.fe.next_deadline().is_some_and(|t| t <= now) {
+                self.fe.tick(now);
+            }
+            self.drain();
+        }
+    }
+
+    fn submit(&mut self, n: u32) -> Seq {
+        let seq = self.fe.submit(self.now, create(n));
+        self.drain();
+        seq
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("node").replica = None;
+    }
+
+    fn restart(&mut self, id: NodeId, wipe: bool) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        if wipe {
+            node.log.clear();
+            node.base = None;
+            node.meta = Some(Meta::wiped());
+        }
+        let (state, mut sessions) = match &node.base {
+            Some(s) => s.restore(64),
+            None => (ClinicState::new(), Sessions::new(64)),
+        };
+        let mut state = state;
+        for e in &node.log {
+            state.apply(&e.effect);
+            sessions.record(e);
+        }
+        let last = node.base.as_ref().map_or(0, |s| s.position) + node.log.len() as u64;
+        let recovered = Recovered {
+            state,
+            last_applied: last,
+            sessions,
+            meta: node.meta,
+        };
+        let mut c = config(id);
+        c.incarnation = 1;
+        node.replica = Some(Replica::new(c, recovered));
+    }
+
+    fn serving(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.replica.as_ref().is_some_and(|r| r.serving()))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn answered(&self) -> usize {
+        self.replies
+            .values()
+            .filter(|o| matches!(o, ClientOutcome::Reply(_)))
+            .count()
+    }
+}
+
+fn create(n: u32) -> Request {
+    Request::CreateNurse {
+        manager_id: "MTL0001".into(),
+        first_name: format!("N{n}"),
+        last_name: "Roy".into(),
+        designation: "junior".into(),
+        status: "active".into(),
+        status_date: "2024-01-01".into(),
+    }
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+    let mut c = Cluster::new();
+    for n in 1..=5 {
+        c.submit(n);
+    }
+    c.run(200);
+    assert_eq!(c.answered(), 5, "the first leader answers");
+    assert_eq!(c.serving(), vec![NodeId(3)]);
+    c.crash(NodeId(3));
+    for n in 6..=8 {
+        c.submit(n);
+    }
+    c.run(1_500);
+    assert_eq!(
+        c.serving(),
+        vec![NodeId(2)],
+        "the highest live replica leads"
+    );
+    assert!(c.replica(NodeId(2)).epoch() > 1, "in a new epoch");
+    assert_eq!(c.answered(), 8, "the new leader answers the retransmits");
+    assert_eq!(c.fe.leader(), NodeId(2), "the front end follows");
+    assert_eq!(c.replica(NodeId(2)).sessions().head(FE.0), 8);
+    // The old leader comes back, catches up, and bullies its way back.
+    c.restart(NodeId(3), false);
+    c.run(3_000);
+    assert_eq!(c.serving(), vec![NodeId(3)]);
+    let digest = c.replica(NodeId(3)).digest();
+    for id in GROUP {
+        let r = c.replica(id);
+        assert_eq!(r.digest(), digest, "{id} has the same state");
+        assert_eq!(r.applied(), 8, "{id} holds every write exactly once");
+        assert_eq!(r.epoch(), c.replica(NodeId(3)).epoch());
+    }
+    c.submit(9);
+    c.run(3_500);
+    assert_eq!(c.answered(), 9);
+}
+
+#[test]
+fn a_cut_off_leader_commits_nothing_and_rejoins_without_its_uncommitted_writes() {
+    let mut c = Cluster::new();
+    c.submit(1);
+    c.run(100);
+    assert_eq!(c.answered(), 1);
+    // The leader is cut off with a request the others never see.
+    c.cut.insert(NodeId(3));
+    c.fe.submit(c.now, create(2));
+    let stray = c.fe.ready(); // taken off the wire: only the old leader gets it
+    for t in stray.transmits.into_iter().filter(|t| t.to == NodeId(3)) {
+        c.nodes
+            .get_mut(&NodeId(3))
+            .and_then(|n| n.replica.as_mut())
+            .expect("up")
+            .handle_datagram(c.now, &t.bytes)
+            .unwrap();
+    }
+    c.drain();
+    assert_eq!(
+        c.replica(NodeId(3)).applied(),
+        2,
+        "the old leader executed it"
+    );
+    c.run(1_000);
+    assert_eq!(c.replica(NodeId(3)).committed(), 1, "but cannot commit it");
+    let leaders = c.serving();
+    assert!(leaders.contains(&NodeId(2)), "a new leader: {leaders:?}");
+    assert!(c.replica(NodeId(2)).epoch() > c.replica(NodeId(3)).epoch());
+    c.cut.clear();
+    c.run(3_000);
+    assert_eq!(c.serving().len(), 1);
+    assert_eq!(
+        c.answered(),
+        2,
+        "the request is answered once, by the new group"
+    );
+    let digest = c.replica(NodeId(2)).digest();
+    for id in GROUP {
+        let r = c.replica(id);
+        assert_eq!(r.digest(), digest, "{id} converged");
+        assert_eq!(r.applied(), 2, "{id}: request 2 executed once, not twice");
+    }
+}
+
+#[test]
+fn a_wiped_replica_rejoins_by_snapshot() {
+    let mut c = Cluster::new();
+    for n in 1..=4 {
+        c.submit(n);
+    }
+    c.run(200);
+    c.crash(NodeId(1));
+    c.restart(NodeId(1), true);
+    assert!(c.replica(NodeId(1)).meta().amnesiac);
+    c.submit(5);
+    c.run(1_000);
+    let r = c.replica(NodeId(1));
+    assert!(!r.meta().amnesiac, "caught up");
+    assert_eq!(r.applied(), 5);
+    assert_eq!(r.digest(), c.replica(NodeId(3)).digest());
+    assert!(c.nodes[&NodeId(1)].base.is_some(), "by a snapshot");
+    assert_eq!(c.answered(), 5);
+}
