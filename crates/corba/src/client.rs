@@ -100,6 +100,8 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// How long to wait for a reply (`TIMEOUT`, completed maybe, after).
     pub call_timeout: Duration,
+    /// I/O threads of the client's ORB (one is plenty for one connection).
+    pub io_threads: usize,
 }
 
 impl Default for ClientOptions {
@@ -107,6 +109,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            io_threads: 2,
         }
     }
 }
@@ -132,7 +135,7 @@ impl ClinicClient {
         let options = OrbOptions {
             connect_timeout: Some(opts.connect_timeout),
             request_timeout: Some(opts.call_timeout),
-            io_threads: 2,
+            io_threads: opts.io_threads.max(1),
             ..OrbOptions::default()
         };
         let orb = Orb::with_options(options)?;

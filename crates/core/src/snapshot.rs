@@ -83,7 +83,8 @@ impl Store {
         let tx = self.conn_mut().transaction().map_err(e)?;
         let position: i64 = tx
             .query_row(
-                "SELECT COALESCE((SELECT value FROM meta WHERE key = 'last_applied'), 0)",
+                "SELECT MAX(COALESCE((SELECT value FROM meta WHERE key = 'last_applied'), 0),
+                            COALESCE((SELECT MAX(position) FROM audit), 0))",
                 [],
                 |r| r.get(0),
             )

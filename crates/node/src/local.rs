@@ -103,6 +103,7 @@ impl LocalCluster {
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
         };
         let mut last = String::new();
         while Instant::now() < deadline {

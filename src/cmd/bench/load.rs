@@ -110,7 +110,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let results = Arc::new(Mutex::new(Vec::new()));
 
     let clients: Vec<ClinicClient> = (0..args.clients)
-        .map(|_| ClinicClient::connect(&reference, &ClientOptions::default()))
+        .map(|_| {
+            // One sequential caller per connection: one I/O thread is enough.
+            let opts = ClientOptions {
+                io_threads: 1,
+                ..ClientOptions::default()
+            };
+            ClinicClient::connect(&reference, &opts)
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("connecting to {reference}: {e}"))?;
     let bar = match args.duration {
