@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use dcms_core::workload::{Mix, Workload};
-use dcms_core::{ClinicState, LogEntry, RequestKey, Store, SyncMode};
+use dcms_core::{Store, SyncMode};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -78,7 +78,7 @@ pub fn run(args: DebugArgs) -> anyhow::Result<()> {
             while store.last_applied() < limit {
                 let first = store.last_applied() + 1;
                 let n = (batch as u64).min(limit - store.last_applied());
-                let entries = execute(&mut state, &mut workload, first, n);
+                let entries = workload.execute(&mut state, first, n, stream_time);
                 store.commit(&entries)?;
                 writeln!(out, "committed {}", store.last_applied())?;
                 out.flush()?;
@@ -113,29 +113,4 @@ pub fn run(args: DebugArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Executes the next `n` requests of `workload` as log entries from `first`.
-pub fn execute(
-    state: &mut ClinicState,
-    workload: &mut Workload,
-    first: u64,
-    n: u64,
-) -> Vec<LogEntry> {
-    (first..first + n)
-        .map(|position| {
-            let request = workload.next_request();
-            let (reply, effect) = state.execute(&request, stream_time(position));
-            state.apply(&effect);
-            LogEntry {
-                position,
-                key: RequestKey {
-                    stream: 1,
-                    seq: position,
-                },
-                effect,
-                reply,
-            }
-        })
-        .collect()
 }

@@ -4,6 +4,8 @@
 
 use crate::model::{Clinic, RecordId};
 use crate::ops::Request;
+use crate::state::ClinicState;
+use crate::store::{LogEntry, RequestKey};
 
 /// Which operations to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +133,35 @@ impl Workload {
                 last_name_prefix: "Last0".into(),
             },
         }
+    }
+}
+
+impl Workload {
+    /// Executes the next `n` requests on `state` as a leader would (applying
+    /// each), as log entries from position `first` (stream 1, seq =
+    /// position), stamped with `time_ms(position)`.
+    pub fn execute(
+        &mut self,
+        state: &mut ClinicState,
+        first: u64,
+        n: u64,
+        time_ms: impl Fn(u64) -> u64,
+    ) -> Vec<LogEntry> {
+        (first..first + n)
+            .map(|position| {
+                let (reply, effect) = state.execute(&self.next_request(), time_ms(position));
+                state.apply(&effect);
+                LogEntry {
+                    position,
+                    key: RequestKey {
+                        stream: 1,
+                        seq: position,
+                    },
+                    effect,
+                    reply,
+                }
+            })
+            .collect()
     }
 }
 

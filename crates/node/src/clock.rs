@@ -32,6 +32,17 @@ impl Clock {
     }
 }
 
+impl Clock {
+    /// Sleeps until `now_ms()` reaches `deadline_ms`; forever when there is
+    /// none (a state machine with no timer armed).
+    pub async fn sleep_until(&self, deadline_ms: Option<u64>) {
+        match deadline_ms {
+            Some(ms) => tokio::time::sleep_until(self.instant_at(ms).into()).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()

@@ -100,19 +100,10 @@ pub fn start_frontend(
         let mut status = StatusWriter::new(&data_dir, "frontend");
         let mut redundancy = Redundancy::default();
         tokio::pin!(shutdown);
-        let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
-            crate::status::STATUS_INTERVAL_MS,
-        ));
-        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_tick = crate::status::ticker();
         info!(frontend = id, stream, leader = %leader, "front end sequencer running with a new stream");
         loop {
-            let deadline = fe.next_deadline().map(|ms| clock.instant_at(ms));
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = clock.sleep_until(fe.next_deadline());
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(s) = rx.recv() => {

@@ -100,18 +100,9 @@ pub async fn run_replica(
     let mut redundancy = Redundancy::default();
     info!(replica = id, udp = %me.udp, role = ?replica.role(), leader = %leader, epoch = replica.epoch(), "replica running");
     tokio::pin!(shutdown);
-    let mut status_tick = tokio::time::interval(std::time::Duration::from_millis(
-        crate::status::STATUS_INTERVAL_MS,
-    ));
-    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status_tick = crate::status::ticker();
     loop {
-        let deadline = replica.next_deadline().map(|ms| clock.instant_at(ms));
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = clock.sleep_until(replica.next_deadline());
         tokio::select! {
             _ = &mut shutdown => break,
             (bytes, from) = link.recv() => {

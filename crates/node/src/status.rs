@@ -28,6 +28,14 @@ pub struct ProcessStatus {
     pub updated_ms: u64,
 }
 
+/// A ticker that wakes an event loop to write its status file even when
+/// nothing else happens (an idle process must not look dead).
+pub fn ticker() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(STATUS_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 pub fn status_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("status")
 }

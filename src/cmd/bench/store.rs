@@ -4,7 +4,7 @@
 
 use crate::cmd::debug::parse_sync;
 use dcms_core::workload::{Mix, Workload};
-use dcms_core::{ClinicState, LogEntry, RequestKey, Store, SyncMode};
+use dcms_core::{ClinicState, LogEntry, Store, SyncMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::Instant;
 
@@ -32,23 +32,7 @@ pub struct StoreBench {
 
 /// Pre-executes `n` requests into log entries (not timed).
 fn entries(mix: Mix, n: u64) -> Vec<LogEntry> {
-    let mut state = ClinicState::new();
-    let mut workload = Workload::new(42, mix);
-    (1..=n)
-        .map(|position| {
-            let (reply, effect) = state.execute(&workload.next_request(), position);
-            state.apply(&effect);
-            LogEntry {
-                position,
-                key: RequestKey {
-                    stream: 1,
-                    seq: position,
-                },
-                effect,
-                reply,
-            }
-        })
-        .collect()
+    Workload::new(42, mix).execute(&mut ClinicState::new(), 1, n, |position| position)
 }
 
 fn progress(len: u64, what: String) -> ProgressBar {
