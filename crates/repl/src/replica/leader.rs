@@ -285,8 +285,8 @@ impl LeaderState {
         let Some(p) = self.backups.get_mut(&from) else {
             return;
         };
-        if !p.synced && p.report.is_none() {
-            p.report = Some(report);
+        if !p.synced && p.sync_at.is_none() {
+            p.report = p.report.or(Some(report));
             self.send_sync(core, now_ms, from);
         }
     }

@@ -10,7 +10,9 @@
 //! `sim_replay` runs the seed in `DCMS_SIM_SEED` (default 42, so it is a real
 //! test when the variable is unset) and prints its report;
 //! `DCMS_SIM_REQUESTS` overrides the seed's workload size (as the long-run
-//! test does). `DCMS_SIM_SEEDS` / `DCMS_SIM_FIRST_SEED` choose the seeds of
+//! test does), and `DCMS_SIM_TRACE=1` prints faults, view events and meta
+//! writes as they happen. Three seeds in four run with failover (crashes
+//! of any replica, wipes, pauses, group partitions, front-end restarts). `DCMS_SIM_SEEDS` / `DCMS_SIM_FIRST_SEED` choose the seeds of
 //! `sim_many_seeds`.
 
 use super::{replay_command, run, run_with, Coverage};
