@@ -122,6 +122,12 @@ CREATE TABLE IF NOT EXISTS replies (
     reply    BLOB NOT NULL,            -- postcard-encoded Reply
     PRIMARY KEY (stream, seq)
 ) WITHOUT ROWID;
+-- Stream heads brought by an installed snapshot (a head whose reply is no
+-- longer kept); otherwise a stream's head is its highest stored reply.
+CREATE TABLE IF NOT EXISTS stream_heads (
+    stream INTEGER PRIMARY KEY,
+    head   INTEGER NOT NULL
+);
 -- No secondary indexes: the export reads the trail in position order once;
 -- an index would cost every commit a B-tree insert for nothing.
 CREATE TABLE IF NOT EXISTS audit (
@@ -338,7 +344,12 @@ impl Store {
     pub fn stream_heads(&self) -> Result<Vec<RequestKey>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT stream, MAX(seq) FROM replies GROUP BY stream ORDER BY stream")
+            .prepare(
+                "SELECT stream, MAX(seq) FROM (
+                     SELECT stream, seq FROM replies
+                     UNION ALL SELECT stream, head FROM stream_heads)
+                 GROUP BY stream ORDER BY stream",
+            )
             .map_err(|e| sql(&self.path, e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -355,6 +366,62 @@ impl Store {
     /// Every audit line, in log order.
     pub fn audit(&self) -> Result<Vec<(u64, AuditEntry)>> {
         read_audit(&self.conn, &self.path)
+    }
+
+    /// Replaces the whole store with a snapshot's contents, in one
+    /// transaction: the records, the stream heads and recent replies, and
+    /// the last applied position. Audit lines beyond `position` are dropped
+    /// (they belong to entries the group never committed); earlier ones are
+    /// kept. Refuses (writing nothing) when the records do not match
+    /// `digest`.
+    pub fn install<'a>(
+        &mut self,
+        position: u64,
+        digest: StateDigest,
+        records: &[Record],
+        heads: &[RequestKey],
+        replies: impl IntoIterator<Item = (RequestKey, u64, &'a Reply)>,
+    ) -> Result<()> {
+        if StateDigest::of(records) != digest {
+            return Err(StoreError::Snapshot(format!(
+                "the snapshot's records do not match its digest {}",
+                digest.short()
+            )));
+        }
+        let path = self.path.clone();
+        let e = |e| sql(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute_batch("DELETE FROM records; DELETE FROM replies; DELETE FROM stream_heads;")
+            .map_err(e)?;
+        tx.execute("DELETE FROM audit WHERE position > ?1", [position as i64])
+            .map_err(e)?;
+        for r in records {
+            write_change(&tx, &Change::Create(r.clone())).map_err(e)?;
+        }
+        for head in heads {
+            tx.execute(
+                "INSERT INTO stream_heads (stream, head) VALUES (?1, ?2)",
+                params![head.stream as i64, head.seq as i64],
+            )
+            .map_err(e)?;
+        }
+        for (key, at, reply) in replies {
+            let bytes = postcard::to_allocvec(reply).expect("replies always encode");
+            tx.execute(
+                "INSERT OR REPLACE INTO replies (stream, seq, position, reply) VALUES (?1, ?2, ?3, ?4)",
+                params![key.stream as i64, key.seq as i64, at as i64, bytes],
+            )
+            .map_err(e)?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_applied', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [position as i64],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        self.last_applied = position;
+        Ok(())
     }
 
     /// Moves the WAL into the main database file and truncates the WAL.

@@ -5,6 +5,7 @@ use super::*;
 use crate::ops::{Outcome, Request};
 use crate::snapshot::SnapshotChunk;
 use crate::state::tests::{doctor, nurse, properties};
+use crate::{Record, Reply};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -343,4 +344,102 @@ proptest! {
         prop_assert_eq!(c.digest().unwrap(), state.digest());
         prop_assert_eq!(c.last_applied(), entries.len() as u64);
     }
+}
+
+#[test]
+fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
+    let dir = TempDir::new().unwrap();
+    // The group's state: 5 entries.
+    let mut group = ClinicState::new();
+    let group_log = execute_all(
+        &mut group,
+        1,
+        &(0..5)
+            .map(|i| doctor("MTL0001", &format!("G{i}")))
+            .collect::<Vec<_>>(),
+    );
+    // This replica applied 7 entries of its own (an old leader's suffix).
+    let mut mine = ClinicState::new();
+    let my_log = execute_all(
+        &mut mine,
+        1,
+        &(0..7)
+            .map(|i| nurse("LVL0001", &format!("M{i}")))
+            .collect::<Vec<_>>(),
+    );
+    let mut store = open(&dir, "a.db");
+    store.commit(&my_log).unwrap();
+
+    let records: Vec<Record> = group.records().cloned().collect();
+    let heads = [RequestKey { stream: 9, seq: 40 }];
+    let replies: Vec<(RequestKey, u64, Reply)> = group_log
+        .iter()
+        .map(|e| {
+            (
+                RequestKey {
+                    stream: 9,
+                    seq: 35 + e.position,
+                },
+                e.position,
+                e.reply.clone(),
+            )
+        })
+        .collect();
+    // A wrong digest is refused and changes nothing.
+    assert!(store
+        .install(
+            5,
+            StateDigest::default(),
+            &records,
+            &heads,
+            replies.iter().map(|(k, p, r)| (*k, *p, r))
+        )
+        .is_err());
+    assert_eq!(store.last_applied(), 7);
+    assert_eq!(store.digest().unwrap(), mine.digest());
+
+    store
+        .install(
+            5,
+            group.digest(),
+            &records,
+            &heads,
+            replies.iter().map(|(k, p, r)| (*k, *p, r)),
+        )
+        .unwrap();
+    assert_eq!(store.last_applied(), 5);
+    assert_eq!(store.digest().unwrap(), group.digest());
+    assert_eq!(
+        store.audit().unwrap().len(),
+        5,
+        "audit lines beyond 5 are gone"
+    );
+    assert_eq!(
+        store.stream_heads().unwrap(),
+        vec![RequestKey { stream: 9, seq: 40 }],
+        "only the snapshot's streams: this replica's own history is replaced"
+    );
+    assert_eq!(
+        store
+            .reply(RequestKey { stream: 9, seq: 36 })
+            .unwrap()
+            .unwrap()
+            .1,
+        group_log[0].reply
+    );
+    // It survives a reopen, and goes on from position 6.
+    drop(store);
+    let mut store = open(&dir, "a.db");
+    assert_eq!(store.last_applied(), 5);
+    let next = execute_all(&mut group, 6, &[doctor("DDO0001", "After")]);
+    store.commit(&next).unwrap();
+    assert_eq!(store.digest().unwrap(), group.digest());
+    assert_eq!(store.last_applied(), 6);
+    assert!(
+        store
+            .stream_heads()
+            .unwrap()
+            .contains(&RequestKey { stream: 7, seq: 6 }),
+        "a committed reply moves its stream's head"
+    );
 }
