@@ -394,9 +394,10 @@ impl Core {
         self.recent.clear();
         self.persist.clear();
         self.installing = Some(snapshot.position);
-        // Until the snapshot is durable, claim no log of any epoch.
-        self.meta.log_epoch = 0;
-        self.meta_dirty = true;
+        // `log_epoch` stays: the snapshot comes from the leader of a newer
+        // (or the same) epoch, whose log holds every entry committed before
+        // it; lowering the claim could let a replica missing one of them win
+        // an election if this one restarts before the install is durable.
         self.stats.snapshots_installed += 1;
         self.view_events.push(ViewEvent::Installing {
             position: snapshot.position,

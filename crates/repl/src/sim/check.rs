@@ -61,6 +61,9 @@ pub(super) struct Checker {
     /// of any reply the clients had seen then.
     submitted_at: HashMap<RequestKey, (u64, Position)>,
     logs: BTreeMap<NodeId, ReplicaLog>,
+    /// Complete logs replicas held before a wipe, crash or install (the
+    /// sources of later snapshots).
+    archive: Vec<Vec<LogEntry>>,
     /// The group's committed log, positions 1, 2, ...
     committed: Vec<LogEntry>,
     /// Where the committed log holds each request.
@@ -91,6 +94,7 @@ impl Checker {
             majority,
             submitted_at: HashMap::new(),
             logs: BTreeMap::new(),
+            archive: Vec::new(),
             committed: Vec::new(),
             executed: HashMap::new(),
             leaders: BTreeMap::new(),
@@ -149,15 +153,23 @@ impl Checker {
     /// taken from), else an unknown base.
     pub fn on_install(&mut self, replica: NodeId, snapshot: &crate::snapshot::Snapshot) {
         let position = snapshot.position;
-        let source = self.logs.iter().find_map(|(id, l)| {
-            if *id == replica || l.base != 0 || l.applied() < position {
+        self.archive_log(replica);
+        let candidates = self
+            .logs
+            .iter()
+            .filter(|(id, l)| **id != replica && l.base == 0)
+            .map(|(_, l)| &l.entries)
+            .chain(self.archive.iter())
+            .chain(std::iter::once(&self.committed));
+        let source = candidates.into_iter().find_map(|entries| {
+            if (entries.len() as u64) < position {
                 return None;
             }
             let mut state = dcms_core::ClinicState::new();
-            for e in &l.entries[..position as usize] {
+            for e in &entries[..position as usize] {
                 state.apply(&e.effect);
             }
-            (state.digest() == snapshot.digest).then(|| l.entries[..position as usize].to_vec())
+            (state.digest() == snapshot.digest).then(|| entries[..position as usize].to_vec())
         });
         let log = self.logs.entry(replica).or_default();
         *log = match source {
@@ -174,9 +186,19 @@ impl Checker {
         };
     }
 
+    /// Keeps `replica`'s complete log for later snapshot lookups.
+    fn archive_log(&mut self, replica: NodeId) {
+        if let Some(l) = self.logs.get(&replica) {
+            if l.base == 0 && !l.entries.is_empty() && !self.archive.contains(&l.entries) {
+                self.archive.push(l.entries.clone());
+            }
+        }
+    }
+
     /// `replica` crashed: it restarts from its disk, which holds a prefix
     /// of what it applied (or an installed snapshot and what followed).
     pub fn on_crash(&mut self, replica: NodeId, disk: &Disk) {
+        self.archive_log(replica);
         let log = self.logs.entry(replica).or_default();
         let base = disk.base.as_ref().map_or(0, |s| s.position);
         if base == 0 && log.base == 0 {
@@ -208,6 +230,7 @@ impl Checker {
 
     /// `replica`'s store was wiped.
     pub fn on_wipe(&mut self, replica: NodeId) {
+        self.archive_log(replica);
         self.logs.insert(replica, ReplicaLog::default());
     }
 
