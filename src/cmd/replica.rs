@@ -7,6 +7,12 @@ pub struct ReplicaArgs {
     /// This replica's ID in the configuration.
     #[arg(long, env = "DCMS_REPLICA_ID")]
     id: u64,
+    /// The group's very first start: a replica without a meta file is a
+    /// founding member (without this flag it is taken for a wiped replica
+    /// and catches up before it votes). `dcms up` passes it on the start
+    /// that creates the cluster.
+    #[arg(long)]
+    bootstrap: bool,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -17,6 +23,7 @@ pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
     rt.block_on(dcms_node::replica::run_replica(
         config,
         args.id,
+        args.bootstrap,
         shutdown_signal(),
     ))?;
     Ok(())

@@ -66,13 +66,14 @@ fn fresh_secret() -> String {
     hex::encode(bytes)
 }
 
-/// Loads `<data-dir>/cluster.toml`, or writes a new one.
+/// Loads `<data-dir>/cluster.toml`, or writes a new one (then `true`: the
+/// group's first start).
 pub fn prepare_config(
     data_dir: &Path,
     replicas: u64,
     port: u16,
     sync: &str,
-) -> anyhow::Result<(PathBuf, ClusterConfig)> {
+) -> anyhow::Result<(PathBuf, ClusterConfig, bool)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join("cluster.toml");
@@ -84,7 +85,7 @@ pub fn prepare_config(
             path.display(),
             config.replicas.len()
         );
-        return Ok((path, config));
+        return Ok((path, config, false));
     }
     anyhow::ensure!(
         (1..=9).contains(&replicas),
@@ -103,7 +104,7 @@ pub fn prepare_config(
     config.validate()?;
     std::fs::write(&path, config.to_toml())
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok((path, config))
+    Ok((path, config, true))
 }
 
 /// Starts a child `dcms` process whose output is prefixed with `name`.
@@ -148,7 +149,7 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Resul
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let (config_path, mut config) =
+    let (config_path, mut config, first_start) =
         prepare_config(&args.data_dir, args.replicas, args.port, &args.sync)?;
     args.faults.apply(&mut config.faults);
     config.validate()?;
@@ -165,7 +166,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             r.id.to_string(),
         ];
         a.extend(fault_args.iter().cloned());
-        let child = spawn(&name, &a, &[])?;
+        // Only the start that creates the group founds it; a restart of a
+        // replica whose meta file is gone must catch up instead.
+        let mut first = a.clone();
+        if first_start {
+            first.push("--bootstrap".into());
+        }
+        let child = spawn(&name, &first, &[])?;
         children.push(Managed {
             name,
             args: a,

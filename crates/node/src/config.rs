@@ -117,10 +117,14 @@ pub struct Timeouts {
     /// past the client's deadline.
     pub rto_min_ms: u64,
     pub rto_max_ms: u64,
+    /// Failure detection, bully election and failover (off: a fixed leader).
+    pub failover: bool,
     /// Heartbeat interval.
     pub heartbeat_ms: u64,
     /// A process silent this long is suspected.
     pub suspect_ms: u64,
+    /// Bully election: how long to wait for an answer from a higher replica.
+    pub election_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -132,8 +136,10 @@ impl Default for Timeouts {
             nack_retry_ms: 5,
             rto_min_ms: 5,
             rto_max_ms: 250,
+            failover: true,
             heartbeat_ms: 20,
             suspect_ms: 150,
+            election_ms: 50,
         }
     }
 }

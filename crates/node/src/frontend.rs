@@ -85,6 +85,15 @@ pub fn start_frontend(
     let stream = frontend_stream(config.frontend.id, crate::clock::Clock::new().now_ms());
     let mut fc = FrontEndConfig::new(wire_config(config)?, stream, initial_leader(config));
     fc.incarnation = rand::random();
+    if config.timeouts.failover {
+        // Heartbeats to every replica; it learns who leads from them.
+        fc.replicas = config
+            .replicas
+            .iter()
+            .map(|r| dcms_repl::NodeId(r.id))
+            .collect();
+        fc.heartbeat_ms = config.timeouts.heartbeat_ms;
+    }
     fc.outcome_timeout_ms = config.timeouts.outcome_ms;
     fc.min_rto_ms = config.timeouts.rto_min_ms;
     fc.max_rto_ms = config.timeouts.rto_max_ms;
@@ -162,9 +171,10 @@ pub fn start_frontend(
                 id,
                 role: "frontend".into(),
                 pid: std::process::id(),
-                epoch: 0,
-                leader: Some(leader.0),
+                epoch: fe.epoch(),
+                leader: Some(fe.leader().0),
                 group: Vec::new(),
+                peers: Vec::new(),
                 applied: 0,
                 durable: 0,
                 committed: None,

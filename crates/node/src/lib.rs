@@ -4,7 +4,8 @@
 //! - [`config`]: the cluster configuration (TOML), validated.
 //! - [`faults`]: seeded loss, duplication, reordering and delay of datagrams.
 //! - [`link`]: a UDP socket with the peers' addresses and fault injection.
-//! - [`persist`]: the store thread doing group commits off the runtime.
+//! - [`persist`]: the store thread: group commits and snapshot installs, off the runtime.
+//! - [`meta`]: the replica's durable epoch promise (`Meta`), one small fsynced file.
 //! - [`replica`]: the replica process's event loop.
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
@@ -17,6 +18,7 @@ pub mod faults;
 pub mod frontend;
 pub mod link;
 pub mod local;
+pub mod meta;
 pub mod persist;
 pub mod replica;
 pub mod status;

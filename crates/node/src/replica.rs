@@ -6,12 +6,13 @@
 use crate::clock::Clock;
 use crate::config::ClusterConfig;
 use crate::link::{Link, Redundancy};
+use crate::meta::MetaFile;
 use crate::persist::{Persisted, Persister};
-use crate::status::{ProcessStatus, StatusWriter};
+use crate::status::{PeerSeen, ProcessStatus, StatusWriter};
 use crate::NodeError;
 use dcms_core::Store;
 use dcms_repl::wire::WireConfig;
-use dcms_repl::{NodeId, Recovered, Replica, ReplicaConfig, ReplicaEvent, Role};
+use dcms_repl::{Meta, NodeId, Recovered, Replica, ReplicaConfig, ReplicaEvent, Role};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,10 +52,15 @@ pub fn address_book(config: &ClusterConfig) -> HashMap<NodeId, std::net::SocketA
     peers
 }
 
-/// Runs replica `id` until `shutdown` completes.
+/// Runs replica `id` until `shutdown` completes. `bootstrap` says this is
+/// the group's very first start: a replica with no meta file then starts
+/// as a founding member; without it, a replica with no meta file is taken
+/// for one whose disk was wiped, and catches up from the others before it
+/// counts towards a majority.
 pub async fn run_replica(
     config: ClusterConfig,
     id: u64,
+    bootstrap: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     config.validate()?;
@@ -72,7 +78,30 @@ pub async fn run_replica(
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
     rc.nack_delay_ms = config.timeouts.nack_delay_ms;
     rc.incarnation = rand::random();
-    let recovered = Recovered::from_store(&store, rc.reply_cache)?;
+    if config.timeouts.failover {
+        rc = rc.with_failover();
+        rc.heartbeat_ms = config.timeouts.heartbeat_ms;
+        rc.suspect_ms = config.timeouts.suspect_ms;
+        rc.election_ms = config.timeouts.election_ms;
+    }
+    let meta_file = MetaFile::new(&config.data_dir, id);
+    let io = |what: String| move |source| NodeError::Io { what, source };
+    let meta = match meta_file
+        .load()
+        .map_err(io(format!("reading {}", meta_file.path().display())))?
+    {
+        Some(meta) => Some(meta),
+        None if bootstrap => None,
+        None => {
+            warn!(
+                replica = id,
+                "no meta file: taken for a wiped replica; it catches up before it votes"
+            );
+            Some(Meta::wiped())
+        }
+    };
+    let mut recovered = Recovered::from_store(&store, rc.reply_cache)?;
+    recovered.meta = meta;
     info!(
         replica = id,
         db = %db.display(),
@@ -115,17 +144,30 @@ pub async fn run_replica(
                     }
                 }
             }
-            Some(p) = done_rx.recv() => match p {
-                Persisted::UpTo(position) => {
-                    let mut upto = position;
-                    while let Ok(Persisted::UpTo(p)) = done_rx.try_recv() { upto = p; }
-                    replica.persisted(clock.now_ms(), upto);
+            Some(first) = done_rx.recv() => {
+                // Reports in order; consecutive positions merge, never across an install.
+                let mut upto: Option<u64> = None;
+                let mut next = Some(first);
+                while let Some(report) = next.take() {
+                    match report {
+                        Persisted::UpTo(p) => upto = Some(p),
+                        Persisted::Installed => {
+                            if let Some(p) = upto.take() {
+                                replica.persisted(clock.now_ms(), p);
+                            }
+                            replica.installed(clock.now_ms());
+                        }
+                        Persisted::Failed(why) => {
+                            error!(replica = id, %why, "the store failed; stopping");
+                            return Err(NodeError::Durability(why));
+                        }
+                    }
+                    next = done_rx.try_recv().ok();
                 }
-                Persisted::Failed(why) => {
-                    error!(replica = id, %why, "a durable commit failed; stopping");
-                    return Err(NodeError::Durability(why));
+                if let Some(p) = upto {
+                    replica.persisted(clock.now_ms(), p);
                 }
-            },
+            }
             _ = sleep => replica.tick(clock.now_ms()),
             _ = status_tick.tick() => {}
         }
@@ -137,11 +179,29 @@ pub async fn run_replica(
             link.set_copies(copies);
         }
         let ready = replica.ready();
-        for t in ready.transmits {
-            link.send(t);
+        // The promise must be durable before the datagrams that rely on it.
+        if let Some(meta) = &ready.meta {
+            meta_file
+                .store(meta)
+                .map_err(io(format!("writing {}", meta_file.path().display())))?;
+        }
+        if let Some(snapshot) = ready.install {
+            info!(
+                replica = id,
+                position = snapshot.position,
+                records = snapshot.records.len(),
+                "installing a snapshot"
+            );
+            persister.install(snapshot);
         }
         if !ready.persist.is_empty() {
             persister.persist(ready.persist);
+        }
+        for t in ready.transmits {
+            link.send(t);
+        }
+        for event in ready.view_events {
+            info!(replica = id, event = ?event, "view");
         }
         for event in ready.events {
             match event {
@@ -156,26 +216,42 @@ pub async fn run_replica(
                 ),
             }
         }
-        status.maybe_write(clock.now_ms(), || ProcessStatus {
-            name: format!("replica-{id}"),
-            id,
-            role: match replica.role() {
-                Role::Leader => "leader".into(),
-                Role::Backup => "backup".into(),
-            },
-            pid: std::process::id(),
-            epoch: replica.epoch(),
-            leader: Some(leader.0),
-            group: group.iter().map(|n| n.0).collect(),
-            applied: replica.applied(),
-            durable: replica.durable(),
-            committed: Some(replica.committed()),
-            digest: replica.digest().to_hex(),
-            stats: serde_json::json!({
-                "protocol": format!("{:?}", replica.stats()),
-                "link": format!("{:?}", link.stats),
-            }),
-            updated_ms: clock.now_ms(),
+        let now = clock.now_ms();
+        status.maybe_write(now, || {
+            let view = replica.view(now);
+            ProcessStatus {
+                name: format!("replica-{id}"),
+                id,
+                role: match (view.role, view.serving) {
+                    (Role::Leader, true) => "leader".into(),
+                    (Role::Leader, false) => "leader (transferring state)".into(),
+                    (Role::Backup, _) if view.amnesiac => "backup (catching up)".into(),
+                    (Role::Backup, _) => "backup".into(),
+                },
+                pid: std::process::id(),
+                epoch: view.epoch,
+                leader: view.leader.map(|n| n.0),
+                group: view.members.iter().map(|n| n.0).collect(),
+                peers: view
+                    .peers
+                    .iter()
+                    .map(|p| PeerSeen {
+                        node: p.node.0,
+                        replica: p.replica,
+                        heard_ms_ago: p.heard_ms_ago,
+                        suspected: p.suspected,
+                    })
+                    .collect(),
+                applied: replica.applied(),
+                durable: replica.durable(),
+                committed: Some(replica.committed()),
+                digest: replica.digest().to_hex(),
+                stats: serde_json::json!({
+                    "protocol": format!("{:?}", replica.stats()),
+                    "link": format!("{:?}", link.stats),
+                }),
+                updated_ms: now,
+            }
         });
     }
     info!(replica = id, "replica stopped");

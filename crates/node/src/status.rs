@@ -18,7 +18,11 @@ pub struct ProcessStatus {
     pub pid: u32,
     pub epoch: u64,
     pub leader: Option<u64>,
+    /// Leader: the backups it waits for; others: empty.
     pub group: Vec<u64>,
+    /// Every peer and how long ago it was last heard from.
+    #[serde(default)]
+    pub peers: Vec<PeerSeen>,
     pub applied: u64,
     pub durable: u64,
     pub committed: Option<u64>,
@@ -34,6 +38,15 @@ pub fn ticker() -> tokio::time::Interval {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(STATUS_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// A peer as a process last heard from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerSeen {
+    pub node: u64,
+    pub replica: bool,
+    pub heard_ms_ago: u64,
+    pub suspected: bool,
 }
 
 pub fn status_dir(data_dir: &Path) -> PathBuf {

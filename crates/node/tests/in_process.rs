@@ -52,7 +52,7 @@ fn run_cluster(
         let mut stop = stop_tx.subscribe();
         let (c, id) = (config.clone(), r.id);
         handles.push(rt.spawn(async move {
-            dcms_node::replica::run_replica(c, id, async move {
+            dcms_node::replica::run_replica(c, id, true, async move {
                 let _ = stop.recv().await;
             })
             .await
@@ -164,7 +164,7 @@ fn a_restarted_front_end_starts_a_new_stream_and_is_never_answered_from_the_old_
             let mut stop = stop_replicas.subscribe();
             let (c, id) = (config.clone(), r.id);
             rt.spawn(async move {
-                dcms_node::replica::run_replica(c, id, async move {
+                dcms_node::replica::run_replica(c, id, true, async move {
                     let _ = stop.recv().await;
                 })
                 .await
