@@ -308,11 +308,20 @@ impl FrontEnd {
         tracing::info!(from = %self.leader, to = %leader, epoch = self.epoch, "front end follows a new leader");
         self.leader = leader;
         self.stats.leader_changes += 1;
+        // Everything unanswered goes to the new leader now, with its backoff
+        // restarted: the backoff measured the old leader's silence, and a new
+        // leader still transferring state drops requests for a few
+        // milliseconds, so they must be retried at the RTO, not after the
+        // long backed-off timeouts (up to the maximum) they had reached.
         let sent: Vec<Seq> = self
             .pending
-            .iter()
-            .filter(|(_, p)| p.sent.is_some())
-            .map(|(&s, _)| s)
+            .iter_mut()
+            .filter_map(|(&s, p)| {
+                p.sent.as_mut().map(|(first, last, n)| {
+                    (*first, *last, *n) = (now_ms, now_ms, 0);
+                    s
+                })
+            })
             .collect();
         for seq in sent {
             self.transmit(now_ms, seq);

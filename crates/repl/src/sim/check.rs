@@ -39,6 +39,9 @@ struct ReplicaLog {
     entries: Vec<LogEntry>,
     /// Positions up to this were compared with the committed log.
     checked: Position,
+    /// A snapshot replaced the log since the last restart (the disk may
+    /// still hold the log it replaced).
+    installed: Option<Position>,
 }
 
 impl ReplicaLog {
@@ -177,11 +180,13 @@ impl Checker {
                 base: 0,
                 entries,
                 checked: 0,
+                installed: Some(position),
             },
             None => ReplicaLog {
                 base: position,
                 entries: Vec::new(),
                 checked: position,
+                installed: Some(position),
             },
         };
     }
@@ -201,7 +206,7 @@ impl Checker {
         self.archive_log(replica);
         let log = self.logs.entry(replica).or_default();
         let base = disk.base.as_ref().map_or(0, |s| s.position);
-        if base == 0 && log.base == 0 {
+        if base == 0 && log.base == 0 && log.installed.is_none() {
             assert!(
                 log.entries.len() >= disk.entries.len()
                     && log.entries[..disk.entries.len()] == disk.entries[..],
@@ -209,7 +214,11 @@ impl Checker {
             );
         }
         let checked = log.checked;
-        let known = log.base == 0 && log.entries.len() as u64 >= base;
+        // The log known here is the disk's unless an install since the last
+        // restart did not reach the disk.
+        let known = log.base == 0
+            && log.entries.len() as u64 >= base
+            && log.installed.is_none_or(|p| p == base || base == 0);
         *log = if known {
             // The installed snapshot's log is known here: keep it.
             let mut entries = log.entries[..base as usize].to_vec();
@@ -218,12 +227,14 @@ impl Checker {
                 base: 0,
                 entries,
                 checked: checked.min(disk.durable_position()),
+                installed: None,
             }
         } else {
             ReplicaLog {
                 base,
                 entries: disk.entries.clone(),
                 checked: checked.min(disk.durable_position()).max(base),
+                installed: None,
             }
         };
     }
