@@ -282,3 +282,36 @@ fn a_later_reply_fast_retransmits_an_earlier_unanswered_request() {
     assert!(sent(&mut fe).is_empty(), "nothing earlier is pending");
     assert_eq!(fe.unanswered(), 1, "only 3 is left");
 }
+
+#[test]
+fn a_new_leader_gets_every_unanswered_request_with_its_backoff_restarted() {
+    let mut c = FrontEndConfig::new(wire(), 100, LEADER);
+    c.initial_rto_ms = 100;
+    c.min_rto_ms = 100;
+    c.max_rto_ms = 10_000;
+    c.replicas = vec![LEADER, NodeId(2)];
+    let mut fe = FrontEnd::new(c);
+    fe.submit(0, get(1));
+    let _ = fe.ready();
+    // The old leader is silent: the request backs off 100, 200, 400, 800 ms.
+    for t in [100, 300, 700, 1500] {
+        fe.tick(t);
+        let _ = fe.ready();
+    }
+    assert_eq!(fe.next_deadline(), Some(1500 + 1600));
+    // Replica 2 becomes coordinator of epoch 2.
+    let coordinator = Encoder::new(wire(), NodeId(2), 2)
+        .encode(&[Message::Coordinator])
+        .remove(0);
+    fe.handle_datagram(1600, &coordinator).unwrap();
+    let ready = fe.ready();
+    assert!(
+        ready.transmits.iter().any(|t| t.to == NodeId(2)),
+        "resent to the new leader at once"
+    );
+    assert_eq!(
+        fe.next_deadline(),
+        Some(1600 + 100),
+        "retried after the RTO, not after the old leader's backoff"
+    );
+}
