@@ -98,6 +98,10 @@ pub struct FrontEndReady {
     pub completions: Vec<Completion>,
     /// Replies to requests already completed as [`ClientOutcome::Unknown`].
     pub late_replies: Vec<(Seq, Reply)>,
+    /// The leader refused these (not executed: it reaches no majority). The
+    /// requests stay pending and are retried; a shell may tell a waiting
+    /// client now (see the crate docs on `Unavailable`).
+    pub unavailable: Vec<(Seq, String)>,
 }
 
 /// Counters for monitoring.
@@ -113,6 +117,8 @@ pub struct FrontEndStats {
     pub nack_resends: u64,
     /// Switches to a new leader.
     pub leader_changes: u64,
+    /// Requests a leader refused for want of a majority.
+    pub unavailable: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
     /// Messages sent in fragments.
@@ -155,6 +161,7 @@ pub struct FrontEnd {
     next_probe: u64,
     completions: Vec<Completion>,
     late_replies: Vec<(Seq, Reply)>,
+    unavailable: Vec<(Seq, String)>,
     stats: FrontEndStats,
 }
 
@@ -179,6 +186,7 @@ impl FrontEnd {
             next_probe: 0,
             completions: Vec::new(),
             late_replies: Vec::new(),
+            unavailable: Vec::new(),
             stats: FrontEndStats::default(),
             config,
         }
@@ -334,7 +342,7 @@ impl FrontEnd {
         match message {
             Message::Coordinator => self.follow(now_ms, from),
             Message::LeaderIs { leader } => self.follow(now_ms, leader),
-            Message::Reply { .. } | Message::RequestNack { .. } => {
+            Message::Reply { .. } | Message::RequestNack { .. } | Message::Unavailable { .. } => {
                 // Only a leader answers requests.
                 self.follow(now_ms, from);
                 self.handle_message(now_ms, message);
@@ -353,6 +361,14 @@ impl FrontEnd {
                         self.stats.nack_resends += 1;
                         self.transmit(now_ms, seq);
                     }
+                }
+            }
+            Message::Unavailable { seq, reason } => {
+                if self.pending.get(&seq).is_some_and(|p| p.sent.is_some()) {
+                    self.stats.unavailable += 1;
+                    self.unavailable.push((seq, reason));
+                } else {
+                    self.stats.unexpected += 1;
                 }
             }
             _ => self.stats.unexpected += 1,
@@ -475,6 +491,7 @@ impl FrontEnd {
         !(self.outbox.is_empty()
             && self.completions.is_empty()
             && self.late_replies.is_empty()
+            && self.unavailable.is_empty()
             && !self.probe)
     }
 
@@ -508,6 +525,7 @@ impl FrontEnd {
             transmits,
             completions: std::mem::take(&mut self.completions),
             late_replies: std::mem::take(&mut self.late_replies),
+            unavailable: std::mem::take(&mut self.unavailable),
         }
     }
 }

@@ -36,6 +36,7 @@ struct Cluster {
     queue: VecDeque<(u64, NodeId, NodeId, Vec<u8>)>,
     cut: BTreeSet<NodeId>,
     replies: BTreeMap<Seq, ClientOutcome>,
+    unavailable: Vec<Seq>,
 }
 
 impl Cluster {
@@ -67,6 +68,7 @@ impl Cluster {
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             replies: BTreeMap::new(),
+            unavailable: Vec::new(),
         }
     }
 
@@ -104,6 +106,8 @@ impl Cluster {
         for c in ready.completions {
             self.replies.insert(c.seq, c.outcome);
         }
+        self.unavailable
+            .extend(ready.unavailable.into_iter().map(|(seq, _)| seq));
         for t in ready.transmits {
             self.queue.push_back((now + 1, FE, t.to, t.bytes));
         }
@@ -307,4 +311,24 @@ fn a_wiped_replica_rejoins_by_snapshot() {
     assert_eq!(r.digest(), c.replica(NodeId(3)).digest());
     assert!(c.nodes[&NodeId(1)].base.is_some(), "by a snapshot");
     assert_eq!(c.answered(), 5);
+}
+
+#[test]
+fn a_leader_without_a_majority_refuses_and_serves_again_once_it_has_one() {
+    let mut c = Cluster::new();
+    c.submit(1);
+    c.run(100);
+    c.crash(NodeId(1));
+    c.crash(NodeId(2));
+    c.run(500);
+    assert_eq!(c.replica(NodeId(3)).view(c.now).members, vec![]);
+    let seq = c.submit(2);
+    c.run(700);
+    assert!(c.unavailable.contains(&seq), "the front end hears why");
+    assert_eq!(c.replica(NodeId(3)).applied(), 1, "nothing executed");
+    assert_eq!(c.answered(), 1);
+    c.restart(NodeId(2), false);
+    c.run(2_000);
+    assert_eq!(c.answered(), 2, "answered once a majority is back");
+    assert_eq!(c.replica(NodeId(2)).applied(), 2);
 }

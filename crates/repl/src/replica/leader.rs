@@ -526,6 +526,20 @@ impl LeaderState {
             }
             return;
         }
+        let reachable = 1 + self.backups.values().filter(|p| p.member).count();
+        if reachable < core.config.majority() {
+            // Executing now could only be undone: refuse, and say why.
+            core.stats.unavailable += 1;
+            let reason = format!(
+                "the leader reaches {reachable} of {} replicas, fewer than a majority",
+                core.config.group.len()
+            );
+            core.send(
+                NodeId::of_stream(stream),
+                Message::Unavailable { seq, reason },
+            );
+            return;
+        }
         if seq > head + 1 {
             if seq > head + core.config.max_holdback {
                 core.stats.beyond_holdback += 1;

@@ -264,6 +264,8 @@ pub struct ReplicaStats {
     pub members_added: u64,
     /// Requests dropped because this replica does not serve (yet).
     pub not_serving: u64,
+    /// Requests refused because the leader reaches no majority.
+    pub unavailable: u64,
 }
 
 /// What the shell must do after feeding inputs.

@@ -180,6 +180,10 @@ pub enum Message {
     },
     /// Replica to a front end: the leader of the header's epoch.
     LeaderIs { leader: NodeId },
+    /// Leader to front end: request `seq` was not executed, because this
+    /// leader does not reach a majority of the group (it will be, once it
+    /// does or another leader takes over; the front end keeps retrying).
+    Unavailable { seq: Seq, reason: String },
 }
 
 /// The message types, as the type byte of a frame.
@@ -201,6 +205,7 @@ pub enum MessageType {
     Fetch = 13,
     Sync = 14,
     LeaderIs = 15,
+    Unavailable = 16,
 }
 
 impl MessageType {
@@ -221,6 +226,7 @@ impl MessageType {
             13 => MessageType::Fetch,
             14 => MessageType::Sync,
             15 => MessageType::LeaderIs,
+            16 => MessageType::Unavailable,
             _ => return None,
         })
     }
@@ -244,6 +250,7 @@ impl Message {
             Message::Fetch { .. } => MessageType::Fetch,
             Message::Sync { .. } => MessageType::Sync,
             Message::LeaderIs { .. } => MessageType::LeaderIs,
+            Message::Unavailable { .. } => MessageType::Unavailable,
         }
     }
 }
