@@ -90,6 +90,13 @@
 //! can learn who leads. [`Replica::view`] shows the epoch, leader, members
 //! and the age of each peer's last datagram.
 //!
+//! A leader that reaches fewer than a majority of the group (itself and
+//! the backups of its view) executes nothing new: it answers `Unavailable`,
+//! which the front end lists in `FrontEndReady::unavailable` while it keeps
+//! the request pending (and retries it, so it executes at most once and in
+//! order once a majority is back). The request's completion still comes
+//! exactly once, as a reply or `ClientOutcome::Unknown`.
+//!
 //! Front end: `FrontEnd::new(config)`, then `submit(now, request) -> seq`,
 //! `handle_datagram(now, bytes)`, `tick(now)` at `next_deadline()`, and after
 //! each input drain `ready()`: `transmits` (to the leader it follows, and
