@@ -157,15 +157,23 @@ impl Checker {
     pub fn on_install(&mut self, replica: NodeId, snapshot: &crate::snapshot::Snapshot) {
         let position = snapshot.position;
         self.archive_log(replica);
-        let candidates = self
-            .logs
-            .iter()
-            .filter(|(id, l)| **id != replica && l.base == 0)
-            .map(|(_, l)| &l.entries)
-            .chain(self.archive.iter())
-            .chain(std::iter::once(&self.committed));
+        // The committed log first; else a log that agrees with it (logs
+        // that differ only in audit times have equal digests).
+        let committed = &self.committed;
+        let candidates = std::iter::once(committed)
+            .chain(
+                self.logs
+                    .iter()
+                    .filter(|(id, l)| **id != replica && l.base == 0)
+                    .map(|(_, l)| &l.entries),
+            )
+            .chain(self.archive.iter());
         let source = candidates.into_iter().find_map(|entries| {
             if (entries.len() as u64) < position {
+                return None;
+            }
+            let overlap = committed.len().min(position as usize);
+            if entries[..overlap] != committed[..overlap] {
                 return None;
             }
             let mut state = dcms_core::ClinicState::new();
@@ -302,6 +310,14 @@ impl Checker {
                         holding + wiped >= self.majority,
                         "{id} committed {p}, durable on only {holding} replicas"
                     );
+                    if std::env::var_os("DCMS_SIM_TRACE").is_some() {
+                        eprintln!(
+                            "committed {p} by {id} (epoch {}): {:?} at {}",
+                            r.epoch(),
+                            e.key,
+                            e.effect.audit.time_ms
+                        );
+                    }
                     self.committed.push(e);
                 }
                 log.checked = p;
