@@ -113,6 +113,7 @@ pub fn start_frontend(
         info!(frontend = id, stream, leader = %leader, "front end sequencer running with a new stream");
         loop {
             let sleep = clock.sleep_until(fe.next_deadline());
+            let flush = crate::link::flush_due(link.flush_at());
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(s) = rx.recv() => {
@@ -130,6 +131,7 @@ pub fn start_frontend(
                     }
                 }
                 _ = sleep => fe.tick(clock.now_ms()),
+                _ = flush => link.flush(),
                 _ = status_tick.tick() => {}
             }
             if adaptive_redundancy {

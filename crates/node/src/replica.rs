@@ -132,6 +132,7 @@ pub async fn run_replica(
     let mut status_tick = crate::status::ticker();
     loop {
         let sleep = clock.sleep_until(replica.next_deadline());
+        let flush = crate::link::flush_due(link.flush_at());
         tokio::select! {
             _ = &mut shutdown => break,
             (bytes, from) = link.recv() => {
@@ -169,6 +170,7 @@ pub async fn run_replica(
                 }
             }
             _ = sleep => replica.tick(clock.now_ms()),
+            _ = flush => link.flush(),
             _ = status_tick.tick() => {}
         }
         if config.adaptive_redundancy {

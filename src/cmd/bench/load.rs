@@ -58,7 +58,7 @@ pub struct LoadArgs {
     /// Kill the current leader with SIGKILL every SECS seconds (with --spawn;
     /// `dcms up` restarts it) and report each failover gap: the time from the
     /// kill to the first acknowledged write issued after it.
-    #[arg(long, requires = "spawn")]
+    #[arg(long, requires_all = ["spawn", "duration"])]
     kill_leader_every: Option<f64>,
 }
 
@@ -147,8 +147,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             anyhow::ensure!(every > 0.0, "--kill-leader-every must be positive");
             let (stop, kills) = (stop.clone(), kills.clone());
             let data_dir = cluster.data_dir.clone();
+            // No kill in the last stretch, so that every kill is followed by
+            // writes that measure its gap.
+            let last_kill = until.map(|u| u - Duration::from_secs_f64((every / 2.0).max(1.0)));
             Some(std::thread::spawn(move || {
-                kill_leaders(&data_dir, every, &stop, &kills)
+                kill_leaders(&data_dir, every, last_kill, &stop, &kills)
             }))
         }
         _ => None,
@@ -359,12 +362,13 @@ fn client_loop(
 fn kill_leaders(
     data_dir: &std::path::Path,
     every: f64,
+    last_kill: Option<Instant>,
     stop: &AtomicBool,
     kills: &Mutex<Vec<Instant>>,
 ) {
     let period = Duration::from_secs_f64(every);
     let mut next = Instant::now() + period;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && last_kill.is_none_or(|l| next <= l) {
         if Instant::now() < next {
             std::thread::sleep(Duration::from_millis(5));
             continue;
