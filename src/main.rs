@@ -37,6 +37,8 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Measure throughput and latency.
     Bench(cmd::bench::BenchArgs),
+    /// Hurt a local cluster under load (kill the leader, pause a backup) and check that nothing acknowledged is lost or doubled.
+    Chaos(cmd::chaos::ChaosArgs),
     /// Tools for tests and operators (store inspection, audit export).
     #[command(hide = true)]
     Debug(cmd::debug::DebugArgs),
@@ -46,7 +48,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Client(_) | Command::Bench(_) | Command::Status(_) | Command::Debug(_)
+        Command::Client(_)
+            | Command::Bench(_)
+            | Command::Chaos(_)
+            | Command::Status(_)
+            | Command::Debug(_)
     );
     cmd::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
@@ -56,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Client(a) => cmd::client::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Chaos(a) => cmd::chaos::run(a),
         Command::Debug(a) => cmd::debug::run(a),
     };
     match result {

@@ -162,6 +162,13 @@ pub fn start_frontend(
                     None => debug!(seq = c.seq, "completion without a waiter"),
                 }
             }
+            // The leader refused these for want of a majority; they stay
+            // pending and may still execute once a majority is back, so the
+            // client is not told "no effect": it waits, at most until the
+            // deadline (then TRANSIENT, COMPLETED_MAYBE).
+            if let Some((seq, why)) = ready.unavailable.first() {
+                warn!(seq, count = ready.unavailable.len(), why = %why, "the leader reaches no majority; requests wait");
+            }
             for (seq, _) in ready.late_replies {
                 info!(
                     seq,

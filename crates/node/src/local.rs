@@ -40,6 +40,17 @@ impl LocalCluster {
         args: &[String],
         quiet: bool,
     ) -> Result<LocalCluster, LocalClusterError> {
+        Self::start_logged(exe, data_dir, args, quiet, None)
+    }
+
+    /// Like [`LocalCluster::start`], with every process's log lines in `log`.
+    pub fn start_logged(
+        exe: &Path,
+        data_dir: Option<&Path>,
+        args: &[String],
+        quiet: bool,
+        log: Option<&Path>,
+    ) -> Result<LocalCluster, LocalClusterError> {
         let (dir, data_dir) = match data_dir {
             Some(d) => (None, d.to_path_buf()),
             None => {
@@ -61,6 +72,11 @@ impl LocalCluster {
             cmd.stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .env("RUST_LOG", "warn");
+        }
+        if let Some(log) = log {
+            let file = std::fs::File::create(log).map_err(LocalClusterError::TempDir)?;
+            let err = file.try_clone().map_err(LocalClusterError::TempDir)?;
+            cmd.stdout(file).stderr(err).env("RUST_LOG", "info");
         }
         let child = cmd.spawn().map_err(|source| LocalClusterError::Spawn {
             exe: exe.to_path_buf(),

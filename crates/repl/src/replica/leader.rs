@@ -72,6 +72,18 @@ struct BackupProgress {
     member: bool,
     /// When to resend the `Sync`.
     sync_at: Option<u64>,
+    /// `Sync`s sent without an acknowledgement: each retry waits twice as
+    /// long (see [`retry_after`]).
+    sync_tries: u32,
+}
+
+/// How long to wait before asking again after `tries` unanswered bulk
+/// transfers (a fetched log, a snapshot): `base` doubled per try, at most
+/// 256 times. A snapshot of tens of thousands of records is megabytes of
+/// datagrams; resending it every `base` milliseconds would restart it
+/// before it ever arrived.
+fn retry_after(base: u64, tries: u32) -> u64 {
+    base.saturating_mul(1 << tries.min(8))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +95,10 @@ enum Phase {
         best: NodeId,
         target: Position,
         at: u64,
+        /// Fetches sent so far: each retry waits twice as long (see
+        /// [`retry_after`]), since a whole log or snapshot takes time to
+        /// arrive and asking again restarts it.
+        tries: u32,
     },
     /// Bringing backups up to date until a majority holds the start.
     Syncing,
@@ -318,12 +334,13 @@ impl LeaderState {
             best,
             target: b.applied,
             at: now_ms,
+            tries: 0,
         };
         self.fetch(core, now_ms);
     }
 
     fn fetch(&mut self, core: &mut Core, now_ms: u64) {
-        let Phase::Fetching { best, .. } = self.phase else {
+        let Phase::Fetching { best, tries, .. } = self.phase else {
             return;
         };
         let b = self.reports[&best];
@@ -338,7 +355,8 @@ impl LeaderState {
         self.phase = Phase::Fetching {
             best,
             target: b.applied,
-            at: now_ms + core.config.retransmit_ms,
+            at: now_ms + retry_after(core.config.retransmit_ms, tries),
+            tries: tries + 1,
         };
     }
 
@@ -435,7 +453,8 @@ impl LeaderState {
             }
         };
         core.send(to, message);
-        p.sync_at = Some(now_ms + core.config.retransmit_ms);
+        p.sync_at = Some(now_ms + retry_after(core.config.retransmit_ms, p.sync_tries));
+        p.sync_tries += 1;
     }
 
     /// Serving starts once a majority holds the epoch's start durably.
@@ -639,6 +658,7 @@ impl LeaderState {
         }
         progress.synced = true;
         progress.sync_at = None;
+        progress.sync_tries = 0;
         if durable > progress.durable {
             progress.durable = durable;
             progress.resend_at =
@@ -702,6 +722,7 @@ impl LeaderState {
         // Only a backup synced in this epoch takes (and NACKs) appends.
         p.synced = true;
         p.sync_at = None;
+        p.sync_tries = 0;
         core.stats.nacks_received += 1;
         if missing.iter().any(|&q| q < core.recent_start()) {
             // Gone from memory: a snapshot instead.
