@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 pub enum OpMix {
     /// Only createDRecord (the comparison with etcd puts).
     Create,
+    /// createDRecord and createNRecord in turn (twice the ID space: 90,000
+    /// per kind), for long runs.
+    Creates,
     /// create 30%, edit 20%, transfer 10%, counts 20%, get 20%.
     Mixed,
 }
@@ -287,7 +290,7 @@ fn client_loop(
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let roll = (pick >> 33) % 100;
-        let create = mix == OpMix::Create || mine.is_empty() || roll < 30;
+        let create = mix != OpMix::Mixed || mine.is_empty() || roll < 30;
         let t = Instant::now();
         let outcome: Result<Option<(String, Clinic)>, CallError> = if create {
             let Request::CreateDoctor {
@@ -303,9 +306,19 @@ fn client_loop(
                 unreachable!("create_doctor makes doctors")
             };
             let clinic = Clinic::ALL[index % 3];
-            client
-                .create_d_record(
-                    &manager(clinic),
+            let m = manager(clinic);
+            let id = if mix == OpMix::Creates && pick % 2 == 1 {
+                client.create_n_record(
+                    &m,
+                    &first_name,
+                    &last_name,
+                    "senior",
+                    "active",
+                    "2024-02-29",
+                )
+            } else {
+                client.create_d_record(
+                    &m,
                     &first_name,
                     &last_name,
                     &address,
@@ -313,7 +326,8 @@ fn client_loop(
                     &specialization,
                     &location,
                 )
-                .map(|id| Some((id, clinic)))
+            };
+            id.map(|id| Some((id, clinic)))
         } else {
             let k = (pick >> 17) as usize % mine.len();
             let (id, clinic) = mine[k].clone();
