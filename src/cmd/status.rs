@@ -63,7 +63,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10}",
+        "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} HEARD FROM (replica:ms ago, ! suspected)",
         "PROCESS",
         "ROLE",
         "PID",
@@ -82,8 +82,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
+        let heard = s
+            .peers
+            .iter()
+            .filter(|p| p.replica && p.node != s.id)
+            .map(|p| {
+                format!(
+                    "{}:{}{}",
+                    p.node,
+                    p.heard_ms_ago,
+                    if p.suspected { "!" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         println!(
-            "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10}",
+            "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} {}",
             s.name,
             if *up { s.role.as_str() } else { "down" },
             s.pid,
@@ -96,6 +110,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
             s.digest.get(..8).unwrap_or("-"),
+            heard
         );
     }
     Ok(())
