@@ -920,6 +920,12 @@ impl Replica {
             "persisted {position} before it was handed out (up to {handed_out})"
         );
         self.core.durable = position;
+        self.after_durable(now_ms);
+    }
+
+    /// Lets the role act on a higher durable position (acknowledge,
+    /// commit, reply), then runs the common post-input work.
+    fn after_durable(&mut self, now_ms: u64) {
         match &mut self.role {
             RoleState::Leader(l) => l.on_persisted(&mut self.core, now_ms),
             RoleState::Backup(b) => b.on_persisted(&mut self.core),
@@ -937,11 +943,7 @@ impl Replica {
             .expect("installed without a snapshot to install");
         assert!(self.core.install.is_none(), "installed before handed out");
         self.core.durable = position;
-        match &mut self.role {
-            RoleState::Leader(l) => l.on_persisted(&mut self.core, now_ms),
-            RoleState::Backup(b) => b.on_persisted(&mut self.core),
-        }
-        self.after_input(now_ms);
+        self.after_durable(now_ms);
     }
 
     /// Fires every timer due at `now_ms`.
