@@ -230,7 +230,7 @@ impl Store {
                         .map_err(e)?;
                     }
                     SnapshotItem::Audit { position, entry } => {
-                        write_audit(&tx, position, &entry).map_err(e)?
+                        write_audit(&tx, position, &entry, None).map_err(e)?
                     }
                 }
             }

@@ -93,7 +93,37 @@ pub struct LogEntry {
     pub reply: Reply,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// The chained hash of a log up to a position: `H(0)` is all zeros,
+/// `H(p) = SHA-256(H(p - 1) | postcard(entry p))`. Two logs with the same
+/// hash at the same position hold the same entries up to it, whatever epoch
+/// wrote them (the replicas compare logs with it instead of sending
+/// snapshots).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogHash(pub [u8; 32]);
+
+impl LogHash {
+    /// The hash of the empty log.
+    pub const EMPTY: LogHash = LogHash([0; 32]);
+
+    /// The hash of this log extended by `entry`.
+    pub fn chain(&self, entry: &LogEntry) -> LogHash {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(postcard::to_allocvec(entry).expect("log entries always encode"));
+        LogHash(h.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for LogHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogHash({})", hex::encode(&self.0[..4]))
+    }
+}
+
+/// Version 2: `audit.chain` (the [`LogHash`] after each entry) and
+/// `chain_base` (the hash at an installed snapshot's position).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -137,7 +167,14 @@ CREATE TABLE IF NOT EXISTS audit (
     clinic     TEXT,
     operation  TEXT NOT NULL,
     arguments  TEXT NOT NULL,
-    outcome    TEXT NOT NULL
+    outcome    TEXT NOT NULL,
+    chain      BLOB                -- the LogHash after this entry
+);
+-- The LogHash at the position of the last installed snapshot (one row;
+-- NULL when the snapshot's sender did not know it).
+CREATE TABLE IF NOT EXISTS chain_base (
+    position INTEGER PRIMARY KEY,
+    hash     BLOB
 );
 ";
 
@@ -146,6 +183,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     last_applied: u64,
+    /// The log's hash at `last_applied` (`None` when unknown: a store of
+    /// schema version 1, or one restored from a backup).
+    log_hash: Option<LogHash>,
 }
 
 impl std::fmt::Debug for Store {
@@ -166,6 +206,7 @@ impl Store {
             conn,
             path,
             last_applied: 0,
+            log_hash: Some(LogHash::EMPTY),
         };
         store.init(sync)?;
         Ok(store)
@@ -192,6 +233,14 @@ impl Store {
         match version {
             None => self.set_meta("schema_version", SCHEMA_VERSION)?,
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(1) => {
+                // Version 1 kept no log hashes: the hash stays unknown until
+                // the next snapshot install.
+                self.conn
+                    .execute_batch("ALTER TABLE audit ADD COLUMN chain BLOB")
+                    .map_err(e)?;
+                self.set_meta("schema_version", SCHEMA_VERSION)?;
+            }
             Some(found) => {
                 return Err(StoreError::Schema {
                     path: self.path.clone(),
@@ -211,7 +260,45 @@ impl Store {
             })
             .map_err(|e| sql(&self.path, e))?;
         self.last_applied = (self.meta("last_applied")?.unwrap_or(0).max(audited)) as u64;
+        self.log_hash = self.read_log_hash()?;
         Ok(())
+    }
+
+    /// The log hash at `last_applied`: an installed snapshot's when it is
+    /// the last thing applied, else the last audit line's.
+    fn read_log_hash(&self) -> Result<Option<LogHash>> {
+        if self.last_applied == 0 {
+            return Ok(Some(LogHash::EMPTY));
+        }
+        let e = |e| sql(&self.path, e);
+        let at = self.last_applied as i64;
+        let base: Option<Option<Vec<u8>>> = self
+            .conn
+            .query_row(
+                "SELECT hash FROM chain_base WHERE position = ?1",
+                [at],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(e)?;
+        let bytes = match base {
+            Some(b) => b,
+            None => self
+                .conn
+                .query_row("SELECT chain FROM audit WHERE position = ?1", [at], |r| {
+                    r.get::<_, Option<Vec<u8>>>(0)
+                })
+                .optional()
+                .map_err(e)?
+                .flatten(),
+        };
+        Ok(bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok().map(LogHash)))
+    }
+
+    /// The chained hash of the log up to [`Store::last_applied`], when
+    /// known.
+    pub fn log_hash(&self) -> Option<LogHash> {
+        self.log_hash
     }
 
     fn meta(&self, key: &str) -> Result<Option<i64>> {
@@ -259,11 +346,13 @@ impl Store {
         let path = self.path.clone();
         let e = |e| sql(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
+        let mut hash = self.log_hash;
         for entry in entries {
             if let Some(change) = &entry.effect.change {
                 write_change(&tx, change).map_err(e)?;
             }
-            write_audit(&tx, entry.position, &entry.effect.audit).map_err(e)?;
+            hash = hash.map(|h| h.chain(entry));
+            write_audit(&tx, entry.position, &entry.effect.audit, hash.as_ref()).map_err(e)?;
             let reply = postcard::to_allocvec(&entry.reply).expect("replies always encode");
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO replies (stream, seq, position, reply) VALUES (?1, ?2, ?3, ?4)",
@@ -282,6 +371,7 @@ impl Store {
         // applied position (see `init`), and one page less per commit counts.
         tx.commit().map_err(e)?;
         self.last_applied = last.position;
+        self.log_hash = hash;
         Ok(())
     }
 
@@ -370,13 +460,15 @@ impl Store {
 
     /// Replaces the whole store with a snapshot's contents, in one
     /// transaction: the records, the stream heads and recent replies, and
-    /// the last applied position. Audit lines beyond `position` are dropped
-    /// (they belong to entries the group never committed); earlier ones are
-    /// kept. Refuses (writing nothing) when the records do not match
-    /// `digest`.
+    /// the last applied position and the log's hash there (`log_hash`).
+    /// Audit lines beyond `position` are dropped (they belong to entries the
+    /// group never committed); earlier ones are kept. Refuses (writing
+    /// nothing) when the records do not match `digest`.
+    #[allow(clippy::too_many_arguments)]
     pub fn install<'a>(
         &mut self,
         position: u64,
+        log_hash: Option<LogHash>,
         digest: StateDigest,
         records: &[Record],
         heads: &[RequestKey],
@@ -419,8 +511,15 @@ impl Store {
             [position as i64],
         )
         .map_err(e)?;
+        tx.execute("DELETE FROM chain_base", []).map_err(e)?;
+        tx.execute(
+            "INSERT INTO chain_base (position, hash) VALUES (?1, ?2)",
+            params![position as i64, log_hash.map(|h| h.0.to_vec())],
+        )
+        .map_err(e)?;
         tx.commit().map_err(e)?;
         self.last_applied = position;
+        self.log_hash = log_hash;
         Ok(())
     }
 
@@ -448,8 +547,11 @@ impl Store {
         &mut self.conn
     }
 
+    /// After a restore from a backup: the log's hash is not known (a
+    /// backup carries no log hashes).
     pub(crate) fn set_last_applied(&mut self, position: u64) {
         self.last_applied = position;
+        self.log_hash = None;
     }
 }
 
@@ -529,10 +631,11 @@ pub(crate) fn write_audit(
     conn: &Connection,
     position: u64,
     a: &AuditEntry,
+    chain: Option<&LogHash>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         position as i64,
@@ -542,6 +645,7 @@ pub(crate) fn write_audit(
         a.operation,
         a.arguments,
         a.outcome,
+        chain.map(|h| h.0.to_vec()),
     ])?;
     Ok(())
 }

@@ -115,5 +115,7 @@ fn install(store: &mut Store, s: &Snapshot) -> Result<(), dcms_core::StoreError>
             )
         })
     });
-    store.install(s.position, s.digest, &s.records, &heads, replies)
+    store.install(
+        s.position, s.log_hash, s.digest, &s.records, &heads, replies,
+    )
 }

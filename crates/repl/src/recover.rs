@@ -8,6 +8,7 @@
 use crate::ids::Position;
 use crate::replica::Meta;
 use crate::session::Sessions;
+use dcms_core::store::LogHash;
 use dcms_core::{ClinicState, RequestKey, Store, StoreError};
 
 /// Durable state a replica starts from.
@@ -16,6 +17,8 @@ pub struct Recovered {
     pub state: ClinicState,
     /// The last durably applied log position (0 when empty).
     pub last_applied: Position,
+    /// The log's chained hash at `last_applied`, when known.
+    pub log_hash: Option<LogHash>,
     /// Stream heads and recent replies, for duplicate detection.
     pub sessions: Sessions,
     /// The durable [`Meta`] the shell wrote last (`None` at the group's
@@ -29,6 +32,7 @@ impl Recovered {
         Recovered {
             state: ClinicState::new(),
             last_applied: 0,
+            log_hash: Some(LogHash::EMPTY),
             sessions: Sessions::new(reply_cache),
             meta: None,
         }
@@ -54,6 +58,7 @@ impl Recovered {
         Ok(Recovered {
             state: store.load_state()?,
             last_applied: store.last_applied(),
+            log_hash: store.log_hash(),
             sessions,
             meta: None,
         })

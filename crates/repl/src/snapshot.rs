@@ -11,6 +11,7 @@
 
 use crate::ids::{Position, Seq, StreamId};
 use crate::session::Sessions;
+use dcms_core::store::LogHash;
 use dcms_core::{ClinicState, Record, Reply, StateDigest};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,9 @@ pub struct StreamSnapshot {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub position: Position,
+    /// The sender's log hash at `position`, when known (the receiver's log
+    /// continues from it).
+    pub log_hash: Option<LogHash>,
     /// The digest of `records` (checked on install).
     pub digest: StateDigest,
     pub records: Vec<Record>,
@@ -35,9 +39,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The snapshot of `state` and `sessions` at `position`.
-    pub fn of(position: Position, state: &ClinicState, sessions: &Sessions) -> Snapshot {
+    pub fn of(
+        position: Position,
+        log_hash: Option<LogHash>,
+        state: &ClinicState,
+        sessions: &Sessions,
+    ) -> Snapshot {
         Snapshot {
             position,
+            log_hash,
             digest: state.digest(),
             records: state.records().cloned().collect(),
             streams: sessions.export(),

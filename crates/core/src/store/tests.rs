@@ -389,6 +389,7 @@ fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
     assert!(store
         .install(
             5,
+            Some(LogHash::EMPTY),
             StateDigest::default(),
             &records,
             &heads,
@@ -401,6 +402,7 @@ fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
     store
         .install(
             5,
+            Some(LogHash([7; 32])),
             group.digest(),
             &records,
             &heads,
@@ -442,4 +444,81 @@ fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
             .contains(&RequestKey { stream: 7, seq: 6 }),
         "a committed reply moves its stream's head"
     );
+}
+
+#[test]
+fn the_log_hash_chains_every_commit_and_survives_reopen_and_install() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[doctor("MTL0001", "Doe"), nurse("LVL0001", "Roe")],
+    );
+    let expected = entries.iter().fold(LogHash::EMPTY, |h, e| h.chain(e));
+    assert_ne!(expected, LogHash::EMPTY.chain(&entries[0]));
+    {
+        let mut store = open(&dir, "a.db");
+        assert_eq!(store.log_hash(), Some(LogHash::EMPTY));
+        store.commit(&entries[..1]).unwrap();
+        store.commit(&entries[1..]).unwrap();
+        assert_eq!(store.log_hash(), Some(expected));
+    }
+    let mut store = open(&dir, "a.db");
+    assert_eq!(store.log_hash(), Some(expected), "read back at reopen");
+    // An install at an earlier position sets the hash it brings, even where
+    // an audit line of the replaced log remains at that position.
+    let base = LogHash([9; 32]);
+    let one: Vec<Record> = state.records().take(1).cloned().collect();
+    let digest = StateDigest::of(&one);
+    store
+        .install(1, Some(base), digest, &one, &[], std::iter::empty())
+        .unwrap();
+    assert_eq!(store.log_hash(), Some(base));
+    drop(store);
+    let mut store = open(&dir, "a.db");
+    assert_eq!(store.log_hash(), Some(base), "the installed base wins");
+    let next = execute_all(
+        &mut ClinicState::from_records(one),
+        2,
+        &[doctor("DDO0001", "X")],
+    );
+    store.commit(&next).unwrap();
+    drop(store);
+    let store = open(&dir, "a.db");
+    assert_eq!(store.log_hash(), Some(base.chain(&next[0])));
+}
+
+#[test]
+fn a_version_1_store_gains_log_hashes_that_stay_unknown() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a.db");
+    let mut state = ClinicState::new();
+    let entries = execute_all(&mut state, 1, &[doctor("MTL0001", "Doe")]);
+    {
+        // A version 1 store: no chain column.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&SCHEMA.replace(
+            "    outcome    TEXT NOT NULL,\n    chain      BLOB                -- the LogHash after this entry\n",
+            "    outcome    TEXT NOT NULL\n",
+        ))
+        .unwrap();
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let mut store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.log_hash(), Some(LogHash::EMPTY), "empty: known");
+    store.commit(&entries).unwrap();
+    drop(store);
+    let store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.last_applied(), 1);
+    assert!(store.log_hash().is_some(), "written after the migration");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE audit SET chain = NULL", []).unwrap();
+    drop((store, conn));
+    let store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.log_hash(), None, "a line of version 1: unknown");
 }

@@ -24,6 +24,7 @@ use super::{Core, ViewEvent};
 use crate::ids::{Epoch, NodeId, Position};
 use crate::snapshot::Snapshot;
 use crate::wire::Message;
+use dcms_core::store::LogHash;
 use dcms_core::LogEntry;
 use std::collections::BTreeMap;
 
@@ -81,6 +82,7 @@ impl BackupState {
             applied: core.applied,
             durable: core.durable,
             amnesiac: core.meta.amnesiac,
+            log_hash: core.log_hash,
         };
         core.send(leader, join);
         self.join_at = Some(now_ms + core.config.retransmit_ms);
@@ -189,16 +191,24 @@ impl BackupState {
         to: NodeId,
         after: Position,
         snapshot: bool,
+        log_hash: Option<LogHash>,
     ) {
         if core.meta.amnesiac {
             // Our store was wiped: we hold nothing the leader may adopt.
             core.stats.unexpected += 1;
             return;
         }
-        let whole = snapshot
+        // A long suffix goes in parts of `max_transfer` entries: the leader
+        // asks again for the rest (a snapshot would cost far more).
+        // The leader's log is a prefix of ours when its hash at `after` is
+        // ours there, whatever epochs wrote them: then the suffix will do.
+        let prefix = core.log_matches(after, log_hash);
+        let differs =
+            log_hash.is_some() && core.hash_at(after).is_some() && core.hash_at(after) != log_hash;
+        let whole = (snapshot && !prefix)
+            || differs
             || after > core.applied
-            || after + 1 < core.recent_start()
-            || core.applied - after > core.config.max_transfer as u64;
+            || after + 1 < core.recent_start();
         let message = if whole {
             core.stats.snapshots_sent += 1;
             Message::Sync {
@@ -208,7 +218,8 @@ impl BackupState {
                 epoch_start: 0,
             }
         } else {
-            let entries = (after + 1..=core.applied)
+            let last = core.applied.min(after + core.config.max_transfer as u64);
+            let entries = (after + 1..=last)
                 .map(|p| core.entry(p).expect("in memory").clone())
                 .collect();
             Message::Sync {
@@ -344,10 +355,11 @@ impl BackupState {
         if self.elect_soon {
             return core.born;
         }
-        match core.meta.leader {
-            Some(l) if l != core.me() => Some(core.leader_heard + core.config.suspect_ms),
-            _ => core.born,
-        }
+        // A replica that led before a restart (its meta names itself) waits
+        // like any backup: within `suspect_ms` the current leader's
+        // heartbeat of a newer epoch shows up and it follows; electing at
+        // once would depose a serving leader with a stale log.
+        Some(core.leader_heard + core.config.suspect_ms)
     }
 
     fn tick_election(&mut self, core: &mut Core, now_ms: u64) -> bool {

@@ -171,9 +171,14 @@ impl Cluster {
             sessions.record(e);
         }
         let last = node.base.as_ref().map_or(0, |s| s.position) + node.log.len() as u64;
+        let base_hash = node
+            .base
+            .as_ref()
+            .map_or(Some(LogHash::EMPTY), |s| s.log_hash);
         let recovered = Recovered {
             state,
             last_applied: last,
+            log_hash: base_hash.map(|b| node.log.iter().fold(b, |h, e| h.chain(e))),
             sessions,
             meta: node.meta,
         };
@@ -331,4 +336,82 @@ fn a_leader_without_a_majority_refuses_and_serves_again_once_it_has_one() {
     c.run(2_000);
     assert_eq!(c.answered(), 2, "answered once a majority is back");
     assert_eq!(c.replica(NodeId(2)).applied(), 2);
+}
+
+fn snapshots_sent(c: &Cluster) -> u64 {
+    c.nodes
+        .values()
+        .filter_map(|n| n.replica.as_ref())
+        .map(|r| r.stats().snapshots_sent)
+        .sum()
+}
+
+#[test]
+fn a_restarted_former_leader_follows_the_serving_leader_instead_of_deposing_it() {
+    let mut c = Cluster::new();
+    for n in 1..=3 {
+        c.submit(n);
+    }
+    c.run(200);
+    c.crash(NodeId(3));
+    c.run(1_000);
+    assert_eq!(c.serving(), vec![NodeId(2)]);
+    let epoch = c.replica(NodeId(2)).epoch();
+    c.restart(NodeId(3), false);
+    // It waits for the group instead of taking a new epoch with its stale
+    // log at once (which made the serving leader step down and the new
+    // one fetch a snapshot) ...
+    c.run(1_005);
+    let r = c.replica(NodeId(3));
+    assert_eq!(r.stats().elections, 0, "no election of its own");
+    assert_eq!(r.stats().became_leader, 0);
+    assert_eq!(c.serving(), vec![NodeId(2)], "the leader keeps serving");
+    // ... and the serving leader's next heartbeat makes it a backup of it
+    // (here it catches up so fast that it may already have bullied back,
+    // in a newer epoch than the one it found).
+    c.run(1_000 + DEFAULT_HEARTBEAT_MS + 5);
+    let r = c.replica(NodeId(3));
+    assert!(
+        r.leader() == Some(NodeId(2)) && r.epoch() == epoch || r.epoch() > epoch,
+        "{:?} in {}",
+        r.leader(),
+        r.epoch()
+    );
+    c.run(3_000);
+    assert_eq!(snapshots_sent(&c), 0, "suffixes only");
+    c.submit(4);
+    c.run(3_500);
+    assert_eq!(c.answered(), 4);
+}
+
+#[test]
+fn a_new_leader_whose_log_is_the_adopted_one_under_an_older_log_epoch_fetches_no_snapshot() {
+    let mut c = Cluster::new();
+    for n in 1..=5 {
+        c.submit(n);
+    }
+    c.run(200);
+    assert_eq!(c.answered(), 5);
+    // Replica 2 takes over at position 5; replica 1 joins its epoch.
+    c.crash(NodeId(3));
+    c.run(1_000);
+    assert_eq!(c.serving(), vec![NodeId(2)]);
+    let epoch = c.replica(NodeId(2)).epoch();
+    assert_eq!(c.replica(NodeId(1)).meta().log_epoch, epoch);
+    // Replica 2 dies before writing anything; replica 3 comes back with
+    // the same five entries under the first epoch's log epoch.
+    c.crash(NodeId(2));
+    c.restart(NodeId(3), false);
+    let (r1, r3) = (c.replica(NodeId(1)), c.replica(NodeId(3)));
+    assert_eq!((r3.applied(), r3.meta().log_epoch), (5, 1));
+    assert_eq!(r1.applied(), 5);
+    assert_eq!(r1.log_hash(), r3.log_hash(), "the same log");
+    c.run(2_500);
+    assert_eq!(c.serving(), vec![NodeId(3)]);
+    assert_eq!(snapshots_sent(&c), 0, "equal log hashes: nothing to fetch");
+    assert!(c.nodes.values().all(|n| n.base.is_none()), "no install");
+    c.submit(6);
+    c.run(3_000);
+    assert_eq!(c.answered(), 6);
+    assert_eq!(c.replica(NodeId(1)).digest(), c.replica(NodeId(3)).digest());
 }

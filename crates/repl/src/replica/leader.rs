@@ -38,6 +38,7 @@ use crate::recover::Recovered;
 use crate::session::Lookup;
 use crate::snapshot::Snapshot;
 use crate::wire::Message;
+use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Request, RequestKey, StateDigest};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -55,6 +56,8 @@ pub(super) struct Report {
     pub applied: Position,
     pub durable: Position,
     pub amnesiac: bool,
+    /// The log's chained hash at `applied`, when known.
+    pub log_hash: Option<LogHash>,
 }
 
 /// What the leader knows of one backup.
@@ -88,8 +91,11 @@ fn retry_after(base: u64, tries: u32) -> u64 {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// Waiting for a majority's `Join`.
-    Collecting,
+    /// Waiting for a majority's `Join`, and until `until` for the `Join`
+    /// of every replica not suspected (see [`LeaderState::maybe_choose`]).
+    Collecting {
+        until: Option<u64>,
+    },
     /// Fetching the most advanced log from `best`, up to `target`.
     Fetching {
         best: NodeId,
@@ -195,6 +201,7 @@ impl LeaderState {
                 applied: core.applied,
                 durable: core.durable,
                 amnesiac: false,
+                log_hash: core.log_hash,
             },
         );
         let mut l = LeaderState {
@@ -207,7 +214,9 @@ impl LeaderState {
                 .collect(),
             held: BTreeMap::new(),
             nack_at: BTreeMap::new(),
-            phase: Phase::Collecting,
+            phase: Phase::Collecting {
+                until: Some(now_ms + core.config.election_ms),
+            },
             reports,
             base_log_epoch: 0,
             epoch_start: 0,
@@ -233,6 +242,19 @@ impl LeaderState {
             core.stats.unexpected += 1;
             return;
         };
+        if matches!(self.phase, Phase::Syncing | Phase::Serving)
+            && !p.synced
+            && p.sync_at.is_some()
+            && p.report == Some(report)
+        {
+            // The same log again while our `Sync` to it is under way: a
+            // backup repeats its `Join` every `retransmit_ms` until synced,
+            // and answering each with a new `Sync` would restart a snapshot
+            // of megabytes every few milliseconds. The `Sync` is resent when
+            // its backoff expires (see `tick`).
+            core.stats.duplicate_joins += 1;
+            return;
+        }
         if p.member {
             p.member = false;
             core.stats.members_removed += 1;
@@ -247,7 +269,7 @@ impl LeaderState {
             ..BackupProgress::default()
         };
         match self.phase {
-            Phase::Collecting => {
+            Phase::Collecting { .. } => {
                 self.reports.insert(from, report);
                 self.maybe_choose(core, now_ms);
             }
@@ -257,7 +279,7 @@ impl LeaderState {
                 if from == best && changed {
                     // The most advanced replica restarted (or lost its
                     // store): choose again.
-                    self.phase = Phase::Collecting;
+                    self.phase = Phase::Collecting { until: None };
                     self.maybe_choose(core, now_ms);
                 }
             }
@@ -307,8 +329,15 @@ impl LeaderState {
         }
     }
 
-    /// With a majority's logs: adopt the most advanced.
+    /// With a majority's logs: adopt the most advanced. A replica that is
+    /// alive (not suspected) gets until `Collecting::until` to report too:
+    /// when a live leader is deposed (a higher replica bullies back), its
+    /// log holds entries no one else has yet, and adopting a log without
+    /// them would leave it diverged (a snapshot instead of a suffix).
     fn maybe_choose(&mut self, core: &mut Core, now_ms: u64) {
+        let Phase::Collecting { until } = self.phase else {
+            return;
+        };
         let counted: Vec<(NodeId, Report)> = self
             .reports
             .iter()
@@ -316,6 +345,14 @@ impl LeaderState {
             .map(|(&n, &r)| (n, r))
             .collect();
         if counted.len() < core.config.majority() {
+            return;
+        }
+        let missing_live = core
+            .config
+            .group
+            .iter()
+            .any(|&n| !self.reports.contains_key(&n) && !core.suspected(n, now_ms));
+        if missing_live && until.is_some_and(|u| now_ms < u) {
             return;
         }
         let me = core.me();
@@ -326,7 +363,11 @@ impl LeaderState {
             .expect("a majority is not empty");
         self.base_log_epoch = b.log_epoch;
         let mine = self.reports[&me];
-        if best == me || (mine.log_epoch, mine.applied) == (b.log_epoch, b.applied) {
+        // The same hash at the same position: the same log, whatever its
+        // epoch (a former leader restarted at the start of the next epoch).
+        let same_log =
+            mine.applied == b.applied && mine.log_hash.is_some() && mine.log_hash == b.log_hash;
+        if best == me || (mine.log_epoch, mine.applied) == (b.log_epoch, b.applied) || same_log {
             self.start_syncing(core, now_ms);
             return;
         }
@@ -350,6 +391,7 @@ impl LeaderState {
             Message::Fetch {
                 after: core.applied,
                 snapshot: !prefix,
+                log_hash: core.log_hash,
             },
         );
         self.phase = Phase::Fetching {
@@ -389,6 +431,7 @@ impl LeaderState {
             core.stats.unexpected += 1;
             return;
         }
+        let before = core.applied;
         for e in entries {
             if e.position == core.applied + 1 {
                 core.apply(e);
@@ -396,6 +439,15 @@ impl LeaderState {
         }
         if core.applied >= target {
             self.start_syncing(core, now_ms);
+        } else if core.applied > before {
+            // One part of a long suffix: ask for the next at once.
+            self.phase = Phase::Fetching {
+                best,
+                target,
+                at: now_ms,
+                tries: 0,
+            };
+            self.fetch(core, now_ms);
         }
     }
 
@@ -422,9 +474,13 @@ impl LeaderState {
     fn send_sync(&mut self, core: &mut Core, now_ms: u64, to: NodeId) {
         let p = self.backups.get_mut(&to).expect("known backup");
         let Some(r) = p.report else { return };
+        // Its log is a prefix of ours when it joined in this epoch, or its
+        // log is of the adopted epoch and ends before this epoch's start, or
+        // it holds our log's hash at its last position.
         let prefix = !r.amnesiac
             && (r.log_epoch == core.epoch()
-                || (r.log_epoch == self.base_log_epoch && r.applied <= self.epoch_start))
+                || (r.log_epoch == self.base_log_epoch && r.applied <= self.epoch_start)
+                || core.log_matches(r.applied, r.log_hash))
             && r.applied <= core.applied
             && r.applied + 1 >= core.recent_start();
         let message = if prefix {
@@ -452,9 +508,22 @@ impl LeaderState {
                 epoch_start: self.epoch_start,
             }
         };
+        let bulk = matches!(
+            message,
+            Message::Sync {
+                snapshot: Some(_),
+                ..
+            }
+        );
         core.send(to, message);
-        p.sync_at = Some(now_ms + retry_after(core.config.retransmit_ms, p.sync_tries));
-        p.sync_tries += 1;
+        if bulk {
+            // A snapshot takes long to arrive: resending it soon restarts it.
+            p.sync_at = Some(now_ms + retry_after(core.config.retransmit_ms, p.sync_tries));
+            p.sync_tries += 1;
+        } else {
+            p.sync_at = Some(now_ms + core.config.retransmit_ms);
+            p.sync_tries = 0;
+        }
     }
 
     /// Serving starts once a majority holds the epoch's start durably.
@@ -642,7 +711,10 @@ impl LeaderState {
         applied: Position,
         digest: StateDigest,
     ) {
-        if matches!(self.phase, Phase::Collecting | Phase::Fetching { .. }) {
+        if matches!(
+            self.phase,
+            Phase::Collecting { .. } | Phase::Fetching { .. }
+        ) {
             core.stats.unexpected += 1;
             return;
         }
@@ -752,6 +824,7 @@ impl LeaderState {
                 applied: 0,
                 durable: 0,
                 amnesiac: false,
+                log_hash: None,
             }),
             ..BackupProgress::default()
         };
@@ -848,7 +921,13 @@ impl LeaderState {
 
     pub(super) fn tick(&mut self, core: &mut Core, now_ms: u64) {
         match self.phase {
-            Phase::Collecting => return,
+            Phase::Collecting { until } => {
+                if until.is_some_and(|u| u <= now_ms) {
+                    self.phase = Phase::Collecting { until: None };
+                    self.maybe_choose(core, now_ms);
+                }
+                return;
+            }
             Phase::Fetching { at, .. } => {
                 if at <= now_ms {
                     self.fetch(core, now_ms);
@@ -926,6 +1005,7 @@ impl LeaderState {
     pub(super) fn next_deadline(&self, core: &Core) -> Option<u64> {
         let fetch = match self.phase {
             Phase::Fetching { at, .. } => Some(at),
+            Phase::Collecting { until } => until,
             _ => None,
         };
         let active = matches!(self.phase, Phase::Syncing | Phase::Serving);

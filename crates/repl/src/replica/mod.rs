@@ -49,6 +49,7 @@ use crate::wire::{
     Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
 };
 use backup::BackupState;
+use dcms_core::store::LogHash;
 use dcms_core::{ClinicState, LogEntry, StateDigest};
 use leader::LeaderState;
 use std::collections::{BTreeMap, VecDeque};
@@ -106,7 +107,8 @@ pub struct ReplicaConfig {
     /// Applied entries every replica keeps in memory for catch-up; a replica
     /// further behind gets a snapshot. At least `max_window`.
     pub log_keep: usize,
-    /// Entries sent in one state transfer at most; beyond, a snapshot.
+    /// Entries sent in one answer to a `Fetch` at most; a longer suffix
+    /// travels in several (the leader fetches again).
     pub max_transfer: usize,
 }
 
@@ -259,6 +261,8 @@ pub struct ReplicaStats {
     pub elections: u64,
     pub became_leader: u64,
     pub snapshots_sent: u64,
+    /// `Join`s ignored because a `Sync` for the same log is under way.
+    pub duplicate_joins: u64,
     pub snapshots_installed: u64,
     pub members_removed: u64,
     pub members_added: u64,
@@ -316,6 +320,13 @@ struct Core {
     max_seen: Epoch,
     /// The last applied entries, positions `applied - len + 1 ..= applied`.
     recent: VecDeque<LogEntry>,
+    /// The log's chained hash after each entry of `recent` (same length).
+    recent_hashes: VecDeque<LogHash>,
+    /// The log's hash at `recent_start() - 1`, when known.
+    hash_before_recent: Option<LogHash>,
+    /// The log's hash at `applied`, when known (a store without hashes, or
+    /// a restore from a backup, does not know it until a snapshot comes).
+    log_hash: Option<LogHash>,
     /// When each peer (replica or front end) was last heard from.
     heard: BTreeMap<NodeId, u64>,
     /// Front ends heard from (to announce a new leader to).
@@ -363,9 +374,13 @@ impl Core {
         self.state.apply(&entry.effect);
         self.sessions.record(&entry);
         self.applied = entry.position;
+        self.log_hash = self.log_hash.map(|h| h.chain(&entry));
         self.recent.push_back(entry.clone());
+        self.recent_hashes
+            .push_back(self.log_hash.unwrap_or_default());
         while self.recent.len() > self.config.log_keep {
             self.recent.pop_front();
+            self.hash_before_recent = self.recent_hashes.pop_front();
         }
         self.persist.push(entry);
     }
@@ -373,6 +388,28 @@ impl Core {
     /// The first position still in the in-memory log.
     fn recent_start(&self) -> Position {
         self.applied + 1 - self.recent.len() as u64
+    }
+
+    /// The log's chained hash at `position`, when this replica knows it
+    /// (positions `recent_start() - 1 ..= applied`).
+    fn hash_at(&self, position: Position) -> Option<LogHash> {
+        self.log_hash?;
+        let start = self.recent_start();
+        if position == self.applied {
+            self.log_hash
+        } else if position + 1 == start {
+            self.hash_before_recent
+        } else if position >= start && position < self.applied {
+            Some(self.recent_hashes[(position - start) as usize])
+        } else {
+            None
+        }
+    }
+
+    /// True when this replica's log holds `hash` at `position`: the two
+    /// logs are the same up to there.
+    fn log_matches(&self, position: Position, hash: Option<LogHash>) -> bool {
+        hash.is_some() && self.hash_at(position) == hash
     }
 
     fn entry(&self, position: Position) -> Option<&LogEntry> {
@@ -392,6 +429,9 @@ impl Core {
         self.state = state;
         self.sessions = sessions;
         self.applied = snapshot.position;
+        self.log_hash = snapshot.log_hash;
+        self.hash_before_recent = snapshot.log_hash;
+        self.recent_hashes.clear();
         self.durable = 0;
         self.recent.clear();
         self.persist.clear();
@@ -408,7 +448,7 @@ impl Core {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot::of(self.applied, &self.state, &self.sessions)
+        Snapshot::of(self.applied, self.log_hash, &self.state, &self.sessions)
     }
 
     fn is_replica(&self, node: NodeId) -> bool {
@@ -505,6 +545,9 @@ impl Replica {
                 meta,
                 meta_dirty: true,
                 recent: VecDeque::new(),
+                recent_hashes: VecDeque::new(),
+                hash_before_recent: recovered.log_hash,
+                log_hash: recovered.log_hash,
                 heard: BTreeMap::new(),
                 frontends: BTreeMap::new(),
                 born: None,
@@ -560,6 +603,11 @@ impl Replica {
     /// Highest position applied in memory.
     pub fn applied(&self) -> Position {
         self.core.applied
+    }
+
+    /// The log's chained hash at [`Replica::applied`], when known.
+    pub fn log_hash(&self) -> Option<LogHash> {
+        self.core.log_hash
     }
 
     /// Highest position known durable here.
@@ -789,6 +837,7 @@ impl Replica {
                     applied,
                     durable,
                     amnesiac,
+                    log_hash,
                 },
             ) if from_replica => l.on_join(
                 &mut self.core,
@@ -799,6 +848,7 @@ impl Replica {
                     applied,
                     durable,
                     amnesiac,
+                    log_hash,
                 },
             ),
             (
@@ -838,10 +888,15 @@ impl Replica {
                 entries,
                 epoch_start,
             ),
-            (RoleState::Backup(b), Message::Fetch { after, snapshot })
-                if Some(from) == self.core.meta.leader =>
-            {
-                b.on_fetch(&mut self.core, from, after, snapshot)
+            (
+                RoleState::Backup(b),
+                Message::Fetch {
+                    after,
+                    snapshot,
+                    log_hash,
+                },
+            ) if Some(from) == self.core.meta.leader => {
+                b.on_fetch(&mut self.core, from, after, snapshot, log_hash)
             }
             (
                 RoleState::Backup(b),
@@ -872,6 +927,7 @@ impl Replica {
                     applied,
                     durable,
                     amnesiac: log_epoch == 0,
+                    log_hash: None,
                 },
             ),
             (_, Message::Heartbeat { .. }) if from_replica => {}
@@ -1081,6 +1137,11 @@ impl Replica {
         assert!(
             c.recent.len() <= c.config.log_keep,
             "in-memory log beyond its bound"
+        );
+        assert_eq!(
+            c.recent.len(),
+            c.recent_hashes.len(),
+            "a hash for every in-memory entry"
         );
         if let Some(last) = c.recent.back() {
             assert_eq!(last.position, c.applied, "in-memory log ends at applied");

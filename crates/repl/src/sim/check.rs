@@ -23,6 +23,7 @@ use crate::frontend::{ClientOutcome, Completion, FrontEnd};
 use crate::ids::{Epoch, NodeId, Position, Seq};
 use crate::replica::{Replica, Role};
 use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, VERSION};
+use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Reply, RequestKey};
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -31,8 +32,11 @@ use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// One replica's applied log as the checker saw it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ReplicaLog {
+    /// The chained hash of the log at `applied()`, computed here from the
+    /// entries (from an installed snapshot's hash when its log is unknown).
+    hash: Option<LogHash>,
     /// Installed snapshot position: entries up to it are not known here.
     base: Position,
     /// Entries `base + 1 ..`.
@@ -42,6 +46,22 @@ struct ReplicaLog {
     /// A snapshot replaced the log since the last restart (the disk may
     /// still hold the log it replaced).
     installed: Option<Position>,
+}
+
+impl Default for ReplicaLog {
+    fn default() -> ReplicaLog {
+        ReplicaLog {
+            hash: Some(LogHash::EMPTY),
+            base: 0,
+            entries: Vec::new(),
+            checked: 0,
+            installed: None,
+        }
+    }
+}
+
+fn chain_of(base: Option<LogHash>, entries: &[LogEntry]) -> Option<LogHash> {
+    base.map(|b| entries.iter().fold(b, |h, e| h.chain(e)))
 }
 
 impl ReplicaLog {
@@ -147,6 +167,7 @@ impl Checker {
                 log.applied() + 1,
                 "{replica} applies out of log order"
             );
+            log.hash = log.hash.map(|h| h.chain(e));
             log.entries.push(e.clone());
         }
     }
@@ -180,17 +201,23 @@ impl Checker {
             for e in &entries[..position as usize] {
                 state.apply(&e.effect);
             }
-            (state.digest() == snapshot.digest).then(|| entries[..position as usize].to_vec())
+            // The very log it was taken from: its hash matches too.
+            let log = &entries[..position as usize];
+            (state.digest() == snapshot.digest
+                && chain_of(Some(LogHash::EMPTY), log) == snapshot.log_hash)
+                .then(|| log.to_vec())
         });
         let log = self.logs.entry(replica).or_default();
         *log = match source {
             Some(entries) => ReplicaLog {
+                hash: chain_of(Some(LogHash::EMPTY), &entries),
                 base: 0,
                 entries,
                 checked: 0,
                 installed: Some(position),
             },
             None => ReplicaLog {
+                hash: snapshot.log_hash,
                 base: position,
                 entries: Vec::new(),
                 checked: position,
@@ -232,13 +259,19 @@ impl Checker {
             let mut entries = log.entries[..base as usize].to_vec();
             entries.extend(disk.entries.iter().cloned());
             ReplicaLog {
+                hash: chain_of(Some(LogHash::EMPTY), &entries),
                 base: 0,
                 entries,
                 checked: checked.min(disk.durable_position()),
                 installed: None,
             }
         } else {
+            let base_hash = disk
+                .base
+                .as_ref()
+                .map_or(Some(LogHash::EMPTY), |s| s.log_hash);
             ReplicaLog {
+                hash: chain_of(base_hash, &disk.entries),
                 base,
                 entries: disk.entries.clone(),
                 checked: checked.min(disk.durable_position()).max(base),
@@ -266,6 +299,8 @@ impl Checker {
             }
             let log = self.logs.entry(*id).or_default();
             assert_eq!(r.applied(), log.applied(), "{id}'s applied position");
+            assert_eq!(r.log_hash(), log.hash, "{id}'s log hash");
+            assert!(r.log_hash().is_some(), "every log hash is known here");
             if !r.installing() {
                 let durable = disks[id].durable_position();
                 assert_eq!(r.durable(), durable, "{id}'s durable position");
@@ -273,6 +308,20 @@ impl Checker {
                     r.committed() <= r.durable(),
                     "{id} knows of commits beyond its disk"
                 );
+            }
+        }
+        // The same log hash at the same position means the same log, so
+        // the same state.
+        for (a, ra) in replicas {
+            for (b, rb) in replicas.range(*a..).skip(1) {
+                if ra.applied() == rb.applied() && ra.log_hash() == rb.log_hash() {
+                    assert_eq!(
+                        ra.digest(),
+                        rb.digest(),
+                        "{a} and {b} share a log hash at {} but not the state",
+                        ra.applied()
+                    );
+                }
             }
         }
         // Committed logs never diverge: extend the group's committed log

@@ -13,6 +13,7 @@ use crate::recover::Recovered;
 use crate::replica::Meta;
 use crate::session::Sessions;
 use crate::snapshot::Snapshot;
+use dcms_core::store::LogHash;
 use dcms_core::{ClinicState, LogEntry};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -180,9 +181,14 @@ impl Disk {
         for e in &self.entries {
             sessions.record(e);
         }
+        let base_hash = self
+            .base
+            .as_ref()
+            .map_or(Some(LogHash::EMPTY), |s| s.log_hash);
         Recovered {
             state: self.replay_onto(state),
             last_applied: self.durable_position(),
+            log_hash: base_hash.map(|b| self.entries.iter().fold(b, |h, e| h.chain(e))),
             sessions,
             meta: self.meta,
         }

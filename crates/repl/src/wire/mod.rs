@@ -32,6 +32,7 @@ pub use codec::{Decoder, Encoder};
 pub use fragment::Reassembler;
 
 use crate::ids::{ClusterId, Epoch, NodeId, Position, Seq};
+use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Reply, Request, StateDigest};
 use serde::{Deserialize, Serialize};
 
@@ -159,16 +160,23 @@ pub enum Message {
     Coordinator,
     /// Replica to the leader of its epoch: my log, for state transfer.
     /// `amnesiac`: my store was wiped (I do not count towards a majority
-    /// until synced).
+    /// until synced). `log_hash`: my log's chained hash at `applied`, when
+    /// known (the same hash at the same position means the same log).
     Join {
         log_epoch: Epoch,
         applied: Position,
         durable: Position,
         amnesiac: bool,
+        log_hash: Option<LogHash>,
     },
     /// New leader to the most advanced replica: send me your log after
-    /// `after` (or, when `snapshot`, your whole state).
-    Fetch { after: Position, snapshot: bool },
+    /// `after` (or, when `snapshot`, your whole state, unless your log's
+    /// hash at `after` is `log_hash`: then mine is a prefix of yours).
+    Fetch {
+        after: Position,
+        snapshot: bool,
+        log_hash: Option<LogHash>,
+    },
     /// State transfer: keep your log up to `trust` (or install `snapshot`
     /// first), then apply `entries`. `epoch_start` is the position the
     /// epoch's log starts from.
