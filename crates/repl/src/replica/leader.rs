@@ -5,8 +5,11 @@
 //! logs of a majority (`Join`: log epoch and positions; replicas whose store
 //! was wiped do not count). It adopts the most advanced log, the highest
 //! `(log_epoch, applied)`, fetching it from its holder when that is another
-//! replica (`Fetch`, answered by a `Sync` with the missing suffix, or a
-//! snapshot when the logs may differ). That log's end is the epoch's start.
+//! replica (`Fetch`, answered by a `Sync` with the missing suffix, in parts
+//! of `max_transfer` entries, or a snapshot when the logs may differ: the
+//! log hashes tell). A coordinator waits up to `election_ms` for the `Join`
+//! of every replica it does not suspect. That log's end is the epoch's
+//! start.
 //! Every joined backup then gets a `Sync`: keep your log up to where it is a
 //! prefix of ours and take these entries, or install this snapshot. Once a
 //! majority holds the start durably, everything up to it is committed and

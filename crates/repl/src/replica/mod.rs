@@ -26,6 +26,11 @@
 //! replica's log is a prefix of; it is raised only once the replica holds
 //! the epoch's starting log durably, and it is durable ([`Meta`]) with the
 //! promised epoch, so a restarted replica never follows an older leader.
+//! Every replica also keeps the chained hash of its log
+//! ([`dcms_core::store::LogHash`], durable with each entry): `Join` and
+//! `Fetch` carry it, and a log that holds the other's hash at the other's
+//! last position is known to extend it whatever the log epochs, so only the
+//! suffix travels (no snapshot).
 //!
 //! Invariants (asserted): `durable <= applied`; persistence is requested for
 //! every applied position exactly once, in order; a serving leader's window
