@@ -415,3 +415,63 @@ fn a_new_leader_whose_log_is_the_adopted_one_under_an_older_log_epoch_fetches_no
     assert_eq!(c.answered(), 6);
     assert_eq!(c.replica(NodeId(1)).digest(), c.replica(NodeId(3)).digest());
 }
+
+/// A backup that restarts while this epoch's leader serves keeps its log
+/// when an old snapshot of that leader (a datagram delayed, or duplicated,
+/// across the restart) reaches it: installing it would take back entries
+/// that an acknowledgement it sent before the crash, maybe still in flight,
+/// tells the leader it holds. It restarts synced, its durable log epoch
+/// being the epoch; the model check (`crates/model`, mutation
+/// `RestartUnsynced`) shows what goes wrong otherwise.
+#[test]
+fn a_restarted_backup_ignores_an_older_snapshot_of_its_own_epoch() {
+    let mut c = Cluster::new();
+    for n in 1..=2 {
+        c.submit(n);
+    }
+    c.run(200);
+    assert_eq!(c.answered(), 2);
+    // The leader's state at position 2, as a snapshot it could have sent.
+    let leader = c.replica(NodeId(3));
+    let (epoch, stale_hash) = (leader.epoch(), leader.log_hash());
+    let mut state = ClinicState::new();
+    let mut sessions = Sessions::new(64);
+    for e in &c.nodes[&NodeId(3)].log {
+        state.apply(&e.effect);
+        sessions.record(e);
+    }
+    let stale = crate::snapshot::Snapshot::of(2, stale_hash, &state, &sessions);
+    for n in 3..=4 {
+        c.submit(n);
+    }
+    c.run(400);
+    assert_eq!(c.answered(), 4);
+    let b = c.replica(NodeId(1));
+    assert_eq!((b.durable(), b.meta().log_epoch), (4, epoch));
+    c.crash(NodeId(1));
+    c.restart(NodeId(1), false);
+    let sync = Message::Sync {
+        trust: 2,
+        snapshot: Some(Box::new(stale)),
+        entries: Vec::new(),
+        epoch_start: 0,
+    };
+    for bytes in Encoder::new(wire(), NodeId(3), epoch).encode(&[sync]) {
+        c.nodes
+            .get_mut(&NodeId(1))
+            .and_then(|n| n.replica.as_mut())
+            .expect("up")
+            .handle_datagram(c.now, &bytes)
+            .unwrap();
+    }
+    c.drain();
+    let b = c.replica(NodeId(1));
+    assert!(!b.installing(), "the older snapshot is not installed");
+    assert_eq!((b.applied(), b.durable()), (4, 4), "nothing taken back");
+    assert!(c.nodes[&NodeId(1)].base.is_none());
+    c.submit(5);
+    c.run(1_500);
+    assert_eq!(c.answered(), 5);
+    assert_eq!(c.replica(NodeId(1)).applied(), 5);
+    assert_eq!(c.replica(NodeId(1)).digest(), c.replica(NodeId(3)).digest());
+}
