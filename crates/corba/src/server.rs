@@ -64,6 +64,13 @@ pub struct ServeOptions {
     /// The guard in front of the ORB; `None` lets clients talk to the ORB
     /// directly.
     pub guard: Option<GuardOptions>,
+    /// How long an upcall thread that answered a request waits to read the
+    /// next request of its connection itself (rustorb's `follow_linger`).
+    /// 0, the default here: a replicated request takes milliseconds, so
+    /// the next request of a synchronous client comes after the wait and
+    /// it only cost a poll and a wake-up (9% of the front end's CPU at 32
+    /// clients, measured; no change at one client).
+    pub follow_linger: Duration,
 }
 
 impl Default for ServeOptions {
@@ -78,6 +85,7 @@ impl Default for ServeOptions {
             naming: None,
             naming_name: DEFAULT_NAMING_NAME.to_string(),
             guard: Some(GuardOptions::default()),
+            follow_linger: Duration::ZERO,
         }
     }
 }
@@ -235,6 +243,7 @@ pub fn serve(
         min_server_threads: 4,
         max_server_threads: threads,
         io_threads: 2,
+        follow_linger: opts.follow_linger,
         // For binding in the naming service.
         connect_timeout: Some(Duration::from_secs(5)),
         request_timeout: Some(Duration::from_secs(10)),
