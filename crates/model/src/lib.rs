@@ -441,11 +441,7 @@ impl Dcms {
                 to,
                 report,
             } => {
-                let me = &mut s.replicas[to as usize];
-                if me.promised != epoch {
-                    return;
-                }
-                let Role::Leader(l) = &mut me.role else {
+                let Some(l) = leading(s, to, epoch) else {
                     return;
                 };
                 if l.reports.get(&from) == Some(&report) {
@@ -554,11 +550,7 @@ impl Dcms {
                 to,
                 durable,
             } => {
-                let me = &mut s.replicas[to as usize];
-                if me.promised != epoch {
-                    return;
-                }
-                let Role::Leader(l) = &mut me.role else {
+                let Some(l) = leading(s, to, epoch) else {
                     return;
                 };
                 if l.phase == Phase::Collecting || !l.reports.contains_key(&from) {
@@ -569,6 +561,16 @@ impl Dcms {
                 self.progress(s, to);
             }
         }
+    }
+}
+
+/// `to`'s leadership, when it leads `epoch` (messages of other epochs, or
+/// to a replica that does not lead, are ignored).
+fn leading(s: &mut State, to: Id, epoch: Epoch) -> Option<&mut Leading> {
+    let me = &mut s.replicas[to as usize];
+    match &mut me.role {
+        Role::Leader(l) if me.promised == epoch => Some(l),
+        _ => None,
     }
 }
 
