@@ -485,13 +485,7 @@ impl Dcms {
                 }
                 // As `backup.rs`'s `on_sync`: once synced in this epoch, a
                 // repeated `Sync` changes nothing but a newer snapshot.
-                let synced = matches!(
-                    r.role,
-                    Role::Backup {
-                        synced: Some(_),
-                        ..
-                    }
-                );
+                let synced = r.synced();
                 match kind {
                     SyncKind::Suffix { trust, entries } => {
                         if synced || trust < r.log.len() {
@@ -527,16 +521,7 @@ impl Dcms {
                 entries,
             } => {
                 let r = &mut s.replicas[to as usize];
-                if r.promised != epoch
-                    || !matches!(
-                        r.role,
-                        Role::Backup {
-                            synced: Some(_),
-                            ..
-                        }
-                    )
-                    || from > r.log.len()
-                {
+                if r.promised != epoch || !r.synced() || from > r.log.len() {
                     return;
                 }
                 let have = r.log.len() - from;
@@ -561,6 +546,19 @@ impl Dcms {
                 self.progress(s, to);
             }
         }
+    }
+}
+
+impl Replica {
+    /// A backup that took its leader's `Sync` in the promised epoch.
+    fn synced(&self) -> bool {
+        matches!(
+            self.role,
+            Role::Backup {
+                synced: Some(_),
+                ..
+            }
+        )
     }
 }
 
