@@ -12,7 +12,7 @@
 
 use super::common::{runtime, shutdown_signal, ClusterArgs, FaultArgs};
 use anyhow::Context;
-use dcms_corba::{serve, Admission, ClinicService, GuardOptions, ServeOptions, Standalone};
+use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,17 +61,14 @@ pub struct FrontendArgs {
     /// TRANSIENT at once (default 64 standalone, 160 replicated).
     #[arg(long)]
     max_waiting: Option<usize>,
-    /// Let clients talk to the ORB directly, without the guard that bounds
-    /// slow messages and unread replies.
-    #[arg(long)]
-    no_guard: bool,
-    /// Guard: seconds from the first byte of a message to its last.
+    /// Seconds from the first byte of a message to its last; a connection
+    /// whose message takes longer is closed.
     #[arg(long, default_value_t = 10)]
     message_deadline_secs: u64,
-    /// Guard: requests of one connection awaiting their reply, beyond which
-    /// the connection is not read.
-    #[arg(long, default_value_t = 64)]
-    max_outstanding: usize,
+    /// Unread reply bytes (MiB) one connection may queue beyond what its
+    /// socket took; a client that reads slower is disconnected.
+    #[arg(long, default_value_t = 16)]
+    max_queued_reply_mib: usize,
     /// Replicated: client deadline (ms) after which an unknown outcome is reported.
     #[arg(long, env = "DCMS_OUTCOME_TIMEOUT_MS")]
     outcome_timeout_ms: Option<u64>,
@@ -95,10 +92,8 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         },
         naming: args.naming.clone(),
         naming_name: args.naming_name.clone(),
-        guard: (!args.no_guard).then(|| GuardOptions {
-            message_deadline: Duration::from_secs(args.message_deadline_secs.max(1)),
-            max_outstanding: args.max_outstanding.max(1),
-        }),
+        message_deadline: Duration::from_secs(args.message_deadline_secs.max(1)),
+        max_queued_reply_bytes: args.max_queued_reply_mib.max(1) << 20,
         ..ServeOptions::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -9,7 +9,8 @@
 //!   `corbaloc:iiop:HOST:PORT/DCMS`, optionally bound in CosNaming.
 //! - [`client`]: [`ClinicClient`], typed stubs of the seven operations.
 //!
-//! Built on rustorb-core 0.2; the stubs and skeleton are hand-written.
+//! Built on rustorb-core 0.2 (a patched copy: `vendor/rustorb-core`, see
+//! its PATCHES.md); the stubs and skeleton are hand-written.
 //!
 //! Tests: `cargo test -p dcms-corba` (marshalling, error mapping, dispatch
 //! through a real ORB on 127.0.0.1); `scripts/venv.sh` then
@@ -19,14 +20,12 @@
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 
 pub mod client;
-pub mod guard;
 pub mod idl;
 pub mod servant;
 pub mod server;
 pub mod service;
 
 pub use client::{CallError, ClientOptions, ClinicClient};
-pub use guard::GuardOptions;
 pub use idl::{DcmsException, IdlRecord, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions};

@@ -14,22 +14,26 @@
 //!   each). Each connection buffers at most one message of this size.
 //! - `idle_timeout` 60 s [180 s]: a connection with no request for that
 //!   long, and none running, is closed with `CloseConnection`. This covers
-//!   a connection that never sends anything. (rustorb 0.2 does not time out
-//!   a connection that stops in the middle of a message; such a connection
-//!   holds only itself, see the report.)
+//!   a connection that never sends anything.
+//! - `message_deadline` 10 s [none]: a connection whose message has
+//!   started and not completed for that long is closed (a client that
+//!   sends part of a message and stops would otherwise hold its connection
+//!   and buffer for ever: rustorb's idle scan skips a connection in the
+//!   middle of a message).
+//! - `max_queued_reply_bytes` 16 MiB [none]: a connection whose replies
+//!   wait unread beyond that (past what its socket took) is closed; a
+//!   client that sends requests and never reads would otherwise grow the
+//!   queue without bound (measured: 123 MB in 5 s). One reply is always
+//!   queued whatever its size, so the largest legitimate reply passes.
+//!   These two limits are ours, patched into rustorb-core
+//!   (`vendor/rustorb-core/PATCHES.md`); they replace a proxy that copied
+//!   every message through a second TCP hop (15-20% of the throughput).
 //! - [`Admission`]: at most 32 requests run in the service and 64 wait for
 //!   a slot (2 s at most); beyond that, `TRANSIENT` completed no at once.
 //!   The ORB's upcall pool has `max_running + max_waiting + 16` threads, so
 //!   refusals always find a thread.
 //! - `max_requests_per_connection` 64 [256]: one connection cannot queue
 //!   more; its socket is not read until one completes.
-//! - [`GuardOptions`] (on by default): clients connect to a guard
-//!   ([`crate::guard`]) that relays whole GIOP messages to the ORB on an
-//!   internal 127.0.0.1 endpoint. A message must complete within 10 s of
-//!   its first byte, and at most 64 requests of a connection may await
-//!   their reply (a client that does not read its replies is no longer
-//!   read), two things rustorb 0.2 leaves unbounded. The IOR publishes the
-//!   guard's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +45,6 @@ use rustorb_core::{
 };
 use rustorb_naming::{NamingContext, NamingError};
 
-use crate::guard::{self, GuardOptions};
 use crate::idl;
 use crate::servant::{Admission, ClinicServant};
 use crate::service::ClinicService;
@@ -61,9 +64,10 @@ pub struct ServeOptions {
     pub naming: Option<String>,
     /// The name to bind, as a stringified CosNaming name.
     pub naming_name: String,
-    /// The guard in front of the ORB; `None` lets clients talk to the ORB
-    /// directly.
-    pub guard: Option<GuardOptions>,
+    /// Time from the first byte of a message to its last.
+    pub message_deadline: Duration,
+    /// Unread reply bytes one connection may queue.
+    pub max_queued_reply_bytes: usize,
     /// How long an upcall thread that answered a request waits to read the
     /// next request of its connection itself (rustorb's `follow_linger`).
     /// 0, the default here: a replicated request takes milliseconds, so
@@ -84,7 +88,8 @@ impl Default for ServeOptions {
             admission: Admission::default(),
             naming: None,
             naming_name: DEFAULT_NAMING_NAME.to_string(),
-            guard: Some(GuardOptions::default()),
+            message_deadline: Duration::from_secs(10),
+            max_queued_reply_bytes: 16 * 1024 * 1024,
             follow_linger: Duration::ZERO,
         }
     }
@@ -104,8 +109,6 @@ pub enum ServeError {
     Activate(String),
     #[error("naming service {url}: {what}")]
     Naming { url: String, what: String },
-    #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
     #[error("listening on {0} (every interface) needs a host to publish in the IOR")]
     NoPublishHost(SocketAddr),
 }
@@ -118,7 +121,6 @@ pub struct RunningServer {
     ior: String,
     host: String,
     port: u16,
-    guard: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -173,18 +175,12 @@ impl RunningServer {
     /// Stops accepting, finishes the running requests and closes every
     /// connection.
     pub fn shutdown(&self) {
-        if let Some(g) = &self.guard {
-            g.abort();
-        }
         let _ = self.orb.shutdown(true);
     }
 }
 
 impl Drop for RunningServer {
     fn drop(&mut self) {
-        if let Some(g) = &self.guard {
-            g.abort();
-        }
         let _ = self.orb.shutdown(true);
         let _ = self.orb.destroy();
     }
@@ -197,43 +193,17 @@ pub fn serve(
 ) -> Result<RunningServer, ServeError> {
     let admission = opts.admission;
     let threads = admission.max_running.max(1) + admission.max_waiting + 16;
-    // With the guard, clients connect to `public` and the ORB listens on
-    // 127.0.0.1 only.
-    let public = match opts.guard {
-        Some(_) => {
-            let l = std::net::TcpListener::bind(opts.listen)
-                .map_err(|e| ServeError::Bind(opts.listen, e))?;
-            let addr = l
-                .local_addr()
-                .map_err(|e| ServeError::Bind(opts.listen, e))?;
-            let host = match &opts.publish_host {
-                Some(h) => h.clone(),
-                None if addr.ip().is_unspecified() => return Err(ServeError::NoPublishHost(addr)),
-                None => addr.ip().to_string(),
-            };
-            Some((l, host, addr.port()))
-        }
-        None => None,
+    if opts.listen.ip().is_unspecified() && opts.publish_host.is_none() {
+        return Err(ServeError::NoPublishHost(opts.listen));
+    }
+    let endpoint = EndpointAddr {
+        host: opts.listen.ip().to_string(),
+        port: opts.listen.port(),
     };
-    let (endpoint, publish) = match &public {
-        Some(_) => (
-            EndpointAddr {
-                host: "127.0.0.1".into(),
-                port: 0,
-            },
-            None,
-        ),
-        None => (
-            EndpointAddr {
-                host: opts.listen.ip().to_string(),
-                port: opts.listen.port(),
-            },
-            opts.publish_host.as_ref().map(|h| EndpointAddr {
-                host: h.clone(),
-                port: 0,
-            }),
-        ),
-    };
+    let publish = opts.publish_host.as_ref().map(|h| EndpointAddr {
+        host: h.clone(),
+        port: 0,
+    });
     let options = OrbOptions {
         endpoints: vec![endpoint],
         endpoint_publish: publish,
@@ -244,6 +214,8 @@ pub fn serve(
         max_server_threads: threads,
         io_threads: 2,
         follow_linger: opts.follow_linger,
+        server_message_deadline: Some(opts.message_deadline),
+        server_max_queued_reply_bytes: Some(opts.max_queued_reply_bytes),
         // For binding in the naming service.
         connect_timeout: Some(Duration::from_secs(5)),
         request_timeout: Some(Duration::from_secs(10)),
@@ -275,35 +247,11 @@ pub fn serve(
     root.the_poa_manager()
         .activate()
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
-    let (orb_host, orb_port) = orb
+    let (host, port) = orb
         .endpoints()
         .into_iter()
         .next()
         .ok_or_else(|| ServeError::Activate("the ORB publishes no endpoint".into()))?;
-    let (object, host, port, guard) = match public {
-        None => (object, orb_host, orb_port, None),
-        Some((listener, host, port)) => {
-            let object = readdress(&orb, &object, orb_port, &host, port)
-                .map_err(|e| ServeError::Activate(format!("rewriting the IOR: {e:?}")))?;
-            let internal = SocketAddr::from(([127, 0, 0, 1], orb_port));
-            listener
-                .set_nonblocking(true)
-                .map_err(|e| ServeError::Bind(opts.listen, e))?;
-            let handle = orb.runtime_handle().clone();
-            let listener = {
-                let _enter = handle.enter();
-                tokio::net::TcpListener::from_std(listener)
-                    .map_err(|e| ServeError::Bind(opts.listen, e))?
-            };
-            let task = handle.spawn(guard::run(
-                listener,
-                internal,
-                opts.max_message_size,
-                opts.guard.unwrap_or_default(),
-            ));
-            (object, host, port, Some(task))
-        }
-    };
     let ior = orb
         .object_to_string(Some(&object))
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
@@ -313,7 +261,6 @@ pub fn serve(
         ior,
         host,
         port,
-        guard,
     };
     if let Some(url) = &opts.naming {
         bind_in_naming(&server.orb, url, &opts.naming_name, &server.object).map_err(|what| {
@@ -324,49 +271,6 @@ pub fn serve(
         })?;
     }
     Ok(server)
-}
-
-/// `object` with its IIOP profiles on port `from` moved to `host:port`.
-fn readdress(
-    orb: &Orb,
-    object: &ObjectRef,
-    from: u16,
-    host: &str,
-    port: u16,
-) -> Result<ObjectRef, SystemException> {
-    use rustorb_core::cdr::ByteOrder;
-    use rustorb_core::giop::{IiopProfile, Ior};
-    let marshal = |_| {
-        SystemException::new(
-            rustorb_core::SystemExceptionKind::MARSHAL,
-            0,
-            rustorb_core::CompletionStatus::No,
-        )
-    };
-    let ior = object.ior();
-    let mut profiles = Vec::with_capacity(ior.profiles.len());
-    for tagged in &ior.profiles {
-        match IiopProfile::from_tagged_profile(tagged) {
-            Ok(mut p) if p.port == from => {
-                p.host = host.to_string();
-                p.port = port;
-                profiles.push(p.to_tagged_profile(ByteOrder::NATIVE).map_err(marshal)?);
-            }
-            _ => profiles.push(tagged.clone()),
-        }
-    }
-    let ior = Ior {
-        type_id: ior.type_id.clone(),
-        profiles,
-    };
-    let text = ior.to_ior_string(ByteOrder::NATIVE).map_err(marshal)?;
-    orb.string_to_object(&text)?.ok_or_else(|| {
-        SystemException::new(
-            rustorb_core::SystemExceptionKind::INV_OBJREF,
-            0,
-            rustorb_core::CompletionStatus::No,
-        )
-    })
 }
 
 /// Binds `object` as `name` (a stringified CosNaming name such as
