@@ -123,7 +123,7 @@ pub async fn run_replica(
         source: e,
     })?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let persister = Persister::start(store, done_tx);
+    let mut persister = Persister::start(store, done_tx);
     let clock = Clock::new();
     let mut status = StatusWriter::new(&config.data_dir, &format!("replica-{id}"));
     let mut redundancy = Redundancy::default();
@@ -150,8 +150,11 @@ pub async fn run_replica(
                 let mut upto: Option<u64> = None;
                 let mut next = Some(first);
                 while let Some(report) = next.take() {
+                    persister.note(&report);
                     match report {
-                        Persisted::UpTo(p) => upto = Some(p),
+                        Persisted::UpTo { position, .. } => {
+                            upto = upto.max(Some(position));
+                        }
                         Persisted::Installed => {
                             if let Some(p) = upto.take() {
                                 replica.persisted(clock.now_ms(), p);
@@ -180,42 +183,64 @@ pub async fn run_replica(
             let copies = redundancy.copies(clock.now_ms(), repairs, work, link.copies());
             link.set_copies(copies);
         }
-        let ready = replica.ready();
-        // The promise must be durable before the datagrams that rely on it.
-        if let Some(meta) = &ready.meta {
-            meta_file
-                .store(meta)
-                .map_err(io(format!("writing {}", meta_file.path().display())))?;
-        }
-        if let Some(snapshot) = ready.install {
-            info!(
-                replica = id,
-                position = snapshot.position,
-                records = snapshot.records.len(),
-                "installing a snapshot"
-            );
-            persister.install(snapshot);
-        }
-        if !ready.persist.is_empty() {
-            persister.persist(ready.persist);
-        }
-        for t in ready.transmits {
-            link.send(t);
-        }
-        for event in ready.view_events {
-            info!(replica = id, event = ?event, "view");
-        }
-        for event in ready.events {
-            match event {
-                ReplicaEvent::Divergence {
-                    backup,
-                    position,
-                    leader,
-                    backup_digest,
-                } => error!(
-                    %backup, position, leader = %leader.short(), backup_digest = %backup_digest.short(),
-                    "REPLICAS DIVERGED: a backup's state differs from the leader's at the same position"
-                ),
+        // Carry out the outputs. A backup's commit on this thread makes new
+        // ones (its acknowledgement): carried out in the same turn.
+        loop {
+            let ready = replica.ready();
+            // The promise must be durable before the datagrams that rely on it.
+            if let Some(meta) = &ready.meta {
+                meta_file
+                    .store(meta)
+                    .map_err(io(format!("writing {}", meta_file.path().display())))?;
+            }
+            if let Some(snapshot) = ready.install {
+                info!(
+                    replica = id,
+                    position = snapshot.position,
+                    records = snapshot.records.len(),
+                    "installing a snapshot"
+                );
+                persister.install(snapshot);
+            }
+            for t in ready.transmits {
+                link.send(t);
+            }
+            // A backup commits on this thread when the store thread has
+            // nothing in hand (so the order holds): it saves two thread
+            // switches per commit on the path to the leader's commit, 10% of a
+            // backup's CPU at 32 clients. Its event loop waits meanwhile, as
+            // the acknowledgement would. The leader hands every batch to the
+            // store thread, so that it keeps receiving while its disk works.
+            let mut committed_here = None;
+            if !ready.persist.is_empty() {
+                if replica.role() == Role::Backup && persister.idle() {
+                    committed_here = persister.commit_here(&ready.persist).map_err(|e| {
+                        error!(replica = id, why = %e, "the store failed; stopping");
+                        NodeError::Durability(e.to_string())
+                    })?;
+                } else {
+                    persister.persist(ready.persist);
+                }
+            }
+            for event in ready.view_events {
+                info!(replica = id, event = ?event, "view");
+            }
+            for event in ready.events {
+                match event {
+                    ReplicaEvent::Divergence {
+                        backup,
+                        position,
+                        leader,
+                        backup_digest,
+                    } => error!(
+                        %backup, position, leader = %leader.short(), backup_digest = %backup_digest.short(),
+                        "REPLICAS DIVERGED: a backup's state differs from the leader's at the same position"
+                    ),
+                }
+            }
+            match committed_here {
+                Some(p) => replica.persisted(clock.now_ms(), p),
+                None => break,
             }
         }
         let now = clock.now_ms();
