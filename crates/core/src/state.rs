@@ -9,8 +9,13 @@
 //!   the same state everywhere.
 //!
 //! Invariants (asserted): a record's ID kind matches its body; record IDs are
-//! unique and never reused; the per-clinic index, counts and digest always
-//! agree with the records.
+//! unique and never reused; the name index (when kept), counts and digest
+//! always agree with the records.
+//!
+//! The name index serves only `listRecords`, which only a leader executes:
+//! a backup drops it ([`ClinicState::keep_name_index`]) and saves a B-tree
+//! insert per change; a leader rebuilds it when it takes over. Without it a
+//! list is a scan, with the same result.
 
 use crate::model::{
     Clinic, Counts, Doctor, ManagerId, Nurse, Record, RecordBody, RecordId, RecordKind,
@@ -72,15 +77,34 @@ impl fmt::Display for StateDigest {
 const AUDIT_VALUE_CHARS: usize = 120;
 
 /// All records, with the indexes the operations need.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClinicState {
     records: BTreeMap<RecordId, Record>,
     /// (clinic, lower-case last name, ID): listing order within a clinic.
-    by_name: BTreeSet<(Clinic, String, RecordId)>,
+    /// `None` when not kept (see the module docs).
+    by_name: Option<NameIndex>,
     counts: Counts,
     /// Highest number used so far per kind (doctor, nurse); 0 when none.
     highest: [u32; 2],
     digest: StateDigest,
+}
+
+type NameIndex = BTreeSet<(Clinic, String, RecordId)>;
+
+fn name_key(r: &Record) -> (Clinic, String, RecordId) {
+    (r.clinic, r.last_name().to_lowercase(), r.id)
+}
+
+impl Default for ClinicState {
+    fn default() -> ClinicState {
+        ClinicState {
+            records: BTreeMap::new(),
+            by_name: Some(NameIndex::new()),
+            counts: Counts::default(),
+            highest: [0; 2],
+            digest: StateDigest::default(),
+        }
+    }
 }
 
 fn kind_slot(kind: RecordKind) -> usize {
@@ -119,6 +143,21 @@ impl ClinicState {
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Keeps the name index (building it, in O(n log n), if it was
+    /// dropped) or drops it. Lists give the same result either way.
+    pub fn keep_name_index(&mut self, keep: bool) {
+        match (keep, self.by_name.is_some()) {
+            (true, false) => self.by_name = Some(self.records.values().map(name_key).collect()),
+            (false, true) => self.by_name = None,
+            _ => {}
+        }
+    }
+
+    /// Whether the name index is kept.
+    pub fn has_name_index(&self) -> bool {
+        self.by_name.is_some()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -255,13 +294,33 @@ impl ClinicState {
                 last_name_prefix, ..
             } => {
                 let prefix = validate::prefix(last_name_prefix)?.to_lowercase();
-                let start = (manager.clinic, prefix.clone(), RecordId::min());
-                let list = self
-                    .by_name
-                    .range(start..)
-                    .take_while(|(c, name, _)| *c == manager.clinic && name.starts_with(&prefix))
-                    .map(|(_, _, id)| self.records[id].clone())
-                    .collect();
+                let list = match &self.by_name {
+                    Some(index) => {
+                        let start = (manager.clinic, prefix.clone(), RecordId::min());
+                        index
+                            .range(start..)
+                            .take_while(|(c, name, _)| {
+                                *c == manager.clinic && name.starts_with(&prefix)
+                            })
+                            .map(|(_, _, id)| self.records[id].clone())
+                            .collect()
+                    }
+                    None => {
+                        // No index (a backup): a scan, in the index's order.
+                        let mut found: Vec<_> = self
+                            .records
+                            .values()
+                            .filter(|r| r.clinic == manager.clinic)
+                            .map(name_key)
+                            .filter(|(_, name, _)| name.starts_with(&prefix))
+                            .collect();
+                        found.sort_unstable();
+                        found
+                            .into_iter()
+                            .map(|(_, _, id)| self.records[&id].clone())
+                            .collect()
+                    }
+                };
                 Ok((Outcome::Records(list), None))
             }
         }
@@ -355,17 +414,18 @@ impl ClinicState {
     }
 
     fn index(&mut self, r: &Record) {
-        self.by_name
-            .insert((r.clinic, r.last_name().to_lowercase(), r.id));
+        if let Some(index) = &mut self.by_name {
+            index.insert(name_key(r));
+        }
         self.counts.0[r.clinic.index()] += 1;
         self.digest.toggle(r);
     }
 
     fn unindex(&mut self, r: &Record) {
-        let removed = self
-            .by_name
-            .remove(&(r.clinic, r.last_name().to_lowercase(), r.id));
-        assert!(removed, "index out of step with records");
+        if let Some(index) = &mut self.by_name {
+            let removed = index.remove(&name_key(r));
+            assert!(removed, "index out of step with records");
+        }
         self.counts.0[r.clinic.index()] -= 1;
         self.digest.toggle(r);
     }

@@ -17,7 +17,9 @@ use crate::ops::{AuditEntry, Change, Effect, Reply};
 use crate::state::{ClinicState, StateDigest};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Errors of the store. None of them leaves a partial write behind.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,74 @@ impl LogHash {
         h.update(self.0);
         h.update(postcard::to_allocvec(entry).expect("log entries always encode"));
         LogHash(h.finalize().into())
+    }
+}
+
+/// Entries for one [`Store::commit_batch`], in log order, each with the
+/// log's hash after it as the replica chained it when applying: the store
+/// keeps those hashes rather than computing them a second time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    entries: Vec<Arc<LogEntry>>,
+    /// `hashes[i]`: the log's hash after `entries[i]` (`None` while the
+    /// replica does not know its log's hash).
+    hashes: Vec<Option<LogHash>>,
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// `entries` chained from `base`, the log's hash before the first.
+    pub fn chained(base: Option<LogHash>, entries: Vec<LogEntry>) -> Batch {
+        let mut hash = base;
+        let hashes = entries
+            .iter()
+            .map(|e| {
+                hash = hash.map(|h| h.chain(e));
+                hash
+            })
+            .collect();
+        let entries = entries.into_iter().map(Arc::new).collect();
+        Batch { entries, hashes }
+    }
+
+    /// Adds the next entry, with the log's hash after it.
+    pub fn push(&mut self, entry: Arc<LogEntry>, hash_after: Option<LogHash>) {
+        self.entries.push(entry);
+        self.hashes.push(hash_after);
+    }
+
+    /// Adds `later`'s entries after these (the store thread's group commit).
+    pub fn append(&mut self, mut later: Batch) {
+        self.entries.append(&mut later.entries);
+        self.hashes.append(&mut later.hashes);
+    }
+
+    pub fn entries(&self) -> &[Arc<LogEntry>] {
+        &self.entries
+    }
+
+    pub fn hashes(&self) -> &[Option<LogHash>] {
+        &self.hashes
+    }
+
+    pub fn into_entries(self) -> Vec<LogEntry> {
+        self.entries.into_iter().map(Arc::unwrap_or_clone).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.hashes.clear();
     }
 }
 
@@ -328,11 +398,43 @@ impl Store {
         self.last_applied
     }
 
-    /// Commits `entries` in one transaction (group commit). Their positions
-    /// must follow on from [`Store::last_applied`] without a gap; otherwise
-    /// nothing is written.
+    /// Commits `entries` in one transaction (group commit), chaining the
+    /// log's hash over them. Their positions must follow on from
+    /// [`Store::last_applied`] without a gap; otherwise nothing is written.
     pub fn commit(&mut self, entries: &[LogEntry]) -> Result<()> {
-        for (expected, entry) in (self.last_applied + 1..).zip(entries) {
+        let mut hash = self.log_hash;
+        let hashes: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                hash = hash.map(|h| h.chain(e));
+                hash
+            })
+            .collect();
+        self.write(entries, &hashes)
+    }
+
+    /// As [`Store::commit`], with the hashes the replica chained already.
+    pub fn commit_batch(&mut self, batch: &Batch) -> Result<()> {
+        self.write(&batch.entries, &batch.hashes)
+    }
+
+    fn write<E: Borrow<LogEntry>>(
+        &mut self,
+        entries: &[E],
+        hashes: &[Option<LogHash>],
+    ) -> Result<()> {
+        assert_eq!(entries.len(), hashes.len(), "a hash for every entry");
+        let entries = || entries.iter().map(Borrow::<LogEntry>::borrow);
+        if cfg!(debug_assertions) {
+            // The caller's chain continues this store's (checked where
+            // tests run: it costs a SHA-256 per entry).
+            let mut hash = self.log_hash;
+            for (entry, given) in entries().zip(hashes) {
+                hash = hash.map(|h| h.chain(entry));
+                assert_eq!(*given, hash, "the batch's hash at {}", entry.position);
+            }
+        }
+        for (expected, entry) in (self.last_applied + 1..).zip(entries()) {
             if entry.position != expected {
                 return Err(StoreError::OutOfOrder {
                     last: expected - 1,
@@ -340,18 +442,16 @@ impl Store {
                 });
             }
         }
-        let Some(last) = entries.last() else {
+        let Some(last) = entries().last() else {
             return Ok(());
         };
         let path = self.path.clone();
         let e = |e| sql(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
-        let mut hash = self.log_hash;
-        for entry in entries {
+        for (entry, hash) in entries().zip(hashes) {
             if let Some(change) = &entry.effect.change {
                 write_change(&tx, change).map_err(e)?;
             }
-            hash = hash.map(|h| h.chain(entry));
             write_audit(&tx, entry.position, &entry.effect.audit, hash.as_ref()).map_err(e)?;
             let reply = postcard::to_allocvec(&entry.reply).expect("replies always encode");
             tx.prepare_cached(
@@ -371,7 +471,7 @@ impl Store {
         // applied position (see `init`), and one page less per commit counts.
         tx.commit().map_err(e)?;
         self.last_applied = last.position;
-        self.log_hash = hash;
+        self.log_hash = *hashes.last().expect("entries is not empty");
         Ok(())
     }
 

@@ -7,13 +7,13 @@
 //! thread while the store thread has nothing in hand (a backup's, see
 //! `replica.rs`).
 
-use dcms_core::{LogEntry, RequestKey, Store};
+use dcms_core::{Batch, RequestKey, Store};
 use dcms_repl::snapshot::Snapshot;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 enum Command {
-    Commit(Vec<LogEntry>),
+    Commit(Batch),
     Install(Box<Snapshot>),
 }
 
@@ -60,7 +60,7 @@ impl Persister {
                             loop {
                                 match rx.try_recv() {
                                     Ok(Command::Commit(more)) => {
-                                        batch.extend(more);
+                                        batch.append(more);
                                         commands += 1;
                                     }
                                     Ok(install) => {
@@ -70,8 +70,8 @@ impl Persister {
                                     Err(_) => break,
                                 }
                             }
-                            let last = batch.last().map(|e| e.position);
-                            store.commit(&batch).map(|()| {
+                            let last = batch.entries().last().map(|e| e.position);
+                            store.commit_batch(&batch).map(|()| {
                                 Some(Persisted::UpTo {
                                     position: last.unwrap_or(0),
                                     commands,
@@ -110,7 +110,7 @@ impl Persister {
     }
 
     /// Queues entries (in log order) for durable commit.
-    pub fn persist(&mut self, entries: Vec<LogEntry>) {
+    pub fn persist(&mut self, entries: Batch) {
         self.sent += 1;
         // A closed channel means the thread stopped after a failure, which
         // it has reported already.
@@ -142,14 +142,11 @@ impl Persister {
     /// Commits `entries` on the calling thread, at once, and returns the
     /// last position now durable. Only when [`idle`](Self::idle), so that
     /// the work keeps its order.
-    pub fn commit_here(
-        &mut self,
-        entries: &[LogEntry],
-    ) -> Result<Option<u64>, dcms_core::StoreError> {
+    pub fn commit_here(&mut self, entries: &Batch) -> Result<Option<u64>, dcms_core::StoreError> {
         assert!(self.idle(), "a commit here would overtake the store thread");
         let mut store = self.store.lock().expect("the store lock is never poisoned");
-        store.commit(entries)?;
-        Ok(entries.last().map(|e| e.position))
+        store.commit_batch(entries)?;
+        Ok(entries.entries().last().map(|e| e.position))
     }
 }
 
@@ -182,12 +179,20 @@ fn install(store: &mut Store, s: &Snapshot) -> Result<(), dcms_core::StoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dcms_core::store::LogHash;
     use dcms_core::workload::{Mix, Workload};
-    use dcms_core::{ClinicState, SyncMode};
+    use dcms_core::{ClinicState, LogEntry, SyncMode};
 
-    /// `n` log entries from `first`, executed on `state` as a leader would.
-    fn entries(state: &mut ClinicState, work: &mut Workload, first: u64, n: u64) -> Vec<LogEntry> {
-        (first..first + n)
+    /// `n` log entries from `first`, executed on `state` as a leader would,
+    /// chained on from `hash` (left at the hash after them).
+    fn entries(
+        state: &mut ClinicState,
+        work: &mut Workload,
+        hash: &mut Option<LogHash>,
+        first: u64,
+        n: u64,
+    ) -> Batch {
+        let entries: Vec<LogEntry> = (first..first + n)
             .map(|position| {
                 let (reply, effect) = state.execute(&work.create_doctor(), position);
                 state.apply(&effect);
@@ -201,7 +206,10 @@ mod tests {
                     reply,
                 }
             })
-            .collect()
+            .collect();
+        let batch = Batch::chained(*hash, entries);
+        *hash = *batch.hashes().last().expect("n > 0");
+        batch
     }
 
     /// The thread's batches and the caller's commits reach the store in the
@@ -213,9 +221,10 @@ mod tests {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut p = Persister::start(Store::open(&path, SyncMode::Normal).unwrap(), done_tx);
         let (mut state, mut work) = (ClinicState::new(), Workload::new(1, Mix::CreatesOnly));
+        let mut hash = Some(LogHash::EMPTY);
         assert!(p.idle());
-        p.persist(entries(&mut state, &mut work, 1, 3));
-        p.persist(entries(&mut state, &mut work, 4, 2));
+        p.persist(entries(&mut state, &mut work, &mut hash, 1, 3));
+        p.persist(entries(&mut state, &mut work, &mut hash, 4, 2));
         assert!(!p.idle(), "two batches in the thread's hands");
         let mut durable = 0;
         while !p.idle() {
@@ -228,11 +237,11 @@ mod tests {
         }
         assert_eq!(durable, 5, "both batches durable once every report is seen");
         assert_eq!(
-            p.commit_here(&entries(&mut state, &mut work, 6, 4))
+            p.commit_here(&entries(&mut state, &mut work, &mut hash, 6, 4))
                 .unwrap(),
             Some(9)
         );
-        p.persist(entries(&mut state, &mut work, 10, 1));
+        p.persist(entries(&mut state, &mut work, &mut hash, 10, 1));
         let report = done_rx.recv().await.unwrap();
         p.note(&report);
         assert!(matches!(
@@ -257,7 +266,8 @@ mod tests {
         let store = Store::open(dir.path().join("r.db"), SyncMode::Normal).unwrap();
         let mut p = Persister::start(store, done_tx);
         let (mut state, mut work) = (ClinicState::new(), Workload::new(1, Mix::CreatesOnly));
-        p.persist(entries(&mut state, &mut work, 1, 1));
-        let _ = p.commit_here(&entries(&mut state, &mut work, 2, 1));
+        let mut hash = Some(LogHash::EMPTY);
+        p.persist(entries(&mut state, &mut work, &mut hash, 1, 1));
+        let _ = p.commit_here(&entries(&mut state, &mut work, &mut hash, 2, 1));
     }
 }

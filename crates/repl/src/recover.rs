@@ -109,7 +109,7 @@ mod tests {
         }
         let persist = first.ready().persist;
         assert_eq!(persist.len(), 5);
-        store.commit(&persist).unwrap();
+        store.commit_batch(&persist).unwrap();
 
         let recovered = Recovered::from_store(&store, 3).unwrap();
         assert_eq!(recovered.last_applied, 5);
@@ -132,7 +132,7 @@ mod tests {
         let sent = Decoder::new(wire())
             .decode(&ready.transmits[0].bytes)
             .unwrap();
-        let stored = persist[3].reply.clone();
+        let stored = persist.entries()[3].reply.clone();
         assert_eq!(
             sent.messages,
             vec![Message::Reply {
@@ -142,7 +142,11 @@ mod tests {
         );
         again.handle_datagram(2, &request(6)).unwrap();
         let persist = again.ready().persist;
-        assert_eq!(persist[0].position, 6, "execution continues after the log");
-        assert_eq!(persist[0].key, key(6));
+        assert_eq!(
+            persist.entries()[0].position,
+            6,
+            "execution continues after the log"
+        );
+        assert_eq!(persist.entries()[0].key, key(6));
     }
 }

@@ -670,5 +670,30 @@ pub(crate) mod properties {
             let total: u64 = leader.counts().0.iter().sum();
             prop_assert_eq!(total, leader.len() as u64);
         }
+
+        /// A state without its name index (a backup's) answers every
+        /// request as one with it, and so does one that rebuilds it midway
+        /// (a backup taking over) and keeps it from then on.
+        #[test]
+        fn the_name_index_changes_no_answer(
+            reqs in prop::collection::vec(request(), 0..80),
+            rebuild_at in 0usize..100,
+        ) {
+            let mut indexed = ClinicState::new();
+            let mut bare = ClinicState::new();
+            bare.keep_name_index(false);
+            prop_assert!(!bare.has_name_index());
+            for (i, req) in reqs.iter().enumerate() {
+                if i == rebuild_at {
+                    bare.keep_name_index(true);
+                    prop_assert!(bare.has_name_index());
+                }
+                let (reply, effect) = indexed.execute(req, T + i as u64);
+                prop_assert_eq!(bare.execute(req, T + i as u64), (reply, effect.clone()));
+                indexed.apply(&effect);
+                bare.apply(&effect);
+            }
+            prop_assert_eq!(bare.digest(), indexed.digest());
+        }
     }
 }

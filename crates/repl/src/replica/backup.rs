@@ -27,11 +27,12 @@ use crate::wire::Message;
 use dcms_core::store::LogHash;
 use dcms_core::LogEntry;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub(super) struct BackupState {
     /// Entries beyond `applied + 1`, waiting for the gap to fill.
-    held: BTreeMap<Position, LogEntry>,
+    held: BTreeMap<Position, Arc<LogEntry>>,
     /// The highest position the leader has announced.
     leader_last: Position,
     nack_at: Option<u64>,
@@ -92,7 +93,7 @@ impl BackupState {
         &mut self,
         core: &mut Core,
         now_ms: u64,
-        entry: LogEntry,
+        entry: Arc<LogEntry>,
         leader_last: Position,
         committed: Position,
     ) {
@@ -111,7 +112,7 @@ impl BackupState {
     }
 
     /// An entry of the leader's log, in any order.
-    fn receive(&mut self, core: &mut Core, now_ms: u64, entry: LogEntry) {
+    fn receive(&mut self, core: &mut Core, now_ms: u64, entry: Arc<LogEntry>) {
         let position = entry.position;
         self.leader_last = self.leader_last.max(position);
         if position <= core.applied {
@@ -177,7 +178,7 @@ impl BackupState {
         self.epoch_start = self.epoch_start.max(epoch_start);
         self.leader_last = self.leader_last.max(trust);
         for entry in entries {
-            self.receive(core, now_ms, entry);
+            self.receive(core, now_ms, Arc::new(entry));
         }
         self.arm_nack(core, now_ms);
         self.ack(core);
@@ -220,7 +221,7 @@ impl BackupState {
         } else {
             let last = core.applied.min(after + core.config.max_transfer as u64);
             let entries = (after + 1..=last)
-                .map(|p| core.entry(p).expect("in memory").clone())
+                .map(|p| LogEntry::clone(core.entry(p).expect("in memory")))
                 .collect();
             Message::Sync {
                 trust: after,

@@ -93,8 +93,8 @@ impl Cluster {
                     node.base = Some(*s);
                     r.installed(now);
                 }
-                if let Some(last) = ready.persist.last().map(|e| e.position) {
-                    node.log.extend(ready.persist);
+                if let Some(last) = ready.persist.entries().last().map(|e| e.position) {
+                    node.log.extend(ready.persist.into_entries());
                     r.persisted(now, last);
                 }
                 for t in ready.transmits {

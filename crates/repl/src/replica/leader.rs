@@ -44,10 +44,11 @@ use crate::wire::Message;
 use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Request, RequestKey, StateDigest};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 #[derive(Debug)]
 struct WindowEntry {
-    entry: LogEntry,
+    entry: Arc<LogEntry>,
     /// The leader's digest right after applying `entry`.
     digest_after: StateDigest,
 }
@@ -459,7 +460,7 @@ impl LeaderState {
         let before = core.applied;
         for e in entries {
             if e.position == core.applied + 1 {
-                core.apply(e);
+                core.apply(Arc::new(e));
             }
         }
         if core.applied >= target {
@@ -516,7 +517,7 @@ impl LeaderState {
                 trust: r.applied,
                 snapshot: None,
                 entries: (r.applied + 1..=last)
-                    .map(|q| core.entry(q).expect("in memory").clone())
+                    .map(|q| LogEntry::clone(core.entry(q).expect("in memory")))
                     .collect(),
                 epoch_start: self.epoch_start,
             }
@@ -695,13 +696,13 @@ impl LeaderState {
         assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
         let (reply, effect) = core.state.execute(request, now_ms);
-        let entry = LogEntry {
+        let entry = Arc::new(LogEntry {
             position: core.applied + 1,
             key,
             effect,
             reply,
-        };
-        core.apply(entry.clone());
+        });
+        core.apply(Arc::clone(&entry));
         core.stats.executed += 1;
         let leader_last = entry.position;
         let epoch = core.epoch();
@@ -713,7 +714,7 @@ impl LeaderState {
                 backup,
                 epoch,
                 Message::Append {
-                    entry: Box::new(entry.clone()),
+                    entry: Arc::clone(&entry),
                     leader_last,
                     committed: self.committed,
                 },
@@ -858,12 +859,12 @@ impl LeaderState {
     }
 
     fn resend(&self, core: &mut Core, to: NodeId, position: Position) {
-        let entry = core.entry(position).expect("in memory").clone();
+        let entry = Arc::clone(core.entry(position).expect("in memory"));
         core.stats.entries_resent += 1;
         core.send(
             to,
             Message::Append {
-                entry: Box::new(entry),
+                entry,
                 leader_last: core.applied,
                 committed: self.committed,
             },
@@ -933,7 +934,7 @@ impl LeaderState {
                 NodeId::of_stream(w.entry.key.stream),
                 Message::Reply {
                     seq: w.entry.key.seq,
-                    reply: w.entry.reply,
+                    reply: w.entry.reply.clone(),
                 },
             );
         }

@@ -55,9 +55,10 @@ use crate::wire::{
 };
 use backup::BackupState;
 use dcms_core::store::LogHash;
-use dcms_core::{ClinicState, LogEntry, StateDigest};
+use dcms_core::{Batch, ClinicState, LogEntry, StateDigest};
 use leader::LeaderState;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 pub use view::{PeerStatus, ViewEvent, ViewStatus};
 
 /// Heartbeat interval for a loopback or LAN cluster, in milliseconds.
@@ -289,9 +290,10 @@ pub struct ReplicaReady {
     pub install: Option<Box<Snapshot>>,
     /// Datagrams to send.
     pub transmits: Vec<Transmit>,
-    /// Entries to write durably, in log order (`Store::commit` them as one
-    /// batch, then call [`Replica::persisted`] with the last position).
-    pub persist: Vec<LogEntry>,
+    /// Entries to write durably, in log order, with the log's hash after
+    /// each (`Store::commit_batch` them as one batch, then call
+    /// [`Replica::persisted`] with the last position).
+    pub persist: Batch,
     pub events: Vec<ReplicaEvent>,
     /// Elections, view changes, rejoins: log them at info.
     pub view_events: Vec<ViewEvent>,
@@ -324,7 +326,7 @@ struct Core {
     /// The highest epoch seen in any replica's header.
     max_seen: Epoch,
     /// The last applied entries, positions `applied - len + 1 ..= applied`.
-    recent: VecDeque<LogEntry>,
+    recent: VecDeque<Arc<LogEntry>>,
     /// The log's chained hash after each entry of `recent` (same length).
     recent_hashes: VecDeque<LogHash>,
     /// The log's hash at `recent_start() - 1`, when known.
@@ -345,7 +347,7 @@ struct Core {
     /// A snapshot handed to the shell and not yet installed (its position).
     installing: Option<Position>,
     outbox: Vec<(NodeId, Epoch, Message)>,
-    persist: Vec<LogEntry>,
+    persist: Batch,
     install: Option<Box<Snapshot>>,
     events: Vec<ReplicaEvent>,
     view_events: Vec<ViewEvent>,
@@ -370,7 +372,7 @@ impl Core {
     }
 
     /// Applies the next entry in log order and queues it for persistence.
-    fn apply(&mut self, entry: LogEntry) {
+    fn apply(&mut self, entry: Arc<LogEntry>) {
         assert_eq!(
             entry.position,
             self.applied + 1,
@@ -380,14 +382,14 @@ impl Core {
         self.sessions.record(&entry);
         self.applied = entry.position;
         self.log_hash = self.log_hash.map(|h| h.chain(&entry));
-        self.recent.push_back(entry.clone());
+        self.recent.push_back(Arc::clone(&entry));
         self.recent_hashes
             .push_back(self.log_hash.unwrap_or_default());
         while self.recent.len() > self.config.log_keep {
             self.recent.pop_front();
             self.hash_before_recent = self.recent_hashes.pop_front();
         }
-        self.persist.push(entry);
+        self.persist.push(entry, self.log_hash);
     }
 
     /// The first position still in the in-memory log.
@@ -417,7 +419,7 @@ impl Core {
         hash.is_some() && self.hash_at(position) == hash
     }
 
-    fn entry(&self, position: Position) -> Option<&LogEntry> {
+    fn entry(&self, position: Position) -> Option<&Arc<LogEntry>> {
         let start = self.recent_start();
         if position < start || position > self.applied {
             return None;
@@ -540,7 +542,7 @@ impl Replica {
                 && meta.leader.is_some_and(|l| l != config.me);
             RoleState::Backup(BackupState::new(synced))
         };
-        Replica {
+        let mut replica = Replica {
             core: Core {
                 state: recovered.state,
                 sessions: recovered.sessions,
@@ -560,7 +562,7 @@ impl Replica {
                 next_heartbeat: 0,
                 installing: None,
                 outbox: Vec::new(),
-                persist: Vec::new(),
+                persist: Batch::new(),
                 install: None,
                 events: Vec::new(),
                 view_events: Vec::new(),
@@ -571,7 +573,9 @@ impl Replica {
             encoder,
             decoder,
             reassembler: Reassembler::new(),
-        }
+        };
+        replica.fit_state_to_role();
+        replica
     }
 
     pub fn id(&self) -> NodeId {
@@ -875,7 +879,7 @@ impl Replica {
                     committed,
                 },
             ) if Some(from) == self.core.meta.leader => {
-                b.on_append(&mut self.core, now_ms, *entry, leader_last, committed)
+                b.on_append(&mut self.core, now_ms, entry, leader_last, committed)
             }
             (
                 RoleState::Backup(b),
@@ -1060,7 +1064,16 @@ impl Replica {
 
     fn after_input(&mut self, now_ms: u64) {
         let _ = now_ms;
+        self.fit_state_to_role();
         self.check();
+    }
+
+    /// A leader keeps the name index its lists use; a backup drops it and
+    /// saves a B-tree insert per entry (a leader that took over rebuilds
+    /// it here, O(n log n); a list before that scans, with the same result).
+    fn fit_state_to_role(&mut self) {
+        let leading = matches!(self.role, RoleState::Leader(_));
+        self.core.state.keep_name_index(leading);
     }
 
     /// The current view, and how long ago each peer was heard from.
@@ -1115,12 +1128,25 @@ impl Replica {
             }
             queue.push(message);
         }
-        let mut transmits = Vec::new();
+        let mut transmits: Vec<Transmit> = Vec::new();
+        // Datagrams carry no addressee: the backups' usually equal appends
+        // are encoded (and authenticated) once.
+        let mut previous: Option<(Epoch, Vec<Message>, std::ops::Range<usize>)> = None;
         for ((to, epoch), messages) in by_destination {
-            self.encoder.stamp_epoch(epoch);
-            for bytes in self.encoder.encode(&messages) {
-                transmits.push(Transmit { to, bytes });
+            if let Some((e, m, sent)) = &previous {
+                if *e == epoch && *m == messages {
+                    for i in sent.clone() {
+                        let bytes = transmits[i].bytes.clone();
+                        transmits.push(Transmit { to, bytes });
+                    }
+                    continue;
+                }
             }
+            self.encoder.stamp_epoch(epoch);
+            let start = transmits.len();
+            let datagrams = self.encoder.encode(&messages);
+            transmits.extend(datagrams.into_iter().map(|bytes| Transmit { to, bytes }));
+            previous = Some((epoch, messages, start..transmits.len()));
         }
         self.core.stats.fragmented_sent = self.encoder.fragmented;
         self.core.stats.oversize_dropped = self.encoder.oversize_dropped;
@@ -1151,6 +1177,11 @@ impl Replica {
         if let Some(last) = c.recent.back() {
             assert_eq!(last.position, c.applied, "in-memory log ends at applied");
         }
+        assert_eq!(
+            c.state.has_name_index(),
+            matches!(self.role, RoleState::Leader(_)),
+            "the name index is kept exactly by a leader"
+        );
         match &self.role {
             RoleState::Leader(l) => {
                 assert_eq!(c.meta.leader, Some(c.me()), "a leader leads its epoch");

@@ -63,7 +63,7 @@ fn out(r: &mut Replica) -> (Vec<(NodeId, Message)>, Vec<LogEntry>, Vec<ReplicaEv
         assert_eq!(dg.header.sender, r.id());
         messages.extend(dg.messages.into_iter().map(|m| (t.to, m)));
     }
-    (messages, ready.persist, ready.events)
+    (messages, ready.persist.into_entries(), ready.events)
 }
 
 fn to(messages: &[(NodeId, Message)], node: NodeId) -> Vec<Message> {

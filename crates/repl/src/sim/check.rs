@@ -24,7 +24,7 @@ use crate::ids::{Epoch, NodeId, Position, Seq};
 use crate::replica::{Replica, Role};
 use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, VERSION};
 use dcms_core::store::LogHash;
-use dcms_core::{LogEntry, Reply, RequestKey};
+use dcms_core::{Batch, LogEntry, Reply, RequestKey};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -158,17 +158,25 @@ impl Checker {
         self.paused.insert(stream);
     }
 
-    /// A replica handed out `entries` to persist: it applied them.
-    pub fn on_applied(&mut self, replica: NodeId, entries: &[LogEntry]) {
+    /// A replica handed out `batch` to persist: it applied those entries,
+    /// and chained the log's hash over them as this checker does.
+    pub fn on_applied(&mut self, replica: NodeId, batch: &Batch) {
         let log = self.logs.entry(replica).or_default();
-        for e in entries {
+        for (e, given) in batch.entries().iter().zip(batch.hashes()) {
             assert_eq!(
                 e.position,
                 log.applied() + 1,
                 "{replica} applies out of log order"
             );
             log.hash = log.hash.map(|h| h.chain(e));
-            log.entries.push(e.clone());
+            if log.hash.is_some() {
+                assert_eq!(
+                    *given, log.hash,
+                    "{replica} hands out a wrong log hash at {}",
+                    e.position
+                );
+            }
+            log.entries.push(LogEntry::clone(e));
         }
     }
 

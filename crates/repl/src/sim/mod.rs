@@ -661,7 +661,7 @@ impl Sim {
             }
             if !ready.persist.is_empty() {
                 self.check.on_applied(id, &ready.persist);
-                disk.submit(&mut self.rng, now, ready.persist);
+                disk.submit(&mut self.rng, now, ready.persist.into_entries());
             }
             for t in ready.transmits {
                 self.net.send(&mut self.rng, now, id, t.to, t.bytes);

@@ -35,6 +35,7 @@ use crate::ids::{ClusterId, Epoch, NodeId, Position, Seq};
 use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Reply, Request, StateDigest};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The first bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"DCMS";
@@ -122,9 +123,10 @@ pub enum Message {
     RequestNack { missing: Vec<Seq> },
     /// Leader to backup: one log entry, and the leader's last position (so a
     /// backup notices a lost tail).
-    /// (Boxed: an entry is much larger than the other messages.)
+    /// (Shared: an entry is much larger than the other messages, and the
+    /// leader's log, window and every backup's append hold the same one.)
     Append {
-        entry: Box<LogEntry>,
+        entry: Arc<LogEntry>,
         leader_last: Position,
         /// The leader's commit position (durable on every member), so a
         /// backup knows what is committed when it takes over.

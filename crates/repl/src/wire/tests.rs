@@ -5,6 +5,7 @@
 use super::*;
 use dcms_core::{AuditEntry, DomainError, Effect, Outcome, RecordId, RecordKind, RequestKey};
 use proptest::prelude::*;
+use std::sync::Arc;
 
 const SECRET: &[u8] = b"test secret";
 
@@ -77,7 +78,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|missing| Message::RequestNack { missing }),
         (entry(), any::<u64>(), any::<u64>()).prop_map(|(entry, leader_last, committed)| {
             Message::Append {
-                entry: Box::new(entry),
+                entry: Arc::new(entry),
                 leader_last,
                 committed,
             }
