@@ -13,7 +13,7 @@ use crate::model::Record;
 use crate::ops::{AuditEntry, Change, Reply};
 use crate::state::StateDigest;
 use crate::store::{
-    read_audit, read_record, sql, write_audit, write_change, RequestKey, Store, StoreError,
+    for_each_record, read_audit, sql, write_audit, write_change, RequestKey, Store, StoreError,
     SyncMode,
 };
 use rusqlite::params;
@@ -91,16 +91,7 @@ impl Store {
             .map_err(e)?;
         let mut items = Vec::new();
         {
-            let mut stmt = tx
-                .prepare("SELECT * FROM records ORDER BY kind, number")
-                .map_err(e)?;
-            for row in stmt.query_map([], read_record).map_err(e)? {
-                let record = row.map_err(e)?.map_err(|what| StoreError::Corrupt {
-                    path: path.clone(),
-                    what,
-                })?;
-                items.push(SnapshotItem::Record(record));
-            }
+            for_each_record(&tx, &path, |r| items.push(SnapshotItem::Record(r)))?;
             let mut stmt = tx
                 .prepare("SELECT stream, seq, position, reply FROM replies ORDER BY stream, seq")
                 .map_err(e)?;

@@ -496,16 +496,13 @@ fn a_version_1_store_gains_log_hashes_that_stay_unknown() {
     let mut state = ClinicState::new();
     let entries = execute_all(&mut state, 1, &[doctor("MTL0001", "Doe")]);
     {
-        // A version 1 store: no chain column.
+        // A version 1 store: version 2 without the chain column.
+        drop(Store::open(&path, SyncMode::Normal).unwrap());
+        downgrade_to_v2(&path);
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(&SCHEMA.replace(
-            "    outcome    TEXT NOT NULL,\n    chain      BLOB                -- the LogHash after this entry\n",
-            "    outcome    TEXT NOT NULL\n",
-        ))
-        .unwrap();
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', 1)",
-            [],
+        conn.execute_batch(
+            "ALTER TABLE audit DROP COLUMN chain;
+             UPDATE meta SET value = 1 WHERE key = 'schema_version';",
         )
         .unwrap();
     }
@@ -521,4 +518,98 @@ fn a_version_1_store_gains_log_hashes_that_stay_unknown() {
     drop((store, conn));
     let store = Store::open(&path, SyncMode::Normal).unwrap();
     assert_eq!(store.log_hash(), None, "a line of version 1: unknown");
+}
+
+/// Turns a store of this version into one of schema version 2, as an older
+/// dcms left it: every record in one `records` table keyed by kind and
+/// number.
+fn downgrade_to_v2(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE records_v2 (
+             kind           TEXT NOT NULL,
+             number         INTEGER NOT NULL,
+             clinic         TEXT NOT NULL,
+             first_name     TEXT NOT NULL,
+             last_name      TEXT NOT NULL,
+             address        TEXT NOT NULL,
+             phone          TEXT NOT NULL,
+             specialization TEXT NOT NULL,
+             location       TEXT NOT NULL,
+             designation    TEXT NOT NULL,
+             status         TEXT NOT NULL,
+             status_date    TEXT NOT NULL,
+             PRIMARY KEY (kind, number)
+         ) WITHOUT ROWID;
+         INSERT INTO records_v2 SELECT * FROM records;
+         DROP VIEW records;
+         DROP TABLE doctors;
+         DROP TABLE nurses;
+         ALTER TABLE records_v2 RENAME TO records;
+         UPDATE meta SET value = 2 WHERE key = 'schema_version';
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_2_store_moves_its_records_to_one_table_per_kind() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a.db");
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[
+            doctor("MTL0001", "Doe"),
+            nurse("LVL0001", "Roe"),
+            doctor("DDO0001", "Poe"),
+            nurse("MTL0001", "Moe"),
+        ],
+    );
+    let (records, hash) = {
+        let mut store = Store::open(&path, SyncMode::Normal).unwrap();
+        store.commit(&entries).unwrap();
+        (store.records().unwrap(), store.log_hash())
+    };
+    assert_eq!(records.len(), 4);
+    downgrade_to_v2(&path);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let kind: String = conn
+            .query_row(
+                "SELECT type FROM sqlite_schema WHERE name = 'records'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kind, "table", "the downgrade made a version 2 store");
+    }
+    let mut store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.records().unwrap(), records);
+    assert_eq!(store.digest().unwrap(), state.digest());
+    assert_eq!(store.log_hash(), hash);
+    assert_eq!(store.last_applied(), 4);
+    assert_eq!(store.meta("schema_version").unwrap(), Some(SCHEMA_VERSION));
+    let kind: String = store
+        .conn
+        .query_row(
+            "SELECT type FROM sqlite_schema WHERE name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kind, "view");
+    // Writing goes on where it left off, and a reopen keeps it all.
+    let more = execute_all(
+        &mut state,
+        5,
+        &[doctor("LVL0001", "Zoe"), nurse("DDO0001", "Yu")],
+    );
+    store.commit(&more).unwrap();
+    drop(store);
+    let store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.records().unwrap().len(), 6);
+    assert_eq!(store.digest().unwrap(), state.digest());
 }
