@@ -14,8 +14,8 @@
 //!
 //! The name index serves only `listRecords`, which only a leader executes:
 //! a backup drops it ([`ClinicState::keep_name_index`]) and saves a B-tree
-//! insert per change; a leader rebuilds it when it takes over. Without it a
-//! list is a scan, with the same result.
+//! insert per change; a leader that took over builds it at its first list.
+//! Without it a list is a scan, with the same result.
 
 use crate::model::{
     Clinic, Counts, Doctor, ManagerId, Nurse, Record, RecordBody, RecordId, RecordKind,

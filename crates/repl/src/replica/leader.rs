@@ -695,6 +695,10 @@ impl LeaderState {
     fn execute(&mut self, core: &mut Core, now_ms: u64, key: RequestKey, request: &Request) {
         assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
+        if matches!(request, Request::ListRecords { .. }) {
+            // A leader that was a backup builds the index at its first list.
+            core.state.keep_name_index(true);
+        }
         let (reply, effect) = core.state.execute(request, now_ms);
         let entry = Arc::new(LogEntry {
             position: core.applied + 1,
