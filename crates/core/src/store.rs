@@ -627,8 +627,11 @@ impl Store {
         let path = self.path.clone();
         let e = |e| sql(&path, e);
         let tx = self.conn.transaction().map_err(e)?;
-        tx.execute_batch("DELETE FROM doctors; DELETE FROM nurses; DELETE FROM replies; DELETE FROM stream_heads;")
-            .map_err(e)?;
+        tx.execute_batch(
+            "DELETE FROM doctors; DELETE FROM nurses; DELETE FROM replies;
+             DELETE FROM stream_heads;",
+        )
+        .map_err(e)?;
         tx.execute("DELETE FROM audit WHERE position > ?1", [position as i64])
             .map_err(e)?;
         for r in records {
