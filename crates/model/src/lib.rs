@@ -33,9 +33,9 @@
 //! - **Serve** (`try_serve`, `raise_log_epoch`): the leader serves once it
 //!   and a majority hold the epoch's start durably; a replica raises its
 //!   durable `log_epoch` to the epoch only once it holds the start durably.
-//! - **Commit**: a write is acknowledged once the leader and enough backups
-//!   for a majority hold it durably (the real leader also waits for every
-//!   member of its view: that only removes schedules).
+//! - **Commit**: a write is acknowledged once a majority holds it durably,
+//!   the leader among them only once its own disk does (the real leader
+//!   also waits for every member of its view: that only removes schedules).
 //! - **Faults**: the network loses, duplicates, delays and reorders every
 //!   message (a message once sent may be delivered any number of times, or
 //!   never); replicas crash, losing what is not durable, and restart.
@@ -288,7 +288,8 @@ impl Dcms {
         }
     }
 
-    /// The serving leader acknowledges what it and a majority hold durably.
+    /// The serving leader acknowledges what a majority holds durably, itself
+    /// counted by its durable prefix.
     fn maybe_commit(&self, s: &mut State, id: Id) {
         let r = &s.replicas[id as usize];
         let Role::Leader(l) = &r.role else { return };
