@@ -135,14 +135,7 @@ impl Batch {
 
     /// `entries` chained from `base`, the log's hash before the first.
     pub fn chained(base: Option<LogHash>, entries: Vec<LogEntry>) -> Batch {
-        let mut hash = base;
-        let hashes = entries
-            .iter()
-            .map(|e| {
-                hash = hash.map(|h| h.chain(e));
-                hash
-            })
-            .collect();
+        let hashes = chain_hashes(base, &entries);
         let entries = entries.into_iter().map(Arc::new).collect();
         Batch { entries, hashes }
     }
@@ -183,6 +176,18 @@ impl Batch {
         self.entries.clear();
         self.hashes.clear();
     }
+}
+
+/// The log's hash after each of `entries`, chained from `base`.
+fn chain_hashes<E: Borrow<LogEntry>>(base: Option<LogHash>, entries: &[E]) -> Vec<Option<LogHash>> {
+    let mut hash = base;
+    entries
+        .iter()
+        .map(|e| {
+            hash = hash.map(|h| h.chain(e.borrow()));
+            hash
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for LogHash {
@@ -461,14 +466,7 @@ impl Store {
     /// log's hash over them. Their positions must follow on from
     /// [`Store::last_applied`] without a gap; otherwise nothing is written.
     pub fn commit(&mut self, entries: &[LogEntry]) -> Result<()> {
-        let mut hash = self.log_hash;
-        let hashes: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                hash = hash.map(|h| h.chain(e));
-                hash
-            })
-            .collect();
+        let hashes = chain_hashes(self.log_hash, entries);
         self.write(entries, &hashes)
     }
 
@@ -483,16 +481,14 @@ impl Store {
         hashes: &[Option<LogHash>],
     ) -> Result<()> {
         assert_eq!(entries.len(), hashes.len(), "a hash for every entry");
+        // The caller's chain continues this store's (checked where tests
+        // run: it costs a SHA-256 per entry).
+        debug_assert_eq!(
+            hashes,
+            chain_hashes(self.log_hash, entries),
+            "the batch's hashes do not continue the store's chain"
+        );
         let entries = || entries.iter().map(Borrow::<LogEntry>::borrow);
-        if cfg!(debug_assertions) {
-            // The caller's chain continues this store's (checked where
-            // tests run: it costs a SHA-256 per entry).
-            let mut hash = self.log_hash;
-            for (entry, given) in entries().zip(hashes) {
-                hash = hash.map(|h| h.chain(entry));
-                assert_eq!(*given, hash, "the batch's hash at {}", entry.position);
-            }
-        }
         for (expected, entry) in (self.last_applied + 1..).zip(entries()) {
             if entry.position != expected {
                 return Err(StoreError::OutOfOrder {
