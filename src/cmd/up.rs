@@ -3,8 +3,11 @@
 //! with their names, all stopped on Ctrl-C.
 //!
 //! The configuration is written to `<data-dir>/cluster.toml` on first start
-//! (free ports, a fresh cluster secret) and reused afterwards, so the
-//! corbaloc URL and the data survive restarts.
+//! (free ports, fresh keys) and reused afterwards, so the corbaloc URL and
+//! the data survive restarts. Each process holds only the keys it needs: the
+//! replicas read `cluster.toml` (the replicas' key and the front end's), the
+//! front end `frontend.toml` (its own key only). Both files are readable by
+//! their owner only, in a folder that is too (0600, 0700).
 
 use super::common::FaultArgs;
 use anyhow::Context;
@@ -59,40 +62,76 @@ fn free_port() -> anyhow::Result<u16> {
     }
 }
 
-fn fresh_secret() -> String {
+fn fresh_key() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
 }
 
-/// Loads `<data-dir>/cluster.toml`, or writes a new one (then `true`: the
-/// group's first start).
+/// The configurations `dcms up` writes: the replicas' and the front end's.
+pub struct Prepared {
+    pub replicas_config: PathBuf,
+    pub frontend_config: PathBuf,
+    pub config: ClusterConfig,
+    /// The group's first start.
+    pub first_start: bool,
+}
+
+/// Writes the front end's configuration: the replicas' without their key.
+fn write_frontend_config(data_dir: &Path, config: &ClusterConfig) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("frontend.toml");
+    config
+        .for_frontend()
+        .write(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Loads `<data-dir>/cluster.toml`, or writes a new one (then
+/// `first_start`), and writes the front end's `frontend.toml` from it.
 pub fn prepare_config(
     data_dir: &Path,
     replicas: u64,
     port: u16,
     sync: &str,
-) -> anyhow::Result<(PathBuf, ClusterConfig, bool)> {
-    std::fs::create_dir_all(data_dir)
+) -> anyhow::Result<Prepared> {
+    dcms_node::config::create_private_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join("cluster.toml");
     if path.exists() {
-        let config = ClusterConfig::load(&path)?;
+        let mut config = ClusterConfig::load(&path)?;
         anyhow::ensure!(
             config.replicas.len() as u64 == replicas,
             "{} describes {} replicas, not {replicas}: use another --data-dir, or remove it to start afresh",
             path.display(),
             config.replicas.len()
         );
-        return Ok((path, config, false));
+        if config.frontend.key.is_none() {
+            // Written by a version with one key for everything.
+            config.frontend.key = Some(fresh_key());
+            config
+                .write(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "dcms: gave the front end a key of its own in {}",
+                path.display()
+            );
+        }
+        config.validate_for(dcms_node::config::Role::Replica)?;
+        return Ok(Prepared {
+            frontend_config: write_frontend_config(data_dir, &config)?,
+            replicas_config: path,
+            config,
+            first_start: false,
+        });
     }
     anyhow::ensure!(
         (1..=9).contains(&replicas),
         "--replicas must be between 1 and 9"
     );
     let abs = std::path::absolute(data_dir)?;
-    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_secret());
+    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_key(), fresh_key());
     config.cluster_id = rand::random::<u64>() >> 1;
     config.sync = sync.to_string();
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -101,10 +140,16 @@ pub fn prepare_config(
     for r in &mut config.replicas {
         r.udp = addr(free_port()?);
     }
-    config.validate()?;
-    std::fs::write(&path, config.to_toml())
+    config.validate_for(dcms_node::config::Role::Replica)?;
+    config
+        .write(&path)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok((path, config, true))
+    Ok(Prepared {
+        frontend_config: write_frontend_config(data_dir, &config)?,
+        replicas_config: path,
+        config,
+        first_start: true,
+    })
 }
 
 /// Starts a child `dcms` process whose output is prefixed with `name`.
@@ -149,8 +194,12 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Resul
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    let (config_path, mut config, first_start) =
-        prepare_config(&args.data_dir, args.replicas, args.port, &args.sync)?;
+    let Prepared {
+        replicas_config: config_path,
+        frontend_config,
+        mut config,
+        first_start,
+    } = prepare_config(&args.data_dir, args.replicas, args.port, &args.sync)?;
     args.faults.apply(&mut config.faults);
     config.validate()?;
     let config_arg = config_path.display().to_string();
@@ -184,7 +233,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut a = vec![
         "frontend".into(),
         "--config".into(),
-        config_arg.clone(),
+        frontend_config.display().to_string(),
         "--ior-file".into(),
         ior_file.display().to_string(),
     ];
@@ -205,7 +254,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("dcms: corbaloc  {corbaloc}");
     println!("dcms: IOR file  {}", ior_file.display());
     println!("dcms: data      {}", config.data_dir.display());
-    println!("dcms: config    {}", config_path.display());
+    println!(
+        "dcms: config    {} (replicas), {} (front end)",
+        config_path.display(),
+        frontend_config.display()
+    );
     println!("dcms: try       dcms client --url {corbaloc} counts --manager MTL0001");
     println!("dcms: Ctrl-C stops the cluster");
 

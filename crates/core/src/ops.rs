@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 /// in characters.
 pub const MAX_TEXT_CHARS: usize = 100;
 
+/// Largest raw argument a front end forwards, in bytes. Far above any
+/// valid value ([`MAX_TEXT_CHARS`] characters of up to 4 bytes, plus
+/// surrounding blanks), so it refuses only what validation would refuse too,
+/// before it travels through the replicated stream and its retransmissions.
+pub const MAX_ARGUMENT_BYTES: usize = 4096;
+
 /// One manager operation with its raw arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -93,6 +99,23 @@ impl Request {
                 | Request::GetRecord { .. }
                 | Request::ListRecords { .. }
         )
+    }
+
+    /// Refuses an argument over [`MAX_ARGUMENT_BYTES`], naming its field.
+    pub fn check_size(&self) -> Result<(), DomainError> {
+        let manager = ("managerID", self.manager_id());
+        for (field, value) in std::iter::once(manager).chain(self.arguments()) {
+            if value.len() > MAX_ARGUMENT_BYTES {
+                return Err(DomainError::InvalidRequest {
+                    field: field.into(),
+                    reason: format!(
+                        "is {} bytes long; at most {MAX_ARGUMENT_BYTES} are accepted",
+                        value.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The arguments after the manager ID, as (IDL name, value) pairs.
@@ -240,4 +263,36 @@ pub struct AuditEntry {
 pub struct Effect {
     pub change: Option<Change>,
     pub audit: AuditEntry,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_arguments_are_refused_by_name() {
+        let request = |manager_id: String, first_name: String| Request::CreateNurse {
+            manager_id,
+            first_name,
+            last_name: "Roy".into(),
+            designation: "junior".into(),
+            status: "active".into(),
+            status_date: "2024-01-01".into(),
+        };
+        let ok = "x".repeat(MAX_ARGUMENT_BYTES);
+        let big = "x".repeat(MAX_ARGUMENT_BYTES + 1);
+        assert_eq!(request("MTL0001".into(), ok.clone()).check_size(), Ok(()));
+        for (r, field) in [
+            (request("MTL0001".into(), big.clone()), "firstName"),
+            (request(big, ok), "managerID"),
+        ] {
+            match r.check_size() {
+                Err(DomainError::InvalidRequest { field: f, reason }) => {
+                    assert_eq!(f, field);
+                    assert!(reason.contains("4097 bytes"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

@@ -22,6 +22,14 @@ impl Clock {
         }
     }
 
+    /// Wall-clock microseconds since the Unix epoch, now (for incarnations).
+    pub fn wall_us() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
+
     pub fn now_ms(&self) -> u64 {
         self.start_unix_ms + self.start.elapsed().as_millis() as u64
     }

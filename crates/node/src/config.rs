@@ -1,17 +1,20 @@
 //! The cluster configuration: one TOML file that names every process's
-//! addresses, the data folder, the timeouts, the cluster secret and the
-//! fault-injection settings. `dcms up` writes one for a local cluster;
-//! command-line flags and `DCMS_*` variables override single values.
+//! addresses, the data folder, the timeouts, the keys and the
+//! fault-injection settings. `dcms up` writes one for a local cluster
+//! (`cluster.toml`, for the replicas) and the same without the replicas'
+//! key for the front end (`frontend.toml`); command-line flags and `DCMS_*`
+//! variables override single values.
 //!
 //! ```toml
 //! cluster_id = 7
-//! secret = "3f1c..."            # hex; keys the HMAC of every datagram
+//! replica_key = "3f1c..."       # hex; only replicas hold it
 //! data_dir = "dcms-data"
 //!
 //! [frontend]
-//! id = 100                      # node ID (also its request stream)
+//! id = 100                      # its key's ID (its streams are random)
 //! udp = "127.0.0.1:7100"
 //! iiop = "127.0.0.1:7000"
+//! key = "9a0b..."               # hex; the front end's own key (replicas hold it too)
 //!
 //! [[replicas]]
 //! id = 1
@@ -40,6 +43,19 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(
+        "{path} holds keys but is readable by others (mode {mode:03o}): run `chmod 600 {path}`"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+}
+
+/// Which process a configuration is for: each holds only the keys it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the replicas' key and the front end's key.
+    Replica,
+    /// Holds its own key only, never the replicas'.
+    FrontEnd,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,8 +63,10 @@ pub enum ConfigError {
 pub struct ClusterConfig {
     /// Datagrams of another cluster are refused.
     pub cluster_id: u64,
-    /// Hex-encoded secret keying the HMAC-SHA256 tag of every datagram.
-    pub secret: String,
+    /// Hex-encoded key of the HMAC-SHA256 tag of the replicas' datagrams.
+    /// Only replicas hold it (`secret` in older files).
+    #[serde(default, alias = "secret", skip_serializing_if = "Option::is_none")]
+    pub replica_key: Option<String>,
     /// Where each replica keeps `replica-N.db` and the front end its IOR file.
     pub data_dir: PathBuf,
     pub frontend: FrontendConfig,
@@ -84,11 +102,15 @@ fn default_sync() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
-    /// Node ID; also names the front end's request stream.
+    /// The ID of its key. Its request streams are random at every start.
     pub id: u64,
     pub udp: SocketAddr,
     /// Where CORBA clients connect.
     pub iiop: SocketAddr,
+    /// Hex-encoded key of the front end's datagrams (the replicas hold it
+    /// too, to check them and to sign their answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -151,17 +173,19 @@ impl ClusterConfig {
         base_port: u16,
         replicas: u64,
         data_dir: PathBuf,
-        secret: String,
+        replica_key: String,
+        frontend_key: String,
     ) -> ClusterConfig {
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         ClusterConfig {
             cluster_id: u64::from(base_port) << 16 | 0xdc,
-            secret,
+            replica_key: Some(replica_key),
             data_dir,
             frontend: FrontendConfig {
                 id: 100,
                 udp: addr(base_port + 1),
                 iiop: addr(base_port),
+                key: Some(frontend_key),
             },
             replicas: (1..=replicas)
                 .map(|id| ReplicaAddr {
@@ -177,34 +201,92 @@ impl ClusterConfig {
         }
     }
 
+    /// Reads and checks a configuration. A file that holds a key must be
+    /// readable by its owner only (as ssh insists for private keys).
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let text = std::fs::read_to_string(path).map_err(read)?;
         let config: ClusterConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
             source,
         })?;
+        if config.replica_key.is_some() || config.frontend.key.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::TooOpen {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// Writes the configuration readable by its owner only (it holds keys).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        write_private(path, self.to_toml().as_bytes())
+    }
+
+    /// The same configuration without the replicas' key: what a front end
+    /// gets.
+    pub fn for_frontend(&self) -> ClusterConfig {
+        ClusterConfig {
+            replica_key: None,
+            ..self.clone()
+        }
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configurations always serialize")
     }
 
-    /// The secret's bytes.
-    pub fn secret_bytes(&self) -> Result<Vec<u8>, ConfigError> {
-        let bytes = hex::decode(self.secret.trim())
-            .map_err(|e| ConfigError::Invalid(format!("secret is not hex: {e}")))?;
-        if bytes.len() < 16 {
-            return Err(ConfigError::Invalid(format!(
-                "secret has {} bytes; at least 16 are needed",
-                bytes.len()
-            )));
+    /// The replicas' key.
+    pub fn replica_key_bytes(&self) -> Result<Vec<u8>, ConfigError> {
+        let text = self.replica_key.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(
+                "replica_key is missing: a replica needs the replicas' key (dcms up writes it to cluster.toml)".into(),
+            )
+        })?;
+        key_bytes("replica_key", text)
+    }
+
+    /// The front end's key.
+    pub fn frontend_key_bytes(&self) -> Result<Vec<u8>, ConfigError> {
+        let text = self.frontend.key.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(
+                "frontend.key is missing: the front end and the replicas need the front end's key (dcms up writes it)".into(),
+            )
+        })?;
+        key_bytes("frontend.key", text)
+    }
+
+    /// Checks that this configuration holds exactly the keys `role` needs:
+    /// a replica both; a front end its own and never the replicas'.
+    pub fn validate_for(&self, role: Role) -> Result<(), ConfigError> {
+        self.validate()?;
+        self.frontend_key_bytes()?;
+        match role {
+            Role::Replica => {
+                self.replica_key_bytes()?;
+            }
+            Role::FrontEnd if self.replica_key.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "a front end must not hold the replicas' key: remove replica_key from its configuration (dcms up writes frontend.toml without it)".into(),
+                ))
+            }
+            Role::FrontEnd => {}
         }
-        Ok(bytes)
+        if self.replica_key.is_some() && self.replica_key == self.frontend.key {
+            return Err(ConfigError::Invalid(
+                "replica_key and frontend.key must differ".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn sync_mode(&self) -> Result<dcms_core::SyncMode, ConfigError> {
@@ -226,7 +308,12 @@ impl ClusterConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        self.secret_bytes()?;
+        if let Some(k) = &self.replica_key {
+            key_bytes("replica_key", k)?;
+        }
+        if let Some(k) = &self.frontend.key {
+            key_bytes("frontend.key", k)?;
+        }
         self.sync_mode()?;
         if self.replicas.is_empty() {
             return bad("at least one replica is needed".into());
@@ -243,8 +330,8 @@ impl ClusterConfig {
                 self.frontend.id
             ));
         }
-        if ids.contains(&0) {
-            return bad("replica ID 0 is reserved".into());
+        if ids.contains(&0) || self.frontend.id == 0 {
+            return bad("ID 0 is reserved (the replicas' key)".into());
         }
         let mut addrs: Vec<SocketAddr> = self.replicas.iter().map(|r| r.udp).collect();
         addrs.push(self.frontend.udp);
@@ -280,9 +367,74 @@ impl ClusterConfig {
                 t.suspect_ms, t.heartbeat_ms
             ));
         }
+        if t.failover && t.election_ms == 0 {
+            return bad("election_ms must be positive".into());
+        }
+        if t.outcome_ms > 3_600_000 {
+            return bad(format!(
+                "outcome_ms ({}) over an hour: a client would wait that long",
+                t.outcome_ms
+            ));
+        }
         self.faults.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
+}
+
+/// A key in hex, at least 16 bytes.
+fn key_bytes(name: &str, text: &str) -> Result<Vec<u8>, ConfigError> {
+    let bytes = hex::decode(text.trim())
+        .map_err(|e| ConfigError::Invalid(format!("{name} is not hex: {e}")))?;
+    if bytes.len() < 16 {
+        return Err(ConfigError::Invalid(format!(
+            "{name} has {} bytes; at least 16 are needed",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `path` readable by its owner only (mode 0600, also
+/// when the file existed with a wider mode), durably: a temporary file,
+/// fsynced, renamed over `path`, and the folder fsynced.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Creates `dir` (and its parents) for the owner only (0700); an existing
+/// folder open to others is narrowed to 0700, with a warning.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{mode:03o}"),
+            "the data folder was open to others; narrowed to 700"
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -295,6 +447,7 @@ mod tests {
             3,
             "d".into(),
             "00112233445566778899aabbccddeeff".into(),
+            "ffeeddccbbaa99887766554433221100".into(),
         )
     }
 
@@ -311,14 +464,14 @@ mod tests {
     #[test]
     fn bad_configurations_say_what_is_wrong() {
         let mut c = local();
-        c.secret = "zz".into();
+        c.replica_key = Some("zz".into());
         assert!(c
             .validate()
             .unwrap_err()
             .to_string()
-            .contains("secret is not hex"));
+            .contains("replica_key is not hex"));
         let mut c = local();
-        c.secret = "0011".into();
+        c.frontend.key = Some("0011".into());
         assert!(c
             .validate()
             .unwrap_err()
@@ -347,7 +500,69 @@ mod tests {
         let mut c = local();
         c.faults.drop = 1.5;
         assert!(c.validate().is_err());
+        let mut c = local();
+        c.timeouts.election_ms = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("election_ms"));
         let err = toml::from_str::<ClusterConfig>("cluster_id = 1\nbogus = 2").unwrap_err();
         assert!(err.to_string().contains("bogus") || err.to_string().contains("missing"));
+    }
+
+    #[test]
+    fn each_role_holds_exactly_the_keys_it_needs() {
+        let c = local();
+        c.validate_for(Role::Replica).unwrap();
+        let err = c.validate_for(Role::FrontEnd).unwrap_err().to_string();
+        assert!(err.contains("must not hold the replicas' key"), "{err}");
+        let fe = c.for_frontend();
+        fe.validate_for(Role::FrontEnd).unwrap();
+        let err = fe.validate_for(Role::Replica).unwrap_err().to_string();
+        assert!(err.contains("replica_key is missing"), "{err}");
+        let mut no_fe_key = c.clone();
+        no_fe_key.frontend.key = None;
+        for role in [Role::Replica, Role::FrontEnd] {
+            let err = no_fe_key.for_frontend().validate_for(role).unwrap_err();
+            assert!(err.to_string().contains("frontend.key is missing"), "{err}");
+        }
+        let mut same = c.clone();
+        same.frontend.key = same.replica_key.clone();
+        assert!(same
+            .validate_for(Role::Replica)
+            .unwrap_err()
+            .to_string()
+            .contains("must differ"));
+        // Older files call the replicas' key `secret`.
+        let old = c.to_toml().replace("replica_key", "secret");
+        let back: ClusterConfig = toml::from_str(&old).unwrap();
+        assert_eq!(back.replica_key, c.replica_key);
+    }
+
+    #[test]
+    fn key_files_are_private_and_an_open_one_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        create_private_dir(&data).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&data).unwrap();
+        assert_eq!(mode(&data), 0o700, "an open data folder is narrowed");
+        let path = data.join("cluster.toml");
+        local().write(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        ClusterConfig::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = ClusterConfig::load(&path).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooOpen { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        local().write(&path).unwrap();
+        assert_eq!(mode(&path), 0o600, "rewriting narrows it again");
     }
 }

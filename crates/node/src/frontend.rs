@@ -8,8 +8,9 @@
 //! (the request itself stays in the sequencer and is still retransmitted).
 
 use crate::clock::Clock;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Role};
 use crate::link::{Link, Redundancy};
+use crate::refusals::Refusals;
 use crate::replica::{address_book, initial_leader, wire_config};
 use crate::status::{ProcessStatus, StatusWriter};
 use crate::NodeError;
@@ -41,6 +42,11 @@ pub struct ReplicatedService {
 
 impl ClinicService for ReplicatedService {
     fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        // An oversized argument would be refused by validation anyway: refuse
+        // it here, before it travels (and is retransmitted) to the replicas.
+        if let Err(e) = request.check_size() {
+            return Ok(Err(e));
+        }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.tx
             .try_send(Submit { request, done })
@@ -66,7 +72,7 @@ pub fn start_frontend(
     config: &ClusterConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(ReplicatedService, impl Future<Output = ()> + Send + 'static), NodeError> {
-    config.validate()?;
+    config.validate_for(Role::FrontEnd)?;
     let id = config.frontend.id;
     let mut link = Link::bind(
         config.frontend.udp,
@@ -79,19 +85,22 @@ pub fn start_frontend(
         what: format!("binding UDP {}", config.frontend.udp),
         source: e,
     })?;
-    // A new stream at every start: sequence numbers restart at 1, and the
-    // replicas must not take them for the old stream's (whose stored replies
-    // they still hold).
-    let stream = frontend_stream(config.frontend.id, crate::clock::Clock::new().now_ms());
-    let mut fc = FrontEndConfig::new(wire_config(config)?, stream, initial_leader(config));
-    fc.incarnation = rand::random();
+    // A new random stream at every start: sequence numbers restart at 1,
+    // and the replicas must not take them for an old stream's (whose stored
+    // replies they still hold), nor may an old stream's late replies reach
+    // this one (every datagram names its addressee).
+    let stream = dcms_repl::frontend::random_stream(rand::random());
+    let wire = wire_config(config, Role::FrontEnd)?;
+    let mut fc = FrontEndConfig::new(wire, stream, initial_leader(config));
+    fc.incarnation = Clock::wall_us();
+    // The replicas it hears from (and, with failover, heartbeats to learn
+    // who leads).
+    fc.replicas = config
+        .replicas
+        .iter()
+        .map(|r| dcms_repl::NodeId(r.id))
+        .collect();
     if config.timeouts.failover {
-        // Heartbeats to every replica; it learns who leads from them.
-        fc.replicas = config
-            .replicas
-            .iter()
-            .map(|r| dcms_repl::NodeId(r.id))
-            .collect();
         fc.heartbeat_ms = config.timeouts.heartbeat_ms;
     }
     fc.outcome_timeout_ms = config.timeouts.outcome_ms;
@@ -108,6 +117,7 @@ pub fn start_frontend(
         let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
         let mut status = StatusWriter::new(&data_dir, "frontend");
         let mut redundancy = Redundancy::default();
+        let mut refusals = Refusals::default();
         tokio::pin!(shutdown);
         let mut status_tick = crate::status::ticker();
         info!(frontend = id, stream, leader = %leader, "front end sequencer running with a new stream");
@@ -123,11 +133,16 @@ pub fn start_frontend(
                         submit(&mut fe, &mut waiters, now, s);
                     }
                 }
-                (bytes, _from) = link.recv() => {
+                (bytes, from) = link.recv() => {
                     let now = clock.now_ms();
-                    feed(&mut fe, now, &bytes);
-                    while let Some((bytes, _)) = link.try_recv() {
-                        feed(&mut fe, now, &bytes);
+                    feed(&mut fe, &mut refusals, now, &bytes, from);
+                    // Bounded, so that sends, completions and the clock
+                    // are never starved by a busy socket.
+                    for _ in 0..crate::replica::BURST {
+                        let Some((bytes, from)) = link.try_recv() else {
+                            break;
+                        };
+                        feed(&mut fe, &mut refusals, now, &bytes, from);
                     }
                 }
                 _ = sleep => fe.tick(clock.now_ms()),
@@ -193,6 +208,7 @@ pub fn start_frontend(
                     "rto_ms": fe.rto_ms(),
                     "protocol": format!("{:?}", fe.stats()),
                     "link": format!("{:?}", link.stats),
+                    "refused": { "benign": refusals.benign, "suspicious": refusals.suspicious },
                 }),
                 updated_ms: clock.now_ms(),
             });
@@ -204,13 +220,6 @@ pub fn start_frontend(
         info!("front end sequencer stopped");
     };
     Ok((ReplicatedService { tx }, event_loop))
-}
-
-/// The stream (and node ID) of a front end started at `start_ms`: the
-/// configured ID in the top bits, the start time in milliseconds below, so
-/// every start has its own stream and none can equal a small replica ID.
-pub fn frontend_stream(configured_id: u64, start_ms: u64) -> u64 {
-    (configured_id << 40) | (start_ms & ((1 << 40) - 1)) | (1 << 63)
 }
 
 fn submit(
@@ -231,8 +240,14 @@ fn submit(
     waiters.insert(seq, s.done);
 }
 
-fn feed(fe: &mut FrontEnd, now: u64, bytes: &[u8]) {
+fn feed(
+    fe: &mut FrontEnd,
+    refusals: &mut Refusals,
+    now: u64,
+    bytes: &[u8],
+    from: std::net::SocketAddr,
+) {
     if let Err(e) = fe.handle_datagram(now, bytes) {
-        warn!(error = %e, "datagram refused");
+        refusals.refused(now, &e, from);
     }
 }

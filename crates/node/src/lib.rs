@@ -4,6 +4,7 @@
 //! - [`config`]: the cluster configuration (TOML), validated.
 //! - [`faults`]: seeded loss, duplication, reordering and delay of datagrams.
 //! - [`link`]: a UDP socket with the peers' addresses and fault injection.
+//! - [`refusals`]: refused datagrams counted, warnings rate-limited.
 //! - [`persist`]: the store thread: group commits and snapshot installs, off the runtime.
 //! - [`meta`]: the replica's durable epoch promise (`Meta`), one small fsynced file.
 //! - [`replica`]: the replica process's event loop.
@@ -20,6 +21,7 @@ pub mod link;
 pub mod local;
 pub mod meta;
 pub mod persist;
+pub mod refusals;
 pub mod replica;
 pub mod status;
 

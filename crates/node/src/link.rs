@@ -113,6 +113,11 @@ impl Link {
     /// Remembers where `node` is (a front end announces itself by sending:
     /// its node ID is new at every start). Only called for authenticated
     /// datagrams.
+    /// Forgets a learned address (the replica forgot the stream).
+    pub fn forget(&mut self, node: NodeId) {
+        self.peers.remove(&node);
+    }
+
     pub fn learn(&mut self, node: NodeId, addr: SocketAddr) {
         if self.peers.get(&node) != Some(&addr) {
             tracing::info!(%node, %addr, "learned a peer's address");

@@ -89,7 +89,7 @@ impl LocalCluster {
             _dir: dir,
             data_dir,
             corbaloc: String::new(),
-            config: ClusterConfig::local(0, 1, PathBuf::new(), String::new()),
+            config: ClusterConfig::local(0, 1, PathBuf::new(), String::new(), String::new()),
         };
         loop {
             if let Ok(config) = ClusterConfig::load(&config_path) {

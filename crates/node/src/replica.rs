@@ -4,10 +4,11 @@
 //! `ready()`: send datagrams, queue entries for commit, report events.
 
 use crate::clock::Clock;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Role as ConfigRole};
 use crate::link::{Link, Redundancy};
 use crate::meta::MetaFile;
 use crate::persist::{Persisted, Persister};
+use crate::refusals::Refusals;
 use crate::status::{PeerSeen, ProcessStatus, StatusWriter};
 use crate::NodeError;
 use dcms_core::Store;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 /// Datagrams handled per turn before the outputs are flushed.
-const BURST: usize = 64;
+pub(crate) const BURST: usize = 64;
 
 /// The leader before any election: the highest replica ID, as the bully
 /// algorithm would choose.
@@ -35,21 +36,29 @@ pub fn initial_leader(config: &ClusterConfig) -> NodeId {
     )
 }
 
-pub fn wire_config(config: &ClusterConfig) -> Result<WireConfig, NodeError> {
-    let mut wire = WireConfig::new(config.cluster_id, config.secret_bytes()?);
+/// What `role` needs to sign and check datagrams: a replica the replicas'
+/// key and the front end's; a front end its own key only.
+pub fn wire_config(config: &ClusterConfig, role: ConfigRole) -> Result<WireConfig, NodeError> {
+    let frontend_key = config.frontend_key_bytes()?;
+    let mut wire = match role {
+        ConfigRole::Replica => WireConfig::new(config.cluster_id, config.replica_key_bytes()?)
+            .with_key(config.frontend.id, frontend_key),
+        ConfigRole::FrontEnd => {
+            WireConfig::frontend(config.cluster_id, config.frontend.id, frontend_key)
+        }
+    };
     wire.max_datagram = config.max_datagram;
     Ok(wire)
 }
 
-/// Every node's UDP address, by node ID.
+/// Every replica's UDP address, by node ID. (A front end's streams are
+/// learned from its authenticated datagrams: they are new at every start.)
 pub fn address_book(config: &ClusterConfig) -> HashMap<NodeId, std::net::SocketAddr> {
-    let mut peers: HashMap<_, _> = config
+    config
         .replicas
         .iter()
         .map(|r| (NodeId(r.id), r.udp))
-        .collect();
-    peers.insert(NodeId(config.frontend.id), config.frontend.udp);
-    peers
+        .collect()
 }
 
 /// Runs replica `id` until `shutdown` completes. `bootstrap` says this is
@@ -63,9 +72,9 @@ pub async fn run_replica(
     bootstrap: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    config.validate()?;
+    config.validate_for(ConfigRole::Replica)?;
     let me = config.replica(id)?.clone();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::Io {
+    crate::config::create_private_dir(&config.data_dir).map_err(|e| NodeError::Io {
         what: format!("creating {}", config.data_dir.display()),
         source: e,
     })?;
@@ -73,11 +82,16 @@ pub async fn run_replica(
     let store = Store::open(&db, config.sync_mode()?)?;
     let group: Vec<NodeId> = config.replicas.iter().map(|r| NodeId(r.id)).collect();
     let leader = initial_leader(&config);
-    let mut rc = ReplicaConfig::new(wire_config(&config)?, NodeId(id), group.clone(), leader);
+    let wire = wire_config(&config, ConfigRole::Replica)?;
+    let mut rc = ReplicaConfig::new(wire, NodeId(id), group.clone(), leader);
     rc.retransmit_ms = config.timeouts.retransmit_ms;
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
     rc.nack_delay_ms = config.timeouts.nack_delay_ms;
-    rc.incarnation = rand::random();
+    rc.incarnation = crate::meta::next_incarnation(&config.data_dir, id, Clock::wall_us())
+        .map_err(|e| NodeError::Io {
+            what: format!("recording replica {id}'s incarnation"),
+            source: e,
+        })?;
     if config.timeouts.failover {
         rc = rc.with_failover();
         rc.heartbeat_ms = config.timeouts.heartbeat_ms;
@@ -127,6 +141,7 @@ pub async fn run_replica(
     let clock = Clock::new();
     let mut status = StatusWriter::new(&config.data_dir, &format!("replica-{id}"));
     let mut redundancy = Redundancy::default();
+    let mut refusals = Refusals::default();
     info!(replica = id, udp = %me.udp, role = ?replica.role(), leader = %leader, epoch = replica.epoch(), "replica running");
     tokio::pin!(shutdown);
     let mut status_tick = crate::status::ticker();
@@ -137,10 +152,10 @@ pub async fn run_replica(
             _ = &mut shutdown => break,
             (bytes, from) = link.recv() => {
                 let now = clock.now_ms();
-                feed(&mut replica, &mut link, &group, now, &bytes, from);
+                feed(&mut replica, &mut link, &mut refusals, &group, now, &bytes, from);
                 for _ in 0..BURST {
                     match link.try_recv() {
-                        Some((bytes, from)) => feed(&mut replica, &mut link, &group, now, &bytes, from),
+                        Some((bytes, from)) => feed(&mut replica, &mut link, &mut refusals, &group, now, &bytes, from),
                         None => break,
                     }
                 }
@@ -204,6 +219,9 @@ pub async fn run_replica(
             }
             for t in ready.transmits {
                 link.send(t);
+            }
+            for stream in ready.forgotten {
+                link.forget(stream);
             }
             // A backup commits on this thread when the store thread has
             // nothing in hand (so the order holds): it saves two thread
@@ -276,6 +294,7 @@ pub async fn run_replica(
                 stats: serde_json::json!({
                     "protocol": format!("{:?}", replica.stats()),
                     "link": format!("{:?}", link.stats),
+                    "refused": { "benign": refusals.benign, "suspicious": refusals.suspicious },
                 }),
                 updated_ms: now,
             }
@@ -291,6 +310,7 @@ pub async fn run_replica(
 fn feed(
     replica: &mut Replica,
     link: &mut Link,
+    refusals: &mut Refusals,
     group: &[NodeId],
     now: u64,
     bytes: &[u8],
@@ -299,6 +319,6 @@ fn feed(
     match replica.handle_datagram(now, bytes) {
         Ok(header) if !group.contains(&header.sender) => link.learn(header.sender, from),
         Ok(_) => {}
-        Err(e) => warn!(error = %e, %from, "datagram refused"),
+        Err(e) => refusals.refused(now, &e, from),
     }
 }

@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path, replicas: u64) -> ClusterConfig {
         replicas,
         dir.to_path_buf(),
         "0123456789abcdef0123456789abcdef".into(),
+        "fedcba9876543210fedcba9876543210".into(),
     );
     c.frontend.udp = free_udp();
     c.frontend.iiop = free_udp();
@@ -62,7 +63,7 @@ fn run_cluster(
     let mut stop = stop_tx.subscribe();
     let (service, event_loop) = {
         let _g = rt.enter();
-        dcms_node::frontend::start_frontend(&config, async move {
+        dcms_node::frontend::start_frontend(&config.for_frontend(), async move {
             let _ = stop.recv().await;
         })
         .unwrap()
@@ -177,7 +178,7 @@ fn a_restarted_front_end_starts_a_new_stream_and_is_never_answered_from_the_old_
         let (stop_fe, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (service, event_loop) = {
             let _g = rt.enter();
-            dcms_node::frontend::start_frontend(&config, async move {
+            dcms_node::frontend::start_frontend(&config.for_frontend(), async move {
                 let _ = stop_rx.await;
             })
             .unwrap()

@@ -71,10 +71,12 @@ mod tests {
     use crate::ids::NodeId;
     use crate::replica::{Replica, ReplicaConfig};
     use crate::wire::{Decoder, Encoder, Message, WireConfig};
+
+    const FE: NodeId = NodeId(100);
     use dcms_core::{Request, SyncMode};
 
     fn wire() -> WireConfig {
-        WireConfig::new(1, b"k".to_vec())
+        WireConfig::new(1, b"k".to_vec()).with_key(FE.0, b"fe".to_vec())
     }
 
     fn leader(recovered: Recovered) -> Replica {
@@ -94,8 +96,9 @@ mod tests {
             specialization: "surgeon".into(),
             location: "lvl".into(),
         };
-        Encoder::new(wire(), NodeId(100), 1)
-            .encode(&[Message::Request { seq, request }])
+        Encoder::new(wire(), FE, 1)
+            .with_incarnation(crate::wire::next_test_incarnation())
+            .encode(FE.0, NodeId(1), &[Message::Request { seq, request }])
             .remove(0)
     }
 
@@ -129,7 +132,7 @@ mod tests {
             ready.persist.is_empty(),
             "a retransmit is not executed again"
         );
-        let sent = Decoder::new(wire())
+        let sent = Decoder::new(wire(), FE)
             .decode(&ready.transmits[0].bytes)
             .unwrap();
         let stored = persist.entries()[3].reply.clone();

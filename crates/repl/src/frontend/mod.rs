@@ -18,7 +18,8 @@ mod tests;
 
 use crate::ids::{Epoch, NodeId, Seq, StreamId};
 use crate::wire::{
-    Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
+    Decoder, Encoder, Header, KeyId, Message, Reassembler, Transmit, WireConfig, WireError,
+    REPLICA_KEY,
 };
 use dcms_core::{Reply, Request};
 use rto::RttEstimator;
@@ -31,11 +32,15 @@ pub const FAST_RETRANSMIT_GRACE_MS: u64 = 2;
 /// Settings of a front end. Times are in milliseconds.
 #[derive(Clone, Debug)]
 pub struct FrontEndConfig {
+    /// Holds this front end's own key (never the replicas').
     pub wire: WireConfig,
+    /// The key it signs with: its configured ID.
+    pub key: KeyId,
     /// This front end's stream, which is also its node ID. Numbers restart
     /// at 1 with every `FrontEnd`, so a restarted front end must take a new
     /// stream ID (the replicas would answer its request 1 with the old
-    /// stream's stored reply), and it must never equal a replica's ID.
+    /// stream's stored reply): a random 64-bit number, never reused
+    /// ([`random_stream`]), never equal to a replica's ID.
     pub stream: StreamId,
     pub leader: NodeId,
     /// The epoch it believes in at start; raised by newer replies.
@@ -48,8 +53,9 @@ pub struct FrontEndConfig {
     /// Numbers in flight at most (from the oldest unanswered). Must not
     /// exceed the replicas' `reply_cache`.
     pub max_in_flight: u64,
-    /// Differs at every start (see `ReplicaConfig::incarnation`).
-    pub incarnation: u32,
+    /// Higher at every start of a sender with the same ID (see
+    /// `ReplicaConfig::incarnation`); a new stream may start anywhere.
+    pub incarnation: u64,
     /// Every replica (to ask who leads). Defaults to the initial leader.
     pub replicas: Vec<NodeId>,
     /// Heartbeat to every replica this often (they answer with the
@@ -57,10 +63,23 @@ pub struct FrontEndConfig {
     pub heartbeat_ms: u64,
 }
 
+/// A new stream ID from `random` bits: never 0, and with the top bit set,
+/// so it never equals a replica's (small) ID. 63 random bits: two streams
+/// collide with probability about n²/2⁶⁴, nil for any real number of starts.
+pub fn random_stream(random: u64) -> StreamId {
+    random | (1 << 63)
+}
+
 impl FrontEndConfig {
+    /// A front end signing with the one front-end key that `wire` holds.
     pub fn new(wire: WireConfig, stream: StreamId, leader: NodeId) -> FrontEndConfig {
+        let key = wire
+            .key_ids()
+            .find(|&k| k != REPLICA_KEY)
+            .expect("a front end's wire configuration holds its own key");
         FrontEndConfig {
             wire,
+            key,
             stream,
             leader,
             epoch: 1,
@@ -108,6 +127,13 @@ pub struct FrontEndReady {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FrontEndStats {
     pub decode_errors: u64,
+    /// Datagrams addressed to another stream (e.g. a former front end at
+    /// this address), dropped.
+    pub misaddressed: u64,
+    /// Duplicates and replays of datagrams already accepted, dropped.
+    pub replayed: u64,
+    /// Authentic datagrams from a sender that is not a replica, dropped.
+    pub not_from_replica: u64,
     pub stale_epoch: u64,
     pub unexpected: u64,
     pub sent: u64,
@@ -171,6 +197,10 @@ impl FrontEnd {
         assert!(config.outcome_timeout_ms > 0);
         let me = NodeId::of_stream(config.stream);
         assert_ne!(me, config.leader, "a front end is not a replica");
+        assert!(
+            config.key != REPLICA_KEY && config.wire.has_key(config.key),
+            "a front end signs with its own key"
+        );
         FrontEnd {
             epoch: config.epoch,
             next_seq: 1,
@@ -178,7 +208,7 @@ impl FrontEnd {
             rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
             encoder: Encoder::new(config.wire.clone(), me, config.epoch)
                 .with_incarnation(config.incarnation),
-            decoder: Decoder::new(config.wire.clone()),
+            decoder: Decoder::new(config.wire.clone(), me),
             reassembler: Reassembler::new(),
             outbox: Vec::new(),
             leader: config.leader,
@@ -266,24 +296,32 @@ impl FrontEnd {
     /// Handles one received datagram; returns its authenticated header.
     pub fn handle_datagram(&mut self, now_ms: u64, bytes: &[u8]) -> Result<Header, WireError> {
         self.expire_deadlines(now_ms);
-        let datagram = self.decoder.decode(bytes).inspect_err(|_| {
-            self.stats.decode_errors += 1;
+        let datagram = self.decoder.decode(bytes).inspect_err(|e| match e {
+            WireError::NotForMe { .. } => self.stats.misaddressed += 1,
+            WireError::Replayed { .. } => self.stats.replayed += 1,
+            _ => self.stats.decode_errors += 1,
         })?;
         let header = datagram.header;
+        if !self.config.replicas.contains(&header.sender) && header.sender != self.config.leader {
+            self.stats.not_from_replica += 1;
+            return Err(WireError::Forbidden("a front end hears only replicas"));
+        }
         if header.epoch < self.epoch {
             self.stats.stale_epoch += 1;
             return Ok(header);
         }
         for message in datagram.messages {
             let message = match message {
-                Message::Fragment(f) => match self.reassembler.push(header.sender, f) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        self.stats.decode_errors += 1;
-                        return Err(e);
+                Message::Fragment(f) => {
+                    match self.reassembler.push(header.sender, header.incarnation, f) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            self.stats.decode_errors += 1;
+                            return Err(e);
+                        }
                     }
-                },
+                }
                 m => m,
             };
             if !matches!(message, Message::Coordinator) && header.epoch > self.epoch {
@@ -356,8 +394,16 @@ impl FrontEnd {
         match message {
             Message::Reply { seq, reply } => self.on_reply(now_ms, seq, reply),
             Message::RequestNack { missing } => {
+                // The leader repeats its NACK until the gap closes: a request
+                // sent within the grace is on its way already (resending it
+                // for every NACK let one large request occupy the front end).
                 for seq in missing {
-                    if self.pending.get(&seq).is_some_and(|p| p.sent.is_some()) {
+                    let due = self
+                        .pending
+                        .get(&seq)
+                        .and_then(|p| p.sent)
+                        .is_some_and(|(_, last, _)| now_ms >= last + FAST_RETRANSMIT_GRACE_MS);
+                    if due {
                         self.stats.nack_resends += 1;
                         self.transmit(now_ms, seq);
                     }
@@ -499,9 +545,10 @@ impl FrontEnd {
     pub fn ready(&mut self) -> FrontEndReady {
         let messages = std::mem::take(&mut self.outbox);
         let leader = self.leader;
+        let key = self.config.key;
         let mut transmits: Vec<Transmit> = self
             .encoder
-            .encode(&messages)
+            .encode(key, leader, &messages)
             .into_iter()
             .map(|bytes| Transmit { to: leader, bytes })
             .collect();
@@ -514,7 +561,10 @@ impl FrontEnd {
                 committed: 0,
             };
             for &r in &self.config.replicas {
-                for bytes in self.encoder.encode(std::slice::from_ref(&heartbeat)) {
+                for bytes in self
+                    .encoder
+                    .encode(key, r, std::slice::from_ref(&heartbeat))
+                {
                     transmits.push(Transmit { to: r, bytes });
                 }
             }

@@ -6,8 +6,11 @@ use dcms_core::{Counts, DomainError, Outcome};
 
 const LEADER: NodeId = NodeId(1);
 
+const FE: NodeId = NodeId(100);
+
+/// The front end's key, which the replicas hold too.
 fn wire() -> WireConfig {
-    WireConfig::new(5, b"k".to_vec())
+    WireConfig::frontend(5, FE.0, b"k".to_vec())
 }
 
 fn frontend(max_in_flight: u64) -> FrontEnd {
@@ -31,7 +34,7 @@ fn ok() -> Reply {
 /// The requests a front end sent, as (seq, epoch).
 fn sent(fe: &mut FrontEnd) -> Vec<(Seq, Epoch)> {
     let ready = fe.ready();
-    let d = Decoder::new(wire());
+    let mut d = Decoder::new(wire(), LEADER);
     let mut out = Vec::new();
     for t in ready.transmits {
         assert_eq!(t.to, LEADER);
@@ -48,8 +51,9 @@ fn sent(fe: &mut FrontEnd) -> Vec<(Seq, Epoch)> {
 }
 
 fn from_leader(epoch: Epoch, messages: &[Message]) -> Vec<u8> {
-    let mut e = Encoder::new(wire(), LEADER, epoch);
-    let mut d = e.encode(messages);
+    let mut e =
+        Encoder::new(wire(), LEADER, epoch).with_incarnation(crate::wire::next_test_incarnation());
+    let mut d = e.encode(FE.0, FE, messages);
     assert_eq!(d.len(), 1);
     d.remove(0)
 }
@@ -183,7 +187,8 @@ fn follows_newer_epochs_and_refuses_older_ones() {
     fe.submit(0, get(2));
     sent(&mut fe);
     let newer = from_leader(3, &[Message::RequestNack { missing: vec![1] }]);
-    fe.handle_datagram(1, &newer).unwrap();
+    fe.handle_datagram(FAST_RETRANSMIT_GRACE_MS, &newer)
+        .unwrap();
     assert_eq!(
         sent(&mut fe),
         vec![(1, 3)],
@@ -301,7 +306,7 @@ fn a_new_leader_gets_every_unanswered_request_with_its_backoff_restarted() {
     assert_eq!(fe.next_deadline(), Some(1500 + 1600));
     // Replica 2 becomes coordinator of epoch 2.
     let coordinator = Encoder::new(wire(), NodeId(2), 2)
-        .encode(&[Message::Coordinator])
+        .encode(FE.0, FE, &[Message::Coordinator])
         .remove(0);
     fe.handle_datagram(1600, &coordinator).unwrap();
     let ready = fe.ready();
@@ -314,4 +319,27 @@ fn a_new_leader_gets_every_unanswered_request_with_its_backoff_restarted() {
         Some(1600 + 100),
         "retried after the RTO, not after the old leader's backoff"
     );
+}
+
+#[test]
+fn repeated_nacks_resend_a_request_once_per_grace() {
+    let mut fe = frontend(8);
+    fe.submit(0, get(1));
+    fe.submit(0, get(2));
+    sent(&mut fe);
+    let nack = || from_leader(1, &[Message::RequestNack { missing: vec![1] }]);
+    // Just sent: on its way already.
+    fe.handle_datagram(1, &nack()).unwrap();
+    assert_eq!(sent(&mut fe), vec![]);
+    // The leader repeats its NACK every few milliseconds: one resend per
+    // grace period, however many NACKs arrive in it.
+    let mut resent = 0;
+    for t in 2..20 {
+        for _ in 0..3 {
+            fe.handle_datagram(t, &nack()).unwrap();
+        }
+        resent += sent(&mut fe).len();
+    }
+    assert_eq!(resent as u64, (20 - 2) / FAST_RETRANSMIT_GRACE_MS);
+    assert_eq!(fe.stats().nack_resends, resent as u64);
 }

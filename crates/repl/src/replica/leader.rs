@@ -1033,6 +1033,13 @@ impl LeaderState {
         }
     }
 
+    /// Drops what is held for `stream` (it expired): no more NACKs to it.
+    /// Its executed requests stay in the sessions (replicated state).
+    pub(super) fn forget_stream(&mut self, stream: StreamId) {
+        self.held.remove(&stream);
+        self.nack_at.remove(&stream);
+    }
+
     pub(super) fn next_deadline(&self, core: &Core) -> Option<u64> {
         let fetch = match self.phase {
             Phase::Fetching { at, .. } => Some(at),

@@ -51,7 +51,8 @@ use crate::recover::Recovered;
 use crate::session::Sessions;
 use crate::snapshot::Snapshot;
 use crate::wire::{
-    Decoder, Encoder, Header, Message, Reassembler, Transmit, WireConfig, WireError,
+    Decoder, Encoder, Header, KeyId, Message, Reassembler, Transmit, WireConfig, WireError,
+    REPLICA_KEY,
 };
 use backup::BackupState;
 use dcms_core::store::LogHash;
@@ -71,6 +72,7 @@ pub const DEFAULT_ELECTION_MS: u64 = 50;
 /// Settings of a replica. Times are in milliseconds.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
+    /// Holds the replicas' key and every front end's key.
     pub wire: WireConfig,
     pub me: NodeId,
     /// Every replica of the group, this one included.
@@ -96,10 +98,10 @@ pub struct ReplicaConfig {
     pub reply_cache: usize,
     /// Numbers named in one NACK, at most.
     pub max_nack_numbers: usize,
-    /// Differs at every start of this replica (e.g. a counter kept on disk,
-    /// or the start time in seconds); keeps fragment IDs unique across
-    /// restarts.
-    pub incarnation: u32,
+    /// Higher at every start of this replica (the start time in
+    /// microseconds, or a counter kept on disk): the peers' replay windows
+    /// refuse datagrams of an older incarnation.
+    pub incarnation: u64,
     /// Heartbeat interval. 0 (the default until the shell is ready, see
     /// [`ReplicaConfig::with_failover`]) turns failure detection off: no
     /// heartbeats, no suspicion, no elections (a fixed leader, as before).
@@ -116,7 +118,19 @@ pub struct ReplicaConfig {
     /// Entries sent in one answer to a `Fetch` at most; a longer suffix
     /// travels in several (the leader fetches again).
     pub max_transfer: usize,
+    /// A front-end stream silent this long is forgotten: its key binding,
+    /// replay window, address and held requests (not its executed requests,
+    /// which are replicated state).
+    pub stream_expiry_ms: u64,
+    /// Front-end streams known at most; a new one beyond makes room by
+    /// forgetting the longest silent.
+    pub max_streams: usize,
 }
+
+/// How long a silent front-end stream is remembered, by default.
+pub const DEFAULT_STREAM_EXPIRY_MS: u64 = 5 * 60 * 1000;
+/// Front-end streams known at most, by default.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
 
 impl ReplicaConfig {
     pub fn new(wire: WireConfig, me: NodeId, group: Vec<NodeId>, leader: NodeId) -> ReplicaConfig {
@@ -140,6 +154,8 @@ impl ReplicaConfig {
             election_ms: DEFAULT_ELECTION_MS,
             log_keep: 65_536,
             max_transfer: 1024,
+            stream_expiry_ms: DEFAULT_STREAM_EXPIRY_MS,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
 
@@ -160,6 +176,7 @@ impl ReplicaConfig {
         assert!(self.retransmit_ms > 0 && self.nack_retry_ms > 0);
         assert!(self.max_holdback > 0 && self.max_window > 0 && self.resend_batch > 0);
         assert!(self.max_nack_numbers > 0 && self.max_transfer > 0);
+        assert!(self.stream_expiry_ms > 0 && self.max_streams > 0);
         assert!(
             self.log_keep >= self.max_window,
             "log_keep below max_window"
@@ -243,6 +260,13 @@ pub enum ReplicaEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaStats {
     pub decode_errors: u64,
+    /// Datagrams addressed to another node, dropped.
+    pub misaddressed: u64,
+    /// Duplicates and replays of datagrams already accepted, dropped.
+    pub replayed: u64,
+    /// Authentic datagrams whose key may not send them (a front end's key
+    /// claiming a replica, or carrying replica messages), dropped.
+    pub forbidden: u64,
     pub stale_epoch: u64,
     pub future_epoch: u64,
     /// Messages this role or this sender should not send.
@@ -276,6 +300,10 @@ pub struct ReplicaStats {
     pub not_serving: u64,
     /// Requests refused because the leader reaches no majority.
     pub unavailable: u64,
+    /// Front-end streams forgotten after `stream_expiry_ms` of silence.
+    pub streams_expired: u64,
+    /// Front-end streams forgotten to make room for a new one.
+    pub streams_evicted: u64,
 }
 
 /// What the shell must do after feeding inputs.
@@ -297,6 +325,9 @@ pub struct ReplicaReady {
     pub events: Vec<ReplicaEvent>,
     /// Elections, view changes, rejoins: log them at info.
     pub view_events: Vec<ViewEvent>,
+    /// Front-end streams forgotten (expired or evicted): the shell forgets
+    /// their addresses too.
+    pub forgotten: Vec<NodeId>,
 }
 
 impl ReplicaReady {
@@ -305,6 +336,7 @@ impl ReplicaReady {
             && self.persist.is_empty()
             && self.events.is_empty()
             && self.view_events.is_empty()
+            && self.forgotten.is_empty()
             && self.meta.is_none()
             && self.install.is_none()
     }
@@ -334,10 +366,16 @@ struct Core {
     /// The log's hash at `applied`, when known (a store without hashes, or
     /// a restore from a backup, does not know it until a snapshot comes).
     log_hash: Option<LogHash>,
-    /// When each peer (replica or front end) was last heard from.
+    /// When each other replica was last heard from.
     heard: BTreeMap<NodeId, u64>,
-    /// Front ends heard from (to announce a new leader to).
-    frontends: BTreeMap<NodeId, u64>,
+    /// Front-end streams heard from (to announce a new leader to, and to
+    /// sign their datagrams with their key).
+    frontends: BTreeMap<NodeId, FrontEndPeer>,
+    /// Streams forgotten since the last `ready`.
+    forgotten: Vec<NodeId>,
+    /// When the longest silent stream expires at the earliest (no stream
+    /// expires before; one heard since makes the scan find nothing).
+    next_expiry_scan: u64,
     /// Time of the first input; peers count as heard then.
     born: Option<u64>,
     /// When the leader of the current epoch last showed it leads (its
@@ -496,6 +534,24 @@ impl Core {
     }
 }
 
+/// A front end's stream, as a replica knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FrontEndPeer {
+    /// The key it signs with; the stream is bound to it.
+    key: KeyId,
+    /// When it was last heard from.
+    heard: u64,
+}
+
+/// May a datagram signed with `key` carry `message` from a front end?
+/// Front ends send requests and heartbeats, nothing else.
+fn frontend_may_send(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Request { .. } | Message::Heartbeat { .. } | Message::Fragment(_)
+    )
+}
+
 #[derive(Debug)]
 enum RoleState {
     Leader(LeaderState),
@@ -521,7 +577,7 @@ impl Replica {
         config.validate();
         let encoder = Encoder::new(config.wire.clone(), config.me, config.epoch)
             .with_incarnation(config.incarnation);
-        let decoder = Decoder::new(config.wire.clone());
+        let decoder = Decoder::new(config.wire.clone(), config.me);
         let (meta, bootstrap) = match recovered.meta {
             Some(m) => (m, false),
             None => (
@@ -557,6 +613,8 @@ impl Replica {
                 log_hash: recovered.log_hash,
                 heard: BTreeMap::new(),
                 frontends: BTreeMap::new(),
+                forgotten: Vec::new(),
+                next_expiry_scan: 0,
                 born: None,
                 leader_heard: 0,
                 next_heartbeat: 0,
@@ -663,14 +721,24 @@ impl Replica {
         let datagram = match self.decoder.decode(bytes) {
             Ok(d) => d,
             Err(e) => {
-                self.core.stats.decode_errors += 1;
+                let stats = &mut self.core.stats;
+                match e {
+                    WireError::NotForMe { .. } => stats.misaddressed += 1,
+                    WireError::Replayed { .. } => stats.replayed += 1,
+                    _ => stats.decode_errors += 1,
+                }
                 return Err(e);
             }
         };
         self.touch(now_ms);
         let header = datagram.header;
         let from = header.sender;
-        if self.core.is_replica(from) {
+        let from_replica = self.core.is_replica(from);
+        if let Err(e) = self.check_key(&header, &datagram.messages) {
+            self.core.stats.forbidden += 1;
+            return Err(e);
+        }
+        if from_replica {
             if from == self.core.config.me {
                 self.core.stats.unexpected += 1;
                 return Ok(header);
@@ -678,12 +746,29 @@ impl Replica {
             self.core.heard.insert(from, now_ms);
             self.core.max_seen = self.core.max_seen.max(header.epoch);
         } else {
-            self.core.frontends.insert(from, now_ms);
-            self.core.heard.insert(from, now_ms);
+            if !self.core.frontends.contains_key(&from)
+                && self.core.frontends.len() >= self.core.config.max_streams
+            {
+                let silent = self.core.frontends.iter().min_by_key(|(_, p)| p.heard);
+                if let Some((&oldest, _)) = silent {
+                    self.core.stats.streams_evicted += 1;
+                    self.forget_stream(oldest);
+                }
+            }
+            if self.core.frontends.is_empty() {
+                self.core.next_expiry_scan = now_ms + self.core.config.stream_expiry_ms;
+            }
+            self.core.frontends.insert(
+                from,
+                FrontEndPeer {
+                    key: header.key,
+                    heard: now_ms,
+                },
+            );
         }
         for message in datagram.messages {
             let message = match message {
-                Message::Fragment(f) => match self.reassembler.push(from, f) {
+                Message::Fragment(f) => match self.reassembler.push(from, header.incarnation, f) {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
                     Err(e) => {
@@ -693,15 +778,84 @@ impl Replica {
                 },
                 m => m,
             };
-            if self.core.is_replica(from) {
+            if from_replica {
                 self.replica_message(now_ms, from, header.epoch, message);
-            } else {
+            } else if frontend_may_send(&message) {
                 // Front ends' messages carry no epoch we check: requests are
                 // idempotent, and a front end may not know the current epoch.
                 self.handle_message(now_ms, from, message);
+            } else {
+                self.core.stats.forbidden += 1;
             }
         }
         Ok(header)
+    }
+
+    /// Forgets a front-end stream: its key binding, replay window, datagram
+    /// counter and held requests; the shell its address.
+    fn forget_stream(&mut self, stream: NodeId) {
+        if let Some(peer) = self.core.frontends.remove(&stream) {
+            self.decoder.forget(peer.key, stream);
+        }
+        self.encoder.forget(stream);
+        if let RoleState::Leader(l) = &mut self.role {
+            l.forget_stream(stream.0);
+        }
+        self.core.forgotten.push(stream);
+    }
+
+    /// Forgets the streams silent for `stream_expiry_ms`.
+    fn expire_streams(&mut self, now_ms: u64) {
+        if now_ms < self.core.next_expiry_scan {
+            return;
+        }
+        let expiry = self.core.config.stream_expiry_ms;
+        let silent: Vec<NodeId> = self
+            .core
+            .frontends
+            .iter()
+            .filter(|(_, p)| now_ms >= p.heard + expiry)
+            .map(|(&s, _)| s)
+            .collect();
+        for stream in silent {
+            tracing::info!(%stream, "a silent front-end stream expired");
+            self.core.stats.streams_expired += 1;
+            self.forget_stream(stream);
+        }
+        let oldest = self.core.frontends.values().map(|p| p.heard).min();
+        self.core.next_expiry_scan = oldest.map_or(0, |t| t + expiry);
+    }
+
+    /// The key rules: the replicas' key signs only replicas' datagrams; a
+    /// front end's key only a non-replica sender's requests and heartbeats,
+    /// and a stream stays bound to the key it was first heard with.
+    fn check_key(&self, header: &Header, messages: &[Message]) -> Result<(), WireError> {
+        let from_replica = self.core.is_replica(header.sender);
+        if header.key == REPLICA_KEY {
+            return if from_replica {
+                Ok(())
+            } else {
+                Err(WireError::Forbidden(
+                    "the replicas' key from a sender that is no replica",
+                ))
+            };
+        }
+        if from_replica {
+            return Err(WireError::Forbidden(
+                "a front end's key claiming to be a replica",
+            ));
+        }
+        if !messages.iter().all(frontend_may_send) {
+            return Err(WireError::Forbidden(
+                "a front end's key on a message only replicas send",
+            ));
+        }
+        match self.core.frontends.get(&header.sender) {
+            Some(peer) if peer.key != header.key => Err(WireError::Forbidden(
+                "a stream heard with another front end's key",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Epoch rules for a message from another replica, then its handling.
@@ -1014,6 +1168,7 @@ impl Replica {
     /// Fires every timer due at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) {
         self.touch(now_ms);
+        self.expire_streams(now_ms);
         if self.core.detecting() && now_ms >= self.core.next_heartbeat {
             let committed = self.committed();
             let leading = self.role() == Role::Leader;
@@ -1047,7 +1202,8 @@ impl Replica {
             RoleState::Backup(b) => b.next_deadline(&self.core),
         };
         let heartbeat = self.core.detecting().then_some(self.core.next_heartbeat);
-        role.into_iter().chain(heartbeat).min()
+        let expiry = (!self.core.frontends.is_empty()).then_some(self.core.next_expiry_scan);
+        role.into_iter().chain(heartbeat).chain(expiry).min()
     }
 
     /// The first input: every peer counts as heard now.
@@ -1096,7 +1252,9 @@ impl Replica {
                 .core
                 .heard
                 .iter()
-                .map(|(&node, &t)| PeerStatus {
+                .map(|(&node, &t)| (node, t))
+                .chain(self.core.frontends.iter().map(|(&n, p)| (n, p.heard)))
+                .map(|(node, t)| PeerStatus {
                     node,
                     replica: self.core.is_replica(node),
                     heard_ms_ago: now_ms.saturating_sub(t),
@@ -1112,6 +1270,7 @@ impl Replica {
             && self.core.persist.is_empty()
             && self.core.events.is_empty()
             && self.core.view_events.is_empty()
+            && self.core.forgotten.is_empty()
             && !self.core.meta_dirty
             && self.core.install.is_none())
     }
@@ -1131,24 +1290,21 @@ impl Replica {
             queue.push(message);
         }
         let mut transmits: Vec<Transmit> = Vec::new();
-        // Datagrams carry no addressee: the backups' usually equal appends
-        // are encoded (and authenticated) once.
-        let mut previous: Option<(Epoch, Vec<Message>, std::ops::Range<usize>)> = None;
         for ((to, epoch), messages) in by_destination {
-            if let Some((e, m, sent)) = &previous {
-                if *e == epoch && *m == messages {
-                    for i in sent.clone() {
-                        let bytes = transmits[i].bytes.clone();
-                        transmits.push(Transmit { to, bytes });
-                    }
-                    continue;
+            // Replicas' datagrams are signed with their key; a front end's
+            // with the key its stream is bound to (a stream not heard from
+            // has none: nothing goes to it).
+            let key = if self.core.is_replica(to) {
+                REPLICA_KEY
+            } else {
+                match self.core.frontends.get(&to) {
+                    Some(peer) => peer.key,
+                    None => continue,
                 }
-            }
+            };
             self.encoder.stamp_epoch(epoch);
-            let start = transmits.len();
-            let datagrams = self.encoder.encode(&messages);
+            let datagrams = self.encoder.encode(key, to, &messages);
             transmits.extend(datagrams.into_iter().map(|bytes| Transmit { to, bytes }));
-            previous = Some((epoch, messages, start..transmits.len()));
         }
         self.core.stats.fragmented_sent = self.encoder.fragmented;
         self.core.stats.oversize_dropped = self.encoder.oversize_dropped;
@@ -1160,11 +1316,16 @@ impl Replica {
             persist: std::mem::take(&mut self.core.persist),
             events: std::mem::take(&mut self.core.events),
             view_events: std::mem::take(&mut self.core.view_events),
+            forgotten: std::mem::take(&mut self.core.forgotten),
         }
     }
 
     fn check(&self) {
         let c = &self.core;
+        assert!(
+            c.frontends.len() <= c.config.max_streams,
+            "streams beyond their bound"
+        );
         assert!(c.durable <= c.applied, "durable beyond applied");
         assert!(c.meta.log_epoch <= c.meta.epoch, "log epoch beyond epoch");
         assert!(

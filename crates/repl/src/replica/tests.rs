@@ -13,6 +13,8 @@ const FE: NodeId = NodeId(100);
 
 fn wire() -> WireConfig {
     WireConfig::new(5, b"k".to_vec())
+        .with_key(FE.0, b"front end key".to_vec())
+        .with_key(101, b"another front end".to_vec())
 }
 
 fn replica(me: NodeId) -> Replica {
@@ -25,8 +27,14 @@ fn replica(me: NodeId) -> Replica {
     Replica::new(c, Recovered::empty(16))
 }
 
-fn encode(from: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u8> {
-    let mut d = Encoder::new(wire(), from, epoch).encode(messages);
+/// One datagram from `from` to `to`, signed with the key `from` holds. Each
+/// call is a new incarnation of the sender, so receivers take it as new.
+fn encode(from: NodeId, to: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u8> {
+    let key = if from == FE { FE.0 } else { REPLICA_KEY };
+    let incarnation = crate::wire::next_test_incarnation();
+    let mut d = Encoder::new(wire(), from, epoch)
+        .with_incarnation(incarnation)
+        .encode(key, to, messages);
     assert_eq!(d.len(), 1);
     d.remove(0)
 }
@@ -45,6 +53,7 @@ fn create(n: u32) -> Request {
 fn request(seq: Seq) -> Vec<u8> {
     encode(
         FE,
+        L,
         1,
         &[Message::Request {
             seq,
@@ -56,10 +65,9 @@ fn request(seq: Seq) -> Vec<u8> {
 /// Drains `r`: (destination, message) pairs and entries to persist.
 fn out(r: &mut Replica) -> (Vec<(NodeId, Message)>, Vec<LogEntry>, Vec<ReplicaEvent>) {
     let ready = r.ready();
-    let d = Decoder::new(wire());
     let mut messages = Vec::new();
     for t in ready.transmits {
-        let dg = d.decode(&t.bytes).unwrap();
+        let dg = Decoder::new(wire(), t.to).decode(&t.bytes).unwrap();
         assert_eq!(dg.header.sender, r.id());
         messages.extend(dg.messages.into_iter().map(|m| (t.to, m)));
     }
@@ -135,7 +143,7 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
     let (msgs, _, _) = out(&mut l);
     for (b, id) in [(&mut b1, B1), (&mut b2, B2)] {
         for m in to(&msgs, id) {
-            b.handle_datagram(1, &encode(L, 1, &[m])).unwrap();
+            b.handle_datagram(1, &encode(L, b.id(), 1, &[m])).unwrap();
         }
         let (acks, persist, _) = out(b);
         assert!(acks.is_empty(), "a backup acks only what is durable");
@@ -143,7 +151,8 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
     }
     l.persisted(2, 1);
     b1.persisted(2, 1);
-    l.handle_datagram(3, &encode(B1, 1, &[ack(&b1)])).unwrap();
+    l.handle_datagram(3, &encode(B1, l.id(), 1, &[ack(&b1)]))
+        .unwrap();
     assert!(
         to(&out(&mut l).0, FE).is_empty(),
         "one backup is not enough"
@@ -152,7 +161,8 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
     l.handle_datagram(3, &request(1)).unwrap();
     assert!(to(&out(&mut l).0, FE).is_empty());
     b2.persisted(4, 1);
-    l.handle_datagram(5, &encode(B2, 1, &[ack(&b2)])).unwrap();
+    l.handle_datagram(5, &encode(B2, l.id(), 1, &[ack(&b2)]))
+        .unwrap();
     let (msgs, _, _) = out(&mut l);
     let replies = to(&msgs, FE);
     assert_eq!(replies.len(), 1);
@@ -175,7 +185,7 @@ fn leader_replies_only_when_durable_everywhere_and_never_executes_twice() {
     assert_eq!(b1.committed(), 0);
     l.handle_datagram(7, &request(2)).unwrap();
     for m in to(&out(&mut l).0, B1) {
-        b1.handle_datagram(8, &encode(L, 1, &[m])).unwrap();
+        b1.handle_datagram(8, &encode(L, b1.id(), 1, &[m])).unwrap();
     }
     assert_eq!(b1.committed(), 1);
     assert_eq!(
@@ -199,7 +209,7 @@ fn backup_holds_back_nacks_and_reacks_duplicates() {
     let appends = to(&out(&mut l).0, B1);
     assert_eq!(appends.len(), 3);
     let mut b = replica(B1);
-    b.handle_datagram(1, &encode(L, 1, &[appends[2].clone()]))
+    b.handle_datagram(1, &encode(L, b.id(), 1, &[appends[2].clone()]))
         .unwrap();
     let (_, persist, _) = out(&mut b);
     assert!(persist.is_empty(), "3 waits for 1 and 2");
@@ -217,6 +227,7 @@ fn backup_holds_back_nacks_and_reacks_duplicates() {
         7,
         &encode(
             B1,
+            l.id(),
             1,
             &[Message::LogNack {
                 missing: vec![1, 2],
@@ -238,13 +249,14 @@ fn backup_holds_back_nacks_and_reacks_duplicates() {
         })
         .collect();
     assert_eq!(resent_positions, vec![1, 2]);
-    b.handle_datagram(8, &encode(L, 1, &resent)).unwrap();
+    b.handle_datagram(8, &encode(L, b.id(), 1, &resent))
+        .unwrap();
     let (_, persist, _) = out(&mut b);
     assert_eq!(positions(&persist), vec![1, 2, 3]);
     assert_eq!(b.next_deadline(), None, "no gap left");
     b.persisted(9, 3);
     assert_eq!(to(&out(&mut b).0, L), vec![ack(&b)]);
-    b.handle_datagram(10, &encode(L, 1, &[appends[0].clone()]))
+    b.handle_datagram(10, &encode(L, b.id(), 1, &[appends[0].clone()]))
         .unwrap();
     let (msgs, persist, _) = out(&mut b);
     assert!(persist.is_empty(), "a duplicate is not applied again");
@@ -261,7 +273,8 @@ fn leader_resends_to_a_silent_backup() {
     l.persisted(1, 2);
     let b1 = replica(B1);
     // B1 acks position 0 (nothing); B2 says nothing.
-    l.handle_datagram(1, &encode(B1, 1, &[ack(&b1)])).unwrap();
+    l.handle_datagram(1, &encode(B1, l.id(), 1, &[ack(&b1)]))
+        .unwrap();
     l.tick(100);
     let (msgs, _, _) = out(&mut l);
     assert_eq!(to(&msgs, B1).len(), 2);
@@ -279,7 +292,8 @@ fn divergent_digest_is_reported() {
         applied: 1,
         digest: dcms_core::StateDigest([7; 32]),
     };
-    l.handle_datagram(1, &encode(B1, 1, &[wrong])).unwrap();
+    l.handle_datagram(1, &encode(B1, l.id(), 1, &[wrong]))
+        .unwrap();
     let (_, _, events) = out(&mut l);
     assert!(matches!(
         events.as_slice(),
@@ -298,12 +312,23 @@ fn stale_epochs_and_strangers_are_refused() {
     let mut b = replica(B1);
     l.handle_datagram(0, &request(1)).unwrap();
     let appends = to(&out(&mut l).0, B1);
-    b.handle_datagram(0, &encode(L, 0, &appends)).unwrap();
+    b.handle_datagram(0, &encode(L, b.id(), 0, &appends))
+        .unwrap();
     assert_eq!(b.stats().stale_epoch, 1);
     assert!(out(&mut b).1.is_empty());
     // Only the leader's appends count, and backups take no requests.
-    b.handle_datagram(0, &encode(B2, 1, &appends)).unwrap();
-    b.handle_datagram(0, &request(1)).unwrap();
+    b.handle_datagram(0, &encode(B2, b.id(), 1, &appends))
+        .unwrap();
+    let misdirected = encode(
+        FE,
+        b.id(),
+        1,
+        &[Message::Request {
+            seq: 1,
+            request: create(1),
+        }],
+    );
+    b.handle_datagram(0, &misdirected).unwrap();
     assert_eq!(b.stats().unexpected, 2);
     assert!(b.handle_datagram(0, b"junk").is_err());
     assert_eq!(b.stats().decode_errors, 1);
@@ -327,4 +352,167 @@ fn a_full_window_pushes_back() {
 fn persisting_what_was_never_handed_out_is_a_bug() {
     let mut l = replica(L);
     l.persisted(0, 1);
+}
+
+/// A datagram signed with `key` (held by the test), from `from` to `to`.
+fn signed(key: KeyId, secret: &[u8], from: NodeId, to: NodeId, messages: &[Message]) -> Vec<u8> {
+    let wire = WireConfig::new(5, b"k".to_vec()).with_key(key, secret.to_vec());
+    Encoder::new(wire, from, 1)
+        .with_incarnation(crate::wire::next_test_incarnation())
+        .encode(key, to, messages)
+        .remove(0)
+}
+
+#[test]
+fn a_front_end_key_sends_requests_and_heartbeats_and_nothing_else() {
+    let mut b = replica(B1);
+    let fe_key = b"front end key";
+    let forbidden = |r: &mut Replica, bytes: &[u8]| {
+        let before = r.stats().forbidden;
+        assert!(matches!(
+            r.handle_datagram(0, bytes),
+            Err(WireError::Forbidden(_))
+        ));
+        assert_eq!(r.stats().forbidden, before + 1);
+    };
+    // A front end's key claiming to be the leader, or carrying what only
+    // replicas send.
+    forbidden(
+        &mut b,
+        &signed(FE.0, fe_key, L, B1, &[Message::Coordinator]),
+    );
+    let heartbeat = Message::Heartbeat {
+        leader: Some(L),
+        log_epoch: 1,
+        applied: 0,
+        durable: 0,
+        committed: 0,
+    };
+    forbidden(
+        &mut b,
+        &signed(FE.0, fe_key, L, B1, std::slice::from_ref(&heartbeat)),
+    );
+    let append_like = Message::LogNack { missing: vec![1] };
+    forbidden(&mut b, &signed(FE.0, fe_key, FE, B1, &[append_like]));
+    // The replicas' key from a sender that is no replica.
+    forbidden(
+        &mut b,
+        &signed(REPLICA_KEY, b"k", FE, B1, std::slice::from_ref(&heartbeat)),
+    );
+    // Nothing changed; a front end's heartbeat is fine and binds its stream
+    // to its key: another front end's key for the same stream is refused.
+    assert_eq!((b.applied(), b.epoch()), (0, 1));
+    b.handle_datagram(
+        0,
+        &signed(FE.0, fe_key, FE, B1, std::slice::from_ref(&heartbeat)),
+    )
+    .unwrap();
+    forbidden(
+        &mut b,
+        &signed(101, b"another front end", FE, B1, &[heartbeat]),
+    );
+}
+
+#[test]
+fn replies_are_addressed_to_the_stream_and_signed_with_its_key() {
+    let mut l = replica(L);
+    let mut b1 = replica(B1);
+    let mut b2 = replica(B2);
+    l.handle_datagram(0, &request(1)).unwrap();
+    let (msgs, _, _) = out(&mut l);
+    for m in to(&msgs, B1) {
+        b1.handle_datagram(1, &encode(L, b1.id(), 1, &[m])).unwrap();
+    }
+    for m in to(&msgs, B2) {
+        b2.handle_datagram(1, &encode(L, b2.id(), 1, &[m])).unwrap();
+    }
+    l.persisted(1, 1);
+    let _ = out(&mut b1);
+    b1.persisted(2, 1);
+    let _ = out(&mut b2);
+    b2.persisted(2, 1);
+    l.handle_datagram(3, &encode(B1, l.id(), 1, &[ack(&b1)]))
+        .unwrap();
+    l.handle_datagram(3, &encode(B2, l.id(), 1, &[ack(&b2)]))
+        .unwrap();
+    let ready = l.ready();
+    let reply = ready
+        .transmits
+        .iter()
+        .find(|t| t.to == FE)
+        .expect("a reply to the front end");
+    // Only the front end's key opens it, and only as the addressee.
+    let fe_wire = WireConfig::frontend(5, FE.0, b"front end key".to_vec());
+    let dg = Decoder::new(fe_wire.clone(), FE)
+        .decode(&reply.bytes)
+        .unwrap();
+    assert_eq!((dg.header.key, dg.header.to), (FE.0, FE));
+    assert!(matches!(dg.messages[..], [Message::Reply { seq: 1, .. }]));
+    assert!(matches!(
+        Decoder::new(fe_wire, NodeId(FE.0 + 1)).decode(&reply.bytes),
+        Err(WireError::NotForMe { .. })
+    ));
+    assert!(matches!(
+        Decoder::new(WireConfig::new(5, b"k".to_vec()), FE).decode(&reply.bytes),
+        Err(WireError::UnknownKey(_))
+    ));
+}
+
+#[test]
+fn silent_streams_expire_and_the_number_of_streams_is_bounded() {
+    let mut c = ReplicaConfig::new(wire(), L, vec![L, B1, B2], L);
+    c.heartbeat_ms = 0;
+    c.nack_delay_ms = 1;
+    c.nack_retry_ms = 5;
+    c.stream_expiry_ms = 1_000;
+    c.max_streams = 2;
+    let mut l = Replica::new(c, Recovered::empty(16));
+    let from = |stream: u64, seq: Seq| {
+        let wire = WireConfig::new(5, b"k".to_vec()).with_key(FE.0, b"front end key".to_vec());
+        Encoder::new(wire, NodeId(stream), 1)
+            .with_incarnation(crate::wire::next_test_incarnation())
+            .encode(
+                FE.0,
+                L,
+                &[Message::Request {
+                    seq,
+                    request: create(seq as u32),
+                }],
+            )
+            .remove(0)
+    };
+    // Stream 500 leaves a gap: request 3 is held and NACKed every 5 ms.
+    l.handle_datagram(0, &from(500, 3)).unwrap();
+    l.tick(l.next_deadline().unwrap());
+    assert!(!to(&out(&mut l).0, NodeId(500)).is_empty(), "NACKed");
+    // Two more streams: the cap of two forgets the longest silent (500).
+    l.handle_datagram(10, &from(501, 1)).unwrap();
+    l.handle_datagram(20, &from(502, 1)).unwrap();
+    assert_eq!(l.stats().streams_evicted, 1);
+    let ready = l.ready();
+    assert_eq!(ready.forgotten, vec![NodeId(500)]);
+    assert!(
+        ready.transmits.iter().all(|t| t.to != NodeId(500)),
+        "nothing more to a forgotten stream"
+    );
+    for t in [100, 500] {
+        l.tick(t);
+        assert!(to(&out(&mut l).0, NodeId(500)).is_empty(), "no more NACKs");
+    }
+    // 502 keeps talking, 501 falls silent: 501 expires a second after it
+    // was last heard, not before.
+    l.handle_datagram(900, &from(502, 2)).unwrap();
+    let _ = l.ready();
+    assert!(l.next_deadline().is_some_and(|t| t <= 1_010));
+    l.tick(1_009);
+    assert_eq!(l.stats().streams_expired, 0);
+    l.tick(1_010);
+    assert_eq!(l.stats().streams_expired, 1);
+    assert_eq!(l.ready().forgotten, vec![NodeId(501)]);
+    assert_eq!(l.view(1_010).peers.iter().filter(|p| !p.replica).count(), 1);
+    // What it executed stays: a retransmission of 501's request 1 gets its
+    // reply again, it is not executed twice.
+    let executed = l.stats().executed;
+    l.handle_datagram(1_100, &from(501, 1)).unwrap();
+    assert_eq!(l.stats().executed, executed);
 }

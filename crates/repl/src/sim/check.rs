@@ -22,7 +22,7 @@ use super::{CLUSTER, SECRET};
 use crate::frontend::{ClientOutcome, Completion, FrontEnd};
 use crate::ids::{Epoch, NodeId, Position, Seq};
 use crate::replica::{Replica, Role};
-use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, VERSION};
+use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, REPLICA_KEY, VERSION};
 use dcms_core::store::LogHash;
 use dcms_core::{Batch, LogEntry, Reply, RequestKey};
 use hmac::{Hmac, Mac};
@@ -381,7 +381,7 @@ impl Checker {
             }
         }
         for (id, fe) in frontends {
-            let submitted = self.submitted.get(&id.0).copied().unwrap_or(0);
+            let submitted = self.submitted.get(&fe.stream()).copied().unwrap_or(0);
             assert!(
                 fe.unanswered() as u64 <= submitted,
                 "{id} waits for more than it sent"
@@ -473,9 +473,11 @@ impl Checker {
         assert!(disks.values().all(Disk::is_idle), "disk writes left");
         assert_eq!(replicas.len(), disks.len(), "every replica is up again");
         let mut total = 0;
+        let by_stream: BTreeMap<u64, &FrontEnd> =
+            frontends.values().map(|f| (f.stream(), f)).collect();
         for (stream, &last) in &self.submitted {
-            let live = frontends.contains_key(&NodeId(*stream));
-            if let Some(fe) = frontends.get(&NodeId(*stream)) {
+            let live = by_stream.contains_key(stream);
+            if let Some(fe) = by_stream.get(stream) {
                 assert_eq!(fe.unanswered(), 0, "{stream} still waits for replies");
             }
             for seq in 1..=last {
@@ -543,22 +545,29 @@ impl Checker {
     }
 }
 
-/// A datagram no node may accept: random bytes, a wrong key, a foreign
-/// cluster, an unknown version, or (correctly tagged) an unknown type or a
-/// malformed body.
-pub(super) fn forge(rng: &mut ChaCha8Rng) -> Vec<u8> {
+/// A datagram `to` may not accept: random bytes, a wrong key, a foreign
+/// cluster, an unknown version, (correctly tagged) an unknown type or a
+/// malformed body, or, at a replica, a front end's key used for what only
+/// replicas may send.
+pub(super) fn forge(rng: &mut ChaCha8Rng, to: NodeId, to_replica: bool) -> Vec<u8> {
+    let incarnation: u64 = rng.gen();
     let genuine = |cluster, secret: &[u8]| {
-        let mut e = Encoder::new(WireConfig::new(cluster, secret), NodeId(1), 1);
-        e.encode(&[Message::RequestNack { missing: vec![1] }])
-            .remove(0)
+        let mut e = Encoder::new(WireConfig::new(cluster, secret), NodeId(1), 1)
+            .with_incarnation(incarnation);
+        e.encode(
+            REPLICA_KEY,
+            to,
+            &[Message::RequestNack { missing: vec![1] }],
+        )
+        .remove(0)
     };
-    let tagged = |frames: &[u8]| {
+    let tagged = |frames: &[u8], counter: u64| {
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
-        out.extend_from_slice(&CLUSTER.to_le_bytes());
-        out.extend_from_slice(&1u64.to_le_bytes());
-        out.extend_from_slice(&1u64.to_le_bytes());
+        for v in [CLUSTER, REPLICA_KEY, 1, to.0, 1, 0, counter] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
         assert_eq!(out.len(), HEADER_LEN);
         out.extend_from_slice(frames);
         let mut m = Hmac::<Sha256>::new_from_slice(SECRET).expect("any key length");
@@ -566,7 +575,15 @@ pub(super) fn forge(rng: &mut ChaCha8Rng) -> Vec<u8> {
         out.extend_from_slice(&m.finalize().into_bytes());
         out
     };
-    match rng.gen_range(0..6) {
+    // A front end's key (front end 100 always exists) on what it may not send.
+    let frontend_forgery = |sender: NodeId, message: Message, incarnation: u64| {
+        let slot = NodeId(super::FRONTEND_BASE);
+        let wire = WireConfig::frontend(CLUSTER, slot.0, super::frontend_key(slot));
+        let mut e = Encoder::new(wire, sender, 1).with_incarnation(incarnation);
+        e.encode(slot.0, to, &[message]).remove(0)
+    };
+    let cases = if to_replica { 8 } else { 6 };
+    match rng.gen_range(0..cases) {
         0 => (0..rng.gen_range(0..400)).map(|_| rng.gen()).collect(),
         1 => genuine(CLUSTER, b"not the secret"),
         2 => genuine(CLUSTER + 1, SECRET),
@@ -575,7 +592,13 @@ pub(super) fn forge(rng: &mut ChaCha8Rng) -> Vec<u8> {
             b[4] = VERSION + 1;
             b
         }
-        4 => tagged(&[99, 1, 0, 0]),
-        _ => tagged(&[5, 3, 0, 0xff, 0xff, 0xff]),
+        4 => tagged(&[99, 1, 0, 0], rng.gen()),
+        5 => tagged(&[5, 3, 0, 0xff, 0xff, 0xff], rng.gen()),
+        6 => frontend_forgery(NodeId(2), Message::Election, rng.gen()),
+        _ => frontend_forgery(
+            NodeId(crate::frontend::random_stream(rng.gen())),
+            Message::Coordinator,
+            rng.gen(),
+        ),
     }
 }

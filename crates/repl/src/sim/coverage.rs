@@ -35,6 +35,14 @@ pub struct Coverage {
     pub frontend_restarts: u64,
     pub frontend_leader_changes: u64,
     pub group_cuts: u64,
+    /// Datagrams for a former stream refused at its restarted front end.
+    pub misaddressed: u64,
+    /// Duplicates and replays refused by a replay window.
+    pub replays_refused: u64,
+    /// Authentic datagrams whose key may not send them, refused.
+    pub forbidden: u64,
+    /// Front-end streams forgotten (silent, or to make room).
+    pub streams_forgotten: u64,
 }
 
 impl Coverage {
@@ -66,6 +74,10 @@ impl Coverage {
         self.frontend_restarts += o.frontend_restarts;
         self.frontend_leader_changes += o.frontend_leader_changes;
         self.group_cuts += o.group_cuts;
+        self.misaddressed += o.misaddressed;
+        self.replays_refused += o.replays_refused;
+        self.forbidden += o.forbidden;
+        self.streams_forgotten += o.streams_forgotten;
     }
 
     pub(super) fn of(sim: &Sim) -> Coverage {
@@ -91,6 +103,10 @@ impl Coverage {
             c.duplicate_entries += s.duplicate_entries;
             c.decode_errors += s.decode_errors;
             c.fragmented += s.fragmented_sent;
+            c.misaddressed += s.misaddressed;
+            c.replays_refused += s.replayed;
+            c.forbidden += s.forbidden;
+            c.streams_forgotten += s.streams_expired + s.streams_evicted;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
             assert_eq!(s.divergences, 0, "{id} saw divergence");
         }
@@ -101,6 +117,8 @@ impl Coverage {
             c.retransmitted += s.retransmitted;
             c.nack_resends += s.nack_resends;
             c.frontend_leader_changes += s.leader_changes;
+            c.misaddressed += s.misaddressed;
+            c.replays_refused += s.replayed;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
         }
         c.unknown_outcomes = sim.check.unknown_outcomes;

@@ -51,7 +51,15 @@ use std::collections::BTreeMap;
 /// Virtual time starts here (2026-01-01 UTC, in ms), so audit times look real.
 pub const EPOCH_MS: u64 = 1_767_225_600_000;
 const CLUSTER: u64 = 0xDC35;
+/// The replicas' key.
 const SECRET: &[u8] = b"simulated cluster secret";
+/// Front end `i` sits at address `FRONTEND_BASE + i` and signs with key ID
+/// `FRONTEND_BASE + i` (its configured ID) and its own key.
+const FRONTEND_BASE: u64 = 100;
+
+fn frontend_key(slot: NodeId) -> Vec<u8> {
+    format!("simulated key of front end {}", slot.0).into_bytes()
+}
 const REPLICAS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
 const LEADER: NodeId = NodeId(1);
 /// Steps after which a run counts as livelocked.
@@ -128,7 +136,13 @@ struct Sim {
     net: Network,
     replicas: BTreeMap<NodeId, Replica>,
     disks: BTreeMap<NodeId, Disk>,
+    /// Front ends by address (a restarted one keeps its address and takes
+    /// a new stream).
     frontends: BTreeMap<NodeId, FrontEnd>,
+    /// The address of each stream, learned as the shell does: from the
+    /// source of its authenticated datagrams. A former stream's entry
+    /// stays, so late replies to it reach its address.
+    addresses: BTreeMap<NodeId, NodeId>,
     clients: BTreeMap<NodeId, Client>,
     faults: Vec<(u64, Fault)>,
     heal_at: Option<u64>,
@@ -138,7 +152,6 @@ struct Sim {
     paused: BTreeMap<NodeId, u64>,
     replica_config: ReplicaConfig,
     frontend_config: FrontEndConfig,
-    next_stream: u64,
     failover: bool,
     counts: FaultCounts,
     created: u32,
@@ -153,6 +166,24 @@ fn trace() -> bool {
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, list: &[T]) -> T {
     *list.choose(rng).expect("non-empty")
+}
+
+/// A front end at address `slot`, with its own key and a new random stream.
+fn new_frontend(
+    fc: &FrontEndConfig,
+    slot: NodeId,
+    rng: &mut ChaCha8Rng,
+    incarnation: u64,
+) -> FrontEnd {
+    let mut wire = WireConfig::frontend(CLUSTER, slot.0, frontend_key(slot));
+    wire.max_datagram = fc.wire.max_datagram;
+    FrontEnd::new(FrontEndConfig {
+        key: slot.0,
+        wire,
+        stream: crate::frontend::random_stream(rng.gen()),
+        incarnation,
+        ..fc.clone()
+    })
 }
 
 /// Runs the simulation for `seed`; panics when an invariant fails.
@@ -175,7 +206,15 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         max_delay_ms: pick(&mut rng, &[2, 10, 40, 150]),
     };
     let max_in_flight: u64 = pick(&mut rng, &[1, 4, 32]);
-    let mut rc = ReplicaConfig::new(wire.clone(), LEADER, REPLICAS.to_vec(), LEADER);
+    let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
+    let slots: Vec<NodeId> = (0..frontend_count)
+        .map(|i| NodeId(FRONTEND_BASE + i))
+        .collect();
+    let mut replica_wire = wire.clone();
+    for &slot in &slots {
+        replica_wire = replica_wire.with_key(slot.0, frontend_key(slot));
+    }
+    let mut rc = ReplicaConfig::new(replica_wire, LEADER, REPLICAS.to_vec(), LEADER);
     rc.retransmit_ms = rng.gen_range(40..=200);
     rc.nack_delay_ms = rng.gen_range(0..=5);
     rc.nack_retry_ms = rng.gen_range(20..=100);
@@ -194,15 +233,18 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     } else {
         rc.heartbeat_ms = 0;
     }
+    // Streams expire (or are evicted) while their front end is silent or
+    // restarted: the executed requests must stay exactly-once.
+    rc.stream_expiry_ms = pick(&mut rng, &[300_000, 2_000]);
+    rc.max_streams = pick(&mut rng, &[1024, 2]);
     let disk_ms = pick(&mut rng, &[0, 2, 20]);
-    let frontend_count = if rng.gen_bool(0.3) { 2 } else { 1 };
     let requests: u64 = rng.gen_range(20..=300);
     let requests = requests_override.unwrap_or(requests);
     let outcome_timeout_ms = pick(&mut rng, &[300, 5_000]);
     let initial_rto_ms = rng.gen_range(50..=1000);
     let setting = format!(
-        "{faults:?} datagram {} in-flight {max_in_flight} window {} holdback {} resend {} nack-max {} retransmit {} disk {disk_ms} timeout {outcome_timeout_ms} heartbeat {} suspect {} log-keep {}",
-        wire.max_datagram, rc.max_window, rc.max_holdback, rc.resend_batch, rc.max_nack_numbers, rc.retransmit_ms, rc.heartbeat_ms, rc.suspect_ms, rc.log_keep
+        "{faults:?} datagram {} in-flight {max_in_flight} window {} holdback {} resend {} nack-max {} retransmit {} disk {disk_ms} timeout {outcome_timeout_ms} heartbeat {} suspect {} log-keep {} stream-expiry {} max-streams {}",
+        wire.max_datagram, rc.max_window, rc.max_holdback, rc.resend_batch, rc.max_nack_numbers, rc.retransmit_ms, rc.heartbeat_ms, rc.suspect_ms, rc.log_keep, rc.stream_expiry_ms, rc.max_streams
     );
     tracing::debug!(seed, %setting, "simulation");
 
@@ -217,7 +259,9 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         replicas.insert(id, Replica::new(config, Recovered::empty(rc.reply_cache)));
         disks.insert(id, Disk::new(disk_ms));
     }
-    let mut fc = FrontEndConfig::new(wire.clone(), 0, LEADER);
+    let mut fe_wire = WireConfig::frontend(CLUSTER, slots[0].0, frontend_key(slots[0]));
+    fe_wire.max_datagram = wire.max_datagram;
+    let mut fc = FrontEndConfig::new(fe_wire, 1, LEADER);
     fc.max_in_flight = max_in_flight;
     fc.outcome_timeout_ms = outcome_timeout_ms;
     fc.initial_rto_ms = initial_rto_ms;
@@ -231,17 +275,12 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     };
     let mut frontends = BTreeMap::new();
     let mut clients = BTreeMap::new();
-    for i in 0..frontend_count {
-        let stream = 100 + i as u64;
-        let fe = FrontEnd::new(FrontEndConfig {
-            stream,
-            ..fc.clone()
-        });
-        frontends.insert(NodeId(stream), fe);
-        let share = requests / frontend_count as u64
-            + u64::from(i == 0) * (requests % frontend_count as u64);
+    for (i, &slot) in slots.iter().enumerate() {
+        let fe = new_frontend(&fc, slot, &mut rng, 1);
+        frontends.insert(slot, fe);
+        let share = requests / frontend_count + u64::from(i == 0) * (requests % frontend_count);
         clients.insert(
-            NodeId(stream),
+            slot,
             Client {
                 remaining: share,
                 next_at: now,
@@ -263,6 +302,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         replicas,
         disks,
         frontends,
+        addresses: BTreeMap::new(),
         clients,
         faults: schedule,
         heal_at: Some(now + span),
@@ -271,7 +311,6 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         check: Checker::new(outcome_timeout_ms, rc.majority()),
         replica_config: rc,
         frontend_config: fc,
-        next_stream: 200,
         failover,
         counts: FaultCounts::default(),
         created: 0,
@@ -281,7 +320,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
     SimReport {
         seed,
         requests,
-        frontends: frontend_count,
+        frontends: frontend_count as usize,
         steps: sim.steps,
         virtual_ms: sim.now - EPOCH_MS,
         net: sim.net.stats.clone(),
@@ -300,7 +339,9 @@ impl Sim {
             self.steps += 1;
             assert!(
                 self.steps < MAX_STEPS,
-                "livelock: {MAX_STEPS} steps without quiescing"
+                "livelock: {MAX_STEPS} steps without quiescing at {} ms; {}",
+                self.now - EPOCH_MS,
+                self.summary()
             );
             if self.heal_at.is_none() {
                 let healed_for = self.now - self.check.healed_at.expect("healed");
@@ -492,12 +533,9 @@ impl Sim {
             ) {
                 self.created += 1;
             }
-            let seq = self
-                .frontends
-                .get_mut(&id)
-                .expect("front end")
-                .submit(now, request);
-            self.check.on_submit(now, id, seq);
+            let fe = self.frontends.get_mut(&id).expect("front end");
+            let seq = fe.submit(now, request);
+            self.check.on_submit(now, NodeId(fe.stream()), seq);
         } else {
             unreachable!("a step without anything due at {now}");
         }
@@ -515,16 +553,27 @@ impl Sim {
         let result = if self.restarts.contains_key(&d.to) {
             Ok(None) // the node is down
         } else if let Some(r) = self.replicas.get_mut(&d.to) {
-            r.handle_datagram(now, &d.bytes).map(Some)
+            let result = r.handle_datagram(now, &d.bytes);
+            if let Ok(h) = &result {
+                if !REPLICAS.contains(&h.sender) {
+                    // What the shell does: a front end's replies go to the
+                    // source address of its authenticated datagrams.
+                    self.addresses.insert(h.sender, d.from);
+                }
+            }
+            result.map(Some)
         } else if let Some(fe) = self.frontends.get_mut(&d.to) {
             fe.handle_datagram(now, &d.bytes).map(Some)
         } else {
-            Ok(None) // a front end that restarted under another ID
+            Ok(None) // nobody at this address
         };
         match (d.damaged, result) {
             (true, Ok(Some(_))) => {
                 panic!("a damaged or forged datagram to {} was accepted", d.to)
             }
+            // A duplicate, a replay, or a datagram for a former stream at
+            // this address: refused, as it must be.
+            (false, Err(e)) if e.is_benign() => {}
             (false, Err(e)) => {
                 panic!("a genuine datagram {} -> {} was refused: {e}", d.from, d.to)
             }
@@ -583,8 +632,8 @@ impl Sim {
                 {
                     self.counts.paused += 1;
                     self.paused.insert(node, now + ms);
-                    if self.frontends.contains_key(&node) {
-                        self.check.on_frontend_pause(node.0);
+                    if let Some(fe) = self.frontends.get(&node) {
+                        self.check.on_frontend_pause(fe.stream());
                     }
                 }
             }
@@ -595,22 +644,24 @@ impl Sim {
                 let Some(old) = self.frontends.remove(&node) else {
                     return;
                 };
-                drop(old);
                 self.counts.frontend_restarts += 1;
-                self.check.on_frontend_restart(node.0);
-                let stream = self.next_stream;
-                self.next_stream += 1;
-                let fe = FrontEnd::new(FrontEndConfig {
-                    stream,
-                    incarnation: stream as u32,
-                    ..self.frontend_config.clone()
-                });
-                self.frontends.insert(NodeId(stream), fe);
-                let client = self.clients.remove(&node).expect("client");
-                self.clients.insert(NodeId(stream), client);
+                self.check.on_frontend_restart(old.stream());
+                // Same address, same key, a new random stream: the replicas'
+                // late replies to the old stream come here, and every
+                // datagram ever sent to this address is replayed at the new
+                // front end, which must take none of them.
+                let fe = new_frontend(
+                    &self.frontend_config,
+                    node,
+                    &mut self.rng,
+                    self.counts.frontend_restarts + 1,
+                );
+                self.frontends.insert(node, fe);
+                self.net.replay_to(&mut self.rng, now, node);
             }
             Fault::Forge { victim } => {
-                let bytes = check::forge(&mut self.rng);
+                let to_replica = self.replicas.contains_key(&victim);
+                let bytes = check::forge(&mut self.rng, victim, to_replica);
                 self.forged += 1;
                 self.net
                     .inject(&mut self.rng, now, NodeId(666), victim, bytes, true);
@@ -623,7 +674,7 @@ impl Sim {
         let rc = &self.replica_config;
         let config = ReplicaConfig {
             me: id,
-            incarnation: self.counts.restarted as u32,
+            incarnation: self.counts.restarted,
             ..rc.clone()
         };
         let recovered = self.disks[&id].recover(rc.reply_cache);
@@ -664,7 +715,15 @@ impl Sim {
                 disk.submit(&mut self.rng, now, ready.persist.into_entries());
             }
             for t in ready.transmits {
-                self.net.send(&mut self.rng, now, id, t.to, t.bytes);
+                // A front end's stream is reached at its learned address.
+                let to = if REPLICAS.contains(&t.to) {
+                    Some(t.to)
+                } else {
+                    self.addresses.get(&t.to).copied()
+                };
+                if let Some(to) = to {
+                    self.net.send(&mut self.rng, now, id, to, t.bytes);
+                }
             }
         }
         for (&id, fe) in &mut self.frontends {
@@ -672,11 +731,12 @@ impl Sim {
                 continue;
             }
             let ready = fe.ready();
+            let stream = NodeId(fe.stream());
             for c in ready.completions {
-                self.check.on_completion(now, id, &c);
+                self.check.on_completion(now, stream, &c);
             }
             for (seq, reply) in ready.late_replies {
-                self.check.on_late_reply(id, seq, &reply);
+                self.check.on_late_reply(stream, seq, &reply);
             }
             for t in ready.transmits {
                 self.net.send(&mut self.rng, now, id, t.to, t.bytes);

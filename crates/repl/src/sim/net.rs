@@ -2,9 +2,10 @@
 //!
 //! Each datagram may be lost, duplicated, corrupted (one byte flipped or the
 //! tail cut) and is delayed by a random time, so datagrams overtake each
-//! other. Old datagrams are replayed now and then (as an attacker on the
-//! path could: they are genuine, so they are accepted, and the protocol must
-//! stay correct by idempotence alone). A node can be cut off for a while (a partition: everything to or
+//! other. Old datagrams are replayed now and then, as an attacker on the
+//! path could: they are genuine, so the receivers' replay windows must
+//! refuse them (or, at a receiver that restarted, idempotence must make
+//! them harmless). A node can be cut off for a while (a partition: everything to or
 //! from it is lost), and so can any group of nodes from the rest. [`Network::heal`] turns every fault off.
 
 use crate::ids::NodeId;
@@ -142,12 +143,10 @@ impl Network {
             self.stats.replayed += 1;
             self.inject(rng, now_ms, f, t, old, false);
         }
-        if self.faults.replay > 0.0 {
-            if self.history.len() == HISTORY {
-                self.history.pop_front();
-            }
-            self.history.push_back((from, to, bytes.clone()));
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
         }
+        self.history.push_back((from, to, bytes.clone()));
         if self.is_down(from, now_ms) || self.is_down(to, now_ms) || self.is_cut(from, to, now_ms) {
             self.stats.partitioned += 1;
             return;
@@ -175,6 +174,21 @@ impl Network {
                 }
             }
             self.inject(rng, now_ms, from, to, bytes, damaged);
+        }
+    }
+
+    /// Delivers again every remembered datagram that was sent to `to`
+    /// (e.g. at a front end restarted at the same address).
+    pub fn replay_to(&mut self, rng: &mut ChaCha8Rng, now_ms: u64, to: NodeId) {
+        let old: Vec<(NodeId, Vec<u8>)> = self
+            .history
+            .iter()
+            .filter(|(_, t, _)| *t == to)
+            .map(|(f, _, b)| (*f, b.clone()))
+            .collect();
+        for (from, bytes) in old {
+            self.stats.replayed += 1;
+            self.inject(rng, now_ms, from, to, bytes, false);
         }
     }
 

@@ -91,6 +91,13 @@ fn sim_many_seeds() {
                 c.frontend_leader_changes,
             ),
             ("partitions", c.group_cuts),
+            (
+                "old streams' datagrams refused at a restarted front end",
+                c.misaddressed,
+            ),
+            ("replays refused", c.replays_refused),
+            ("front-end keys refused for replica messages", c.forbidden),
+            ("streams forgotten", c.streams_forgotten),
             ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");

@@ -3,46 +3,64 @@
 //! A datagram is
 //!
 //! ```text
-//! "DCMS" | version (1 byte) | cluster u64 | sender u64 | epoch u64   (header, little-endian)
+//! "DCMS" | version (1 byte)
+//! | cluster u64 | key u64 | sender u64 | to u64 | epoch u64 | incarnation u64 | counter u64
+//!                                                              (header, little-endian)
 //! | frame* | HMAC-SHA256 tag (32 bytes)
 //! frame = type (1 byte) | length u16 LE | postcard(Message)
 //! ```
 //!
-//! The tag covers everything before it and is keyed by the cluster secret, so
-//! a corrupted, truncated or forged datagram is refused before any frame is
-//! parsed. Several messages to one destination share a datagram (batching);
-//! a message too large for one datagram travels as [`Fragment`]s that the
-//! receiver's [`Reassembler`] joins again. Every decoding failure is a typed
-//! [`WireError`]; decoding never panics, whatever the bytes.
+//! The tag covers everything before it and is keyed by the key the header
+//! names: [`REPLICA_KEY`] (0), which only replicas hold, or one front end's
+//! own key (its configured ID). A corrupted, truncated or forged datagram is
+//! refused before any frame is parsed. Several messages to one destination
+//! share a datagram (batching); a message too large for one datagram travels
+//! as [`Fragment`]s that the receiver's [`Reassembler`] joins again. Every
+//! decoding failure is a typed [`WireError`]; decoding never panics,
+//! whatever the bytes.
 //!
-//! Replay protection: no per-sender nonce. Every message is idempotent by
-//! construction: requests are deduplicated by (stream, seq), log entries by
-//! position, acks are cumulative (a replayed old ack never lowers what the
-//! leader knows), NACKs only cause resends of what the receiver is missing,
-//! and messages of an older epoch are refused. So a replayed datagram can
-//! at worst cause a redundant resend, never a second execution or a wrong
-//! reply; and the tag stops anyone without the secret from making new ones.
+//! Addressing: every datagram names its addressee (`to`: a replica's ID or
+//! a front end's stream) inside the tag, and a [`Decoder`] refuses one for
+//! anybody else ([`WireError::NotForMe`]). A front end restarted at the same
+//! address under a new stream therefore never takes a reply meant for the
+//! old stream, however late it arrives.
+//!
+//! Replay protection: every sender numbers its datagrams to each receiver
+//! (`counter`, 1, 2, 3, ... per `incarnation`, which is higher at every
+//! start of the same sender), and a [`Decoder`] keeps a sliding window per
+//! sender and key, as IPsec and DTLS do: a datagram already accepted, older than the window, or of an
+//! older incarnation is refused ([`WireError::Replayed`]). The protocol was
+//! already idempotent (requests deduplicated by (stream, seq), log entries by
+//! position, cumulative acks, epochs); the window also stops a captured
+//! `LogNack`, `Join` or front-end datagram from being replayed to force a
+//! snapshot, reset a member or re-point where replies go. What a receiver
+//! that restarted (its windows empty) accepts again is only what that
+//! idempotence already makes harmless.
 
 mod codec;
 mod fragment;
+mod replay;
 #[cfg(test)]
 mod tests;
 
 pub use codec::{Decoder, Encoder};
 pub use fragment::Reassembler;
+pub use replay::ReplayWindow;
 
 use crate::ids::{ClusterId, Epoch, NodeId, Position, Seq};
 use dcms_core::store::LogHash;
 use dcms_core::{LogEntry, Reply, Request, StateDigest};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The first bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"DCMS";
 /// The encoding version this code writes and reads.
-pub const VERSION: u8 = 1;
-/// Bytes before the first frame: magic, version, cluster, sender, epoch.
-pub const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 8;
+pub const VERSION: u8 = 2;
+/// Bytes before the first frame: magic, version, then cluster, key, sender,
+/// to, epoch, incarnation and counter.
+pub const HEADER_LEN: usize = 4 + 1 + 7 * 8;
 /// Bytes of the HMAC-SHA256 tag at the end.
 pub const TAG_LEN: usize = 32;
 /// Bytes in front of each frame's body: type and length.
@@ -57,31 +75,88 @@ pub const MAX_MAX_DATAGRAM: usize = 65_507;
 /// default datagram size; a larger message is dropped by the encoder and
 /// counted in `Encoder::oversize_dropped`).
 pub const MAX_FRAGMENTS: u16 = 8192;
+/// Datagrams a replay window remembers below the highest accepted counter
+/// (IPsec allows up to 4096). Counters are dense per destination, so this
+/// bounds how far datagrams to one receiver may be reordered, e.g. within
+/// a burst of fragments, before the late ones are taken for replays.
+pub const REPLAY_WINDOW: u64 = 1024;
+/// Senders whose replay windows a decoder keeps, by default; beyond, the
+/// least recently heard one is forgotten.
+pub const DEFAULT_MAX_SENDERS: usize = 4096;
+
+/// Names the key that signs a datagram: [`REPLICA_KEY`] or a front end's
+/// configured ID.
+pub type KeyId = u64;
+/// The replicas' shared key. Front ends never hold it.
+pub const REPLICA_KEY: KeyId = 0;
 
 /// What each endpoint needs to encode and check datagrams.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WireConfig {
     pub cluster: ClusterId,
-    /// The cluster secret keying the HMAC.
-    pub secret: Vec<u8>,
+    /// The keys this endpoint holds, by ID: a replica holds [`REPLICA_KEY`]
+    /// and every front end's key; a front end only its own.
+    keys: BTreeMap<KeyId, Vec<u8>>,
     /// Largest datagram to send and accept, in bytes.
     pub max_datagram: usize,
 }
 
+impl std::fmt::Debug for WireConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key bytes.
+        f.debug_struct("WireConfig")
+            .field("cluster", &self.cluster)
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("max_datagram", &self.max_datagram)
+            .finish()
+    }
+}
+
 impl WireConfig {
-    pub fn new(cluster: ClusterId, secret: impl Into<Vec<u8>>) -> WireConfig {
+    /// A replica's configuration holding the replicas' key; add the front
+    /// ends' keys with [`WireConfig::with_key`].
+    pub fn new(cluster: ClusterId, replica_key: impl Into<Vec<u8>>) -> WireConfig {
         WireConfig {
             cluster,
-            secret: secret.into(),
+            keys: BTreeMap::from([(REPLICA_KEY, replica_key.into())]),
             max_datagram: DEFAULT_MAX_DATAGRAM,
         }
     }
 
+    /// A front end's configuration: its own key, nothing else.
+    pub fn frontend(cluster: ClusterId, key: KeyId, secret: impl Into<Vec<u8>>) -> WireConfig {
+        assert_ne!(
+            key, REPLICA_KEY,
+            "a front end's key ID is not the replicas'"
+        );
+        WireConfig {
+            cluster,
+            keys: BTreeMap::from([(key, secret.into())]),
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+        }
+    }
+
+    /// Also holds key `id` (a front end's, for a replica).
+    pub fn with_key(mut self, id: KeyId, secret: impl Into<Vec<u8>>) -> WireConfig {
+        self.keys.insert(id, secret.into());
+        self
+    }
+
+    pub fn has_key(&self, id: KeyId) -> bool {
+        self.keys.contains_key(&id)
+    }
+
+    /// The IDs of the keys held, in order.
+    pub fn key_ids(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.keys.keys().copied()
+    }
+
     /// Panics on a setting no datagram can work with.
     pub fn validate(&self) {
+        assert!(!self.keys.is_empty(), "an endpoint holds at least one key");
         assert!(
-            !self.secret.is_empty(),
-            "the cluster secret must not be empty"
+            self.keys.values().all(|k| !k.is_empty()),
+            "keys must not be empty"
         );
         assert!(
             (MIN_MAX_DATAGRAM..=MAX_MAX_DATAGRAM).contains(&self.max_datagram),
@@ -91,19 +166,36 @@ impl WireConfig {
     }
 }
 
+/// A new sender incarnation at every call, for tests that make a fresh
+/// encoder per datagram (which would otherwise look like replays).
+#[cfg(test)]
+pub(crate) fn next_test_incarnation() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The authenticated header of a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     pub cluster: ClusterId,
+    /// The key that signed it: [`REPLICA_KEY`] or a front end's.
+    pub key: KeyId,
     pub sender: NodeId,
+    /// The addressee: a replica's ID or a front end's stream.
+    pub to: NodeId,
     /// The sender's epoch: the leader's term it believes in.
     pub epoch: Epoch,
+    /// Higher at every start of the sender.
+    pub incarnation: u64,
+    /// The datagram's number in this incarnation of the sender: 1, 2, 3, ...
+    pub counter: u64,
 }
 
 /// Part of a message too large for one datagram.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fragment {
-    /// Unique per sender (a counter); a resend gets a new ID.
+    /// Unique per sender incarnation (a counter); a resend gets a new ID.
     pub id: u64,
     pub index: u16,
     pub count: u16,
@@ -293,6 +385,30 @@ pub enum WireError {
     Malformed(&'static str),
     #[error("bad fragment: {0}")]
     BadFragment(&'static str),
+    #[error("signed with key {0}, which this node does not hold")]
+    UnknownKey(KeyId),
+    #[error("addressed to {to}, not to this node ({me})")]
+    NotForMe { to: NodeId, me: NodeId },
+    #[error("replay or duplicate of datagram {counter} of {sender} (incarnation {incarnation})")]
+    Replayed {
+        sender: NodeId,
+        incarnation: u64,
+        counter: u64,
+    },
+    #[error("authentic, but not allowed: {0}")]
+    Forbidden(&'static str),
+}
+
+impl WireError {
+    /// A genuine datagram that is simply not needed (a duplicate, a replay,
+    /// or one for a former incarnation of this address): count it, log it
+    /// at debug level at most.
+    pub fn is_benign(&self) -> bool {
+        matches!(
+            self,
+            WireError::Replayed { .. } | WireError::NotForMe { .. }
+        )
+    }
 }
 
 /// A decoded datagram: its header and the messages it carried, in order.

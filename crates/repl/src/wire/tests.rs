@@ -8,6 +8,16 @@ use proptest::prelude::*;
 use std::sync::Arc;
 
 const SECRET: &[u8] = b"test secret";
+/// The receiver in these tests.
+const ME: NodeId = NodeId(4);
+
+fn decoder(max: usize) -> Decoder {
+    Decoder::new(config(max), ME)
+}
+
+fn encoder(max: usize) -> Encoder {
+    Encoder::new(config(max), NodeId(3), 9)
+}
 
 fn config(max: usize) -> WireConfig {
     let mut c = WireConfig::new(7, SECRET);
@@ -91,12 +101,53 @@ fn message() -> impl Strategy<Value = Message> {
             }
         }),
         prop::collection::vec(any::<u64>(), 0..80).prop_map(|missing| Message::LogNack { missing }),
+        (any::<Option<u64>>(), any::<[u64; 4]>()).prop_map(|(leader, [e, a, d, c])| {
+            Message::Heartbeat {
+                leader: leader.map(NodeId),
+                log_epoch: e,
+                applied: a,
+                durable: d,
+                committed: c,
+            }
+        }),
+        Just(Message::Election),
+        Just(Message::Answer),
+        Just(Message::Coordinator),
+        (any::<[u64; 3]>(), any::<bool>(), any::<Option<[u8; 32]>>()).prop_map(
+            |([log_epoch, applied, durable], amnesiac, h)| Message::Join {
+                log_epoch,
+                applied,
+                durable,
+                amnesiac,
+                log_hash: h.map(LogHash),
+            }
+        ),
+        (any::<u64>(), any::<bool>(), any::<Option<[u8; 32]>>()).prop_map(
+            |(after, snapshot, h)| Message::Fetch {
+                after,
+                snapshot,
+                log_hash: h.map(LogHash),
+            }
+        ),
+        (
+            any::<u64>(),
+            prop::collection::vec(entry(), 0..3),
+            any::<u64>()
+        )
+            .prop_map(|(trust, entries, epoch_start)| Message::Sync {
+                trust,
+                snapshot: None,
+                entries,
+                epoch_start,
+            }),
+        any::<u64>().prop_map(|l| Message::LeaderIs { leader: NodeId(l) }),
+        (any::<u64>(), ".{0,40}").prop_map(|(seq, reason)| Message::Unavailable { seq, reason }),
     ]
 }
 
 /// Decodes every datagram and reassembles fragments.
 fn decode_all(max: usize, datagrams: &[Vec<u8>]) -> Vec<Message> {
-    let decoder = Decoder::new(config(max));
+    let mut decoder = decoder(max);
     let mut reassembler = Reassembler::new();
     let mut out = Vec::new();
     for d in datagrams {
@@ -104,9 +155,10 @@ fn decode_all(max: usize, datagrams: &[Vec<u8>]) -> Vec<Message> {
         let datagram = decoder.decode(d).expect("genuine datagram decodes");
         assert_eq!(datagram.header.sender, NodeId(3));
         assert_eq!(datagram.header.epoch, 9);
+        assert_eq!(datagram.header.to, ME);
         for m in datagram.messages {
             match m {
-                Message::Fragment(f) => out.extend(reassembler.push(NodeId(3), f).expect("ok")),
+                Message::Fragment(f) => out.extend(reassembler.push(NodeId(3), 0, f).expect("ok")),
                 m => out.push(m),
             }
         }
@@ -119,14 +171,13 @@ proptest! {
 
     #[test]
     fn round_trip(messages in prop::collection::vec(message(), 1..12), max in 256usize..9000) {
-        let mut encoder = Encoder::new(config(max), NodeId(3), 9);
-        let datagrams = encoder.encode(&messages);
+        let datagrams = encoder(max).encode(REPLICA_KEY, ME, &messages);
         prop_assert_eq!(decode_all(max, &datagrams), messages);
     }
 
     #[test]
     fn random_bytes_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-        prop_assert!(Decoder::new(config(8192)).decode(&bytes).is_err());
+        prop_assert!(decoder(8192).decode(&bytes).is_err());
     }
 
     #[test]
@@ -136,26 +187,27 @@ proptest! {
         let mut bytes = MAGIC.to_vec();
         bytes.push(VERSION);
         bytes.extend_from_slice(&7u64.to_le_bytes());
+        bytes.extend_from_slice(&REPLICA_KEY.to_le_bytes());
         bytes.extend_from_slice(&tail);
-        prop_assert!(Decoder::new(config(8192)).decode(&bytes).is_err());
+        prop_assert!(decoder(8192).decode(&bytes).is_err());
     }
 
     /// Past the tag check, any frame bytes: no panic.
     #[test]
     fn tagged_random_frames_never_panic(frames in prop::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(d) = Decoder::new(config(8192)).decode(&tagged(&frames)) {
+        if let Ok(d) = decoder(8192).decode(&tagged(&frames)) {
             prop_assert!(!d.messages.is_empty());
         }
     }
 
-    /// Frames with a valid type and length but random bodies.
+    /// Frames of every type (and unknown ones) with a valid length but
+    /// random bodies.
     #[test]
-    fn tagged_random_bodies_never_panic(kind in 0u8..10, body in prop::collection::vec(any::<u8>(), 0..300)) {
+    fn tagged_random_bodies_never_panic(kind in 0u8..=20, body in prop::collection::vec(any::<u8>(), 0..300)) {
         let mut frames = vec![kind];
         frames.extend_from_slice(&(body.len() as u16).to_le_bytes());
         frames.extend_from_slice(&body);
-        let d = Decoder::new(config(8192));
-        if let Ok(dg) = d.decode(&tagged(&frames)) {
+        if let Ok(dg) = decoder(8192).decode(&tagged(&frames)) {
             prop_assert_eq!(dg.messages.len(), 1);
             prop_assert_eq!(dg.messages[0].message_type() as u8, kind);
         }
@@ -163,27 +215,31 @@ proptest! {
 
     #[test]
     fn any_damage_is_refused(message in message(), at in any::<prop::sample::Index>(), bit in 0u8..8, cut in any::<bool>()) {
-        let mut encoder = Encoder::new(config(8192), NodeId(3), 9);
-        let mut d = encoder.encode(&[message]).remove(0);
+        let mut d = encoder(8192).encode(REPLICA_KEY, ME, &[message]).remove(0);
         let i = at.index(d.len());
         if cut { d.truncate(i) } else { d[i] ^= 1 << bit }
-        prop_assert!(Decoder::new(config(8192)).decode(&d).is_err());
+        prop_assert!(decoder(8192).decode(&d).is_err());
     }
 }
 
 fn genuine(cluster: u64, secret: &[u8]) -> Vec<u8> {
     let mut e = Encoder::new(WireConfig::new(cluster, secret), NodeId(1), 1);
-    e.encode(&[Message::LogNack { missing: vec![4] }]).remove(0)
+    e.encode(REPLICA_KEY, ME, &[Message::LogNack { missing: vec![4] }])
+        .remove(0)
 }
 
 /// A correctly tagged datagram carrying `frames`.
 fn tagged(frames: &[u8]) -> Vec<u8> {
     use hmac::{Hmac, Mac};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
     let mut out = MAGIC.to_vec();
     out.push(VERSION);
-    for v in [7u64, 1, 1] {
+    let counter = COUNTER.fetch_add(1, Ordering::Relaxed);
+    for v in [7u64, REPLICA_KEY, 2, ME.0, 1, 0, counter] {
         out.extend_from_slice(&v.to_le_bytes());
     }
+    assert_eq!(out.len(), HEADER_LEN);
     out.extend_from_slice(frames);
     let mut m = Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
     m.update(&out);
@@ -193,7 +249,7 @@ fn tagged(frames: &[u8]) -> Vec<u8> {
 
 #[test]
 fn each_refusal_has_its_reason() {
-    let d = Decoder::new(config(8192));
+    let mut d = decoder(8192);
     assert!(d.decode(&genuine(7, SECRET)).is_ok());
     assert_eq!(d.decode(&[1, 2, 3]), Err(WireError::TooShort { len: 3 }));
     assert_eq!(
@@ -205,8 +261,24 @@ fn each_refusal_has_its_reason() {
     );
     assert_eq!(d.decode(&genuine(7, b"other")), Err(WireError::BadTag));
     let mut v = genuine(7, SECRET);
-    v[4] = 2;
-    assert_eq!(d.decode(&v), Err(WireError::UnsupportedVersion(2)));
+    v[4] = VERSION + 1;
+    assert_eq!(
+        d.decode(&v),
+        Err(WireError::UnsupportedVersion(VERSION + 1))
+    );
+    let mut e = Encoder::new(config(8192).with_key(5, b"fe5"), NodeId(1), 1);
+    let other = WireConfig::new(7, SECRET);
+    assert_eq!(
+        Decoder::new(other, ME).decode(&e.encode(5, ME, &[Message::Election])[0]),
+        Err(WireError::UnknownKey(5))
+    );
+    assert_eq!(
+        d.decode(&e.encode(REPLICA_KEY, NodeId(9), &[Message::Election])[0]),
+        Err(WireError::NotForMe {
+            to: NodeId(9),
+            me: ME
+        })
+    );
     let mut m = genuine(7, SECRET);
     m[0] = b'X';
     assert_eq!(d.decode(&m), Err(WireError::BadMagic));
@@ -230,7 +302,7 @@ fn each_refusal_has_its_reason() {
         d.decode(&tagged(&frames)),
         Err(WireError::Malformed(_))
     ));
-    let small = Decoder::new(config(256));
+    let mut small = decoder(256);
     let big = vec![0u8; 257];
     assert_eq!(
         small.decode(&big),
@@ -240,11 +312,10 @@ fn each_refusal_has_its_reason() {
 
 #[test]
 fn small_messages_share_a_datagram() {
-    let mut e = Encoder::new(config(8192), NodeId(3), 9);
     let messages: Vec<Message> = (0..50)
         .map(|i| Message::LogNack { missing: vec![i] })
         .collect();
-    let datagrams = e.encode(&messages);
+    let datagrams = encoder(8192).encode(REPLICA_KEY, ME, &messages);
     assert_eq!(datagrams.len(), 1);
     assert_eq!(decode_all(8192, &datagrams), messages);
 }
@@ -256,12 +327,9 @@ fn large_messages_fragment_and_reassemble_in_any_order() {
         reason: "y".repeat(5000),
     });
     let message = Message::Reply { seq: 1, reply };
-    let mut e = Encoder::new(config(256), NodeId(3), 9);
-    let mut datagrams = e.encode(std::slice::from_ref(&message));
+    let mut datagrams = encoder(256).encode(REPLICA_KEY, ME, std::slice::from_ref(&message));
     assert!(datagrams.len() > 20, "{} datagrams", datagrams.len());
     datagrams.reverse();
-    let dup = datagrams[3].clone();
-    datagrams.insert(0, dup);
     assert_eq!(decode_all(256, &datagrams), vec![message]);
 }
 
@@ -274,54 +342,138 @@ fn fragments_that_disagree_are_refused() {
         count,
         chunk: vec![1, 2],
     };
-    assert_eq!(r.push(NodeId(1), f(0, 3)), Ok(None));
+    assert_eq!(r.push(NodeId(1), 0, f(0, 3)), Ok(None));
     assert!(matches!(
-        r.push(NodeId(1), f(1, 4)),
+        r.push(NodeId(1), 0, f(1, 4)),
         Err(WireError::BadFragment(_))
     ));
     // Two fragments whose joined bytes are no message.
-    assert_eq!(r.push(NodeId(2), f(0, 2)), Ok(None));
-    assert!(r.push(NodeId(2), f(1, 2)).is_err());
+    assert_eq!(r.push(NodeId(2), 0, f(0, 2)), Ok(None));
+    assert!(r.push(NodeId(2), 0, f(1, 2)).is_err());
 }
 
 #[test]
-fn a_new_incarnation_never_reuses_fragment_ids() {
-    let big = Message::Reply {
+fn a_new_incarnation_does_not_mix_with_the_old_ones_fragments() {
+    let big = |c: char| Message::Reply {
         seq: 1,
         reply: Err(DomainError::NotFound {
-            record_id: "z".repeat(1000),
+            record_id: c.to_string().repeat(1000),
         }),
     };
-    let ids = |incarnation| {
-        let mut e = Encoder::new(config(256), NodeId(3), 9).with_incarnation(incarnation);
-        let d = Decoder::new(config(256));
-        let datagram = d.decode(&e.encode(std::slice::from_ref(&big))[0]).unwrap();
-        match &datagram.messages[0] {
-            Message::Fragment(f) => f.id,
-            other => panic!("expected a fragment, got {other:?}"),
+    let fragments = |incarnation, message: &Message| {
+        let mut e = encoder(256).with_incarnation(incarnation);
+        let mut d = decoder(256);
+        let mut out = Vec::new();
+        for dg in e.encode(REPLICA_KEY, ME, std::slice::from_ref(message)) {
+            let dg = d.decode(&dg).unwrap();
+            assert_eq!(dg.header.incarnation, incarnation);
+            for m in dg.messages {
+                match m {
+                    Message::Fragment(f) => out.push(f),
+                    other => panic!("expected a fragment, got {other:?}"),
+                }
+            }
         }
+        out
     };
-    assert_ne!(ids(0), ids(1));
+    let old = fragments(1, &big('a'));
+    let new = fragments(2, &big('b'));
+    assert_eq!(old[0].id, new[0].id, "fragment IDs restart per incarnation");
     // A stale partial of the old incarnation does not spoil the new message.
     let mut r = Reassembler::new();
-    let mut old = Encoder::new(config(256), NodeId(3), 9).with_incarnation(0);
-    let d = Decoder::new(config(256));
-    let first = d
-        .decode(&old.encode(std::slice::from_ref(&big))[0])
-        .unwrap();
-    for m in first.messages {
-        if let Message::Fragment(f) = m {
-            assert_eq!(r.push(NodeId(3), f), Ok(None));
-        }
-    }
-    let mut new = Encoder::new(config(256), NodeId(3), 9).with_incarnation(1);
+    assert_eq!(r.push(NodeId(3), 1, old[0].clone()), Ok(None));
     let mut got = Vec::new();
-    for dg in new.encode(std::slice::from_ref(&big)) {
-        for m in d.decode(&dg).unwrap().messages {
-            if let Message::Fragment(f) = m {
-                got.extend(r.push(NodeId(3), f).unwrap());
+    for f in new {
+        got.extend(r.push(NodeId(3), 2, f).unwrap());
+    }
+    assert_eq!(got, vec![big('b')]);
+}
+
+#[test]
+fn replayed_duplicated_and_old_incarnation_datagrams_are_refused() {
+    let mut d = decoder(8192);
+    let mut e = encoder(8192).with_incarnation(10);
+    let one = e.encode(REPLICA_KEY, ME, &[Message::Election]).remove(0);
+    let two = e.encode(REPLICA_KEY, ME, &[Message::Answer]).remove(0);
+    d.decode(&two).expect("new");
+    d.decode(&one).expect("reordered, within the window");
+    for again in [&one, &two] {
+        assert!(matches!(
+            d.decode(again),
+            Err(WireError::Replayed {
+                sender: NodeId(3),
+                incarnation: 10,
+                ..
+            })
+        ));
+    }
+    // Far behind the newest: refused even though never seen.
+    let late = e.encode(REPLICA_KEY, ME, &[Message::Election]).remove(0);
+    for _ in 0..REPLAY_WINDOW {
+        d.decode(&e.encode(REPLICA_KEY, ME, &[Message::Answer])[0])
+            .unwrap();
+    }
+    assert!(matches!(d.decode(&late), Err(WireError::Replayed { .. })));
+    // The sender restarts: its new incarnation is accepted, the old one is
+    // refused from then on.
+    let old = e.encode(REPLICA_KEY, ME, &[Message::Election]).remove(0);
+    let mut restarted = encoder(8192).with_incarnation(11);
+    d.decode(&restarted.encode(REPLICA_KEY, ME, &[Message::Election])[0])
+        .expect("a new incarnation");
+    assert!(matches!(d.decode(&old), Err(WireError::Replayed { .. })));
+    // Another key's holder claiming the same sender ID, with a huge
+    // incarnation, does not touch the genuine sender's window.
+    let mut fe =
+        Encoder::new(config(8192).with_key(100, b"fe"), NodeId(3), 9).with_incarnation(u64::MAX);
+    let mut d2 = Decoder::new(config(8192).with_key(100, b"fe"), ME);
+    d2.decode(&restarted.encode(REPLICA_KEY, ME, &[Message::Election])[0])
+        .unwrap();
+    d2.decode(&fe.encode(100, ME, &[Message::Election])[0])
+        .unwrap();
+    d2.decode(&restarted.encode(REPLICA_KEY, ME, &[Message::Answer])[0])
+        .expect("the replica's window is its own");
+    // A refused datagram changed nothing: the next genuine one still passes.
+    d.decode(&restarted.encode(REPLICA_KEY, ME, &[Message::Answer])[0])
+        .unwrap();
+}
+
+#[test]
+fn replay_windows_are_bounded_by_the_number_of_senders() {
+    let mut d = decoder(8192).with_max_senders(3);
+    for sender in 10..20 {
+        let mut e = Encoder::new(config(8192), NodeId(sender), 1);
+        d.decode(&e.encode(REPLICA_KEY, ME, &[Message::Election])[0])
+            .unwrap();
+        assert!(d.senders() <= 3);
+    }
+    assert_eq!(d.senders_evicted, 7);
+}
+
+#[test]
+fn the_reassembler_counts_every_fragment_against_its_byte_cap() {
+    // One message announcing many fragments cannot grow past the cap: every
+    // fragment is counted, not just the first.
+    let mut r = Reassembler::new();
+    let chunk = vec![7u8; 60_000];
+    let count = (fragment::MAX_PARTIAL_BYTES / chunk.len() + 10) as u16;
+    let mut refused = false;
+    for index in 0..count {
+        let f = Fragment {
+            id: 1,
+            index,
+            count,
+            chunk: chunk.clone(),
+        };
+        match r.push(NodeId(1), 0, f) {
+            Ok(None) => assert!(r.bytes() <= fragment::MAX_PARTIAL_BYTES),
+            Ok(Some(_)) => panic!("random bytes made a message"),
+            Err(e) => {
+                assert_eq!(e, WireError::BadFragment("message too large to reassemble"));
+                refused = true;
+                break;
             }
         }
     }
-    assert_eq!(got, vec![big]);
+    assert!(refused, "a message over the cap is refused");
+    assert_eq!(r.bytes(), 0, "and its fragments are dropped");
 }
