@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dcms_corba::{ClientOptions, ClinicClient};
+use dcms_node::local::LocalCluster;
 
 const DCMS: &str = env!("CARGO_BIN_EXE_dcms");
 
@@ -188,9 +189,34 @@ impl Frontend {
             port,
         }
     }
+}
 
+/// What the robustness tests run against: a front end's IIOP port, clients
+/// of it, its process, and whether that process still runs. Implemented by
+/// the standalone [`Frontend`] and the replicated cluster [`Replicated`].
+trait Target {
+    /// The front end's IIOP port on 127.0.0.1.
+    fn port(&self) -> u16;
+    /// A client of the front end (its own connection).
+    fn client(&self) -> ClinicClient;
+    /// PID of the front-end process.
+    fn pid(&self) -> u32;
+    /// Fails unless the front-end process started with the target still runs.
+    fn assert_running(&mut self);
+}
+
+impl Target for Frontend {
+    fn port(&self) -> u16 {
+        self.port
+    }
     fn client(&self) -> ClinicClient {
         ClinicClient::connect(&self.corbaloc, &ClientOptions::default()).unwrap()
+    }
+    fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+    fn assert_running(&mut self) {
+        self.proc.assert_running();
     }
 }
 
@@ -739,7 +765,7 @@ struct Bystanders {
 }
 
 impl Bystanders {
-    fn start(fe: &Frontend, n: usize) -> Bystanders {
+    fn start(fe: &impl Target, n: usize) -> Bystanders {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let threads = (0..n)
@@ -846,9 +872,7 @@ fn raw_giop_requests_locate_and_bad_operation() {
     assert!(String::from_utf8_lossy(&body).contains("IDL:DCMS/NotFound:1.0"));
 }
 
-#[test]
-fn garbage_closes_only_that_connection() {
-    let mut fe = Frontend::start(&[]);
+fn garbage_closes_only_that_connection(mut fe: impl Target) {
     let by = Bystanders::start(&fe, 4);
     for junk in [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
@@ -856,7 +880,7 @@ fn garbage_closes_only_that_connection() {
         b"GIOP\x09\x09\x00\x00\x00\x00\x00\x00".to_vec(), // bad version
         giop(7, &[]),                                     // a Fragment continuing nothing
     ] {
-        let mut s = connect(fe.port);
+        let mut s = connect(fe.port());
         s.write_all(&junk).unwrap();
         assert!(
             closed_by_server(&mut s, Duration::from_secs(5)),
@@ -866,22 +890,20 @@ fn garbage_closes_only_that_connection() {
     }
     thread::sleep(Duration::from_millis(300));
     by.check();
-    fe.proc.assert_running();
+    fe.assert_running();
 }
 
-#[test]
-fn oversized_messages_close_only_that_connection() {
-    let mut fe = Frontend::start(&[]);
+fn oversized_messages_close_only_that_connection(mut fe: impl Target) {
     let by = Bystanders::start(&fe, 4);
     // A header announcing 64 MiB (over the 16 MiB limit), then some of it.
-    let mut s = connect(fe.port);
+    let mut s = connect(fe.port());
     let mut m = b"GIOP\x01\x02\x01\x00".to_vec();
     m.extend_from_slice(&(64u32 << 20).to_le_bytes());
     s.write_all(&m).unwrap();
     let _ = s.write_all(&vec![0u8; 64 * 1024]);
     assert!(closed_by_server(&mut s, Duration::from_secs(5)));
     // A real request with a 17 MiB argument.
-    let mut s = connect(fe.port);
+    let mut s = connect(fe.port());
     let big = "x".repeat(17 << 20);
     let _ = s.write_all(&request(1, "getRecordCounts", &[&big]));
     assert!(closed_by_server(&mut s, Duration::from_secs(5)));
@@ -892,12 +914,10 @@ fn oversized_messages_close_only_that_connection() {
         .expect_err("not a manager");
     assert!(e.as_user().is_some(), "{e}");
     by.check();
-    fe.proc.assert_running();
+    fe.assert_running();
 }
 
-#[test]
-fn truncated_and_abandoned_requests_disturb_no_one() {
-    let mut fe = Frontend::start(&[]);
+fn truncated_and_abandoned_requests_disturb_no_one(mut fe: impl Target) {
     let by = Bystanders::start(&fe, 4);
     let full = request(
         9,
@@ -907,19 +927,19 @@ fn truncated_and_abandoned_requests_disturb_no_one() {
     // Half a header, half a body: then silence, the sockets kept open.
     let mut stalled = Vec::new();
     for cut in [5, 12, full.len() / 2, full.len() - 1] {
-        let mut s = connect(fe.port);
+        let mut s = connect(fe.port());
         s.write_all(&full[..cut]).unwrap();
         stalled.push(s);
     }
     // Half a request then a disconnect.
     for cut in [7, full.len() / 2] {
-        let mut s = connect(fe.port);
+        let mut s = connect(fe.port());
         s.write_all(&full[..cut]).unwrap();
         s.shutdown(Shutdown::Both).unwrap();
     }
     // A whole request and a disconnect before the reply: it still runs.
     for _ in 0..3 {
-        let mut s = connect(fe.port);
+        let mut s = connect(fe.port());
         s.write_all(&full).unwrap();
         drop(s);
     }
@@ -944,7 +964,7 @@ fn truncated_and_abandoned_requests_disturb_no_one() {
         c.get_record_counts("MTL0001").unwrap(),
         "MTL 3, LVL 0, DDO 0"
     );
-    fe.proc.assert_running();
+    fe.assert_running();
 }
 
 #[test]
@@ -1122,15 +1142,14 @@ fn overload_is_refused_with_transient_completed_no() {
 /// The front end closes a connection whose message does not complete
 /// within `--message-deadline-secs` of its first byte (rustorb 0.2 alone
 /// would keep it forever; see vendor/rustorb-core/PATCHES.md), without
-/// disturbing anyone.
-#[test]
-fn a_message_that_never_completes_is_cut_off() {
-    let mut fe = Frontend::start(&["--message-deadline-secs", "1"]);
+/// disturbing anyone. `fe` runs with a 1 s deadline
+/// (`--message-deadline-secs 1`).
+fn a_message_that_never_completes_is_cut_off(mut fe: impl Target) {
     let by = Bystanders::start(&fe, 2);
     let full = request(1, "getRecordCounts", &["MTL0001"]);
     let mut stalled = Vec::new();
     for cut in [1, 11, 12, full.len() - 1] {
-        let mut s = connect(fe.port);
+        let mut s = connect(fe.port());
         s.write_all(&full[..cut]).unwrap();
         stalled.push(s);
     }
@@ -1146,7 +1165,7 @@ fn a_message_that_never_completes_is_cut_off() {
         "not before the deadline"
     );
     // A slow but steady sender within the deadline is fine.
-    let mut s = connect(fe.port);
+    let mut s = connect(fe.port());
     for chunk in full.chunks(8) {
         s.write_all(chunk).unwrap();
         thread::sleep(Duration::from_millis(20));
@@ -1155,7 +1174,7 @@ fn a_message_that_never_completes_is_cut_off() {
     assert_eq!(kind, 1);
     assert!(String::from_utf8_lossy(&body).contains("MTL 0, LVL 0, DDO 0"));
     by.check();
-    fe.proc.assert_running();
+    fe.assert_running();
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -1170,9 +1189,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// A client that sends requests and never reads the replies is
 /// disconnected once 16 MiB of replies wait: the front end's memory stays
 /// flat (rustorb 0.2 alone queues every reply: hundreds of MB in seconds).
-#[test]
-fn a_client_that_never_reads_its_replies_is_cut_off() {
-    let mut fe = Frontend::start(&[]);
+fn a_client_that_never_reads_its_replies_is_cut_off(mut fe: impl Target) {
     let c = fe.client();
     let long = "x".repeat(95);
     for i in 0..30 {
@@ -1188,8 +1205,8 @@ fn a_client_that_never_reads_its_replies_is_cut_off() {
         .unwrap();
     }
     let by = Bystanders::start(&fe, 2);
-    let before = rss_kib(fe.proc.child.id());
-    let mut s = connect(fe.port);
+    let before = rss_kib(fe.pid());
+    let mut s = connect(fe.port());
     s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut sent = 0u32;
     let t0 = Instant::now();
@@ -1201,7 +1218,7 @@ fn a_client_that_never_reads_its_replies_is_cut_off() {
         }
         sent += 1;
     }
-    let after = rss_kib(fe.proc.child.id());
+    let after = rss_kib(fe.pid());
     eprintln!("unread replies: {sent} requests sent, RSS {before} -> {after} KiB");
     assert!(
         after < before + 64 * 1024,
@@ -1209,15 +1226,97 @@ fn a_client_that_never_reads_its_replies_is_cut_off() {
     );
     by.check();
     drop(s);
-    fe.proc.assert_running();
+    fe.assert_running();
 }
 
 /// A fresh replicated cluster (`dcms up`: a front end and three replicas,
 /// each its own process), stopped when dropped.
-fn replicated_cluster() -> dcms_node::local::LocalCluster {
-    let args = ["--replicas", "3", "--sync", "normal"].map(String::from);
-    dcms_node::local::LocalCluster::start(Path::new(env!("CARGO_BIN_EXE_dcms")), None, &args, true)
-        .expect("the replicated cluster starts")
+fn replicated_cluster() -> LocalCluster {
+    replicated_cluster_with(&[])
+}
+
+/// [`replicated_cluster`] with more `dcms up` arguments.
+fn replicated_cluster_with(extra: &[&str]) -> LocalCluster {
+    let args: Vec<String> = ["--replicas", "3", "--sync", "normal"]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+    LocalCluster::start(Path::new(DCMS), None, &args, true).expect("the replicated cluster starts")
+}
+
+/// Whether `pid` is a process that has not exited (a zombie has).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => !status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A replicated cluster as a [`Target`]. Its front end is a child of
+/// `dcms up`, which restarts a child that dies (500 ms later, with a new
+/// PID): "still running" is the PID seen at the start, alive and still the
+/// one in `<data-dir>/status/frontend.json`.
+struct Replicated {
+    cluster: LocalCluster,
+    frontend_pid: u32,
+}
+
+impl Replicated {
+    /// `dcms up` with `extra` arguments, once a read has gone through it
+    /// and the front end has written its status file.
+    fn start(extra: &[&str]) -> Replicated {
+        let cluster = replicated_cluster_with(extra);
+        let t0 = Instant::now();
+        let frontend_pid = loop {
+            if let Some(pid) = cluster.pid_of("frontend") {
+                break pid;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no status/frontend.json in {}",
+                cluster.data_dir.display()
+            );
+            thread::sleep(Duration::from_millis(50));
+        };
+        let mut r = Replicated {
+            cluster,
+            frontend_pid,
+        };
+        r.assert_running();
+        r
+    }
+}
+
+impl Target for Replicated {
+    fn port(&self) -> u16 {
+        self.cluster.config.frontend.iiop.port()
+    }
+    /// A client whose calls time out after twice the cluster's outcome
+    /// deadline: the front end answers every call by then (TRANSIENT,
+    /// COMPLETED_MAYBE at the latest), so a call still waiting is a wedged
+    /// front end, and the default 30 s would only make the test wait longer.
+    fn client(&self) -> ClinicClient {
+        let opts = ClientOptions {
+            call_timeout: Duration::from_millis(2 * self.cluster.config.timeouts.outcome_ms),
+            ..ClientOptions::default()
+        };
+        ClinicClient::connect(&self.cluster.corbaloc, &opts).unwrap()
+    }
+    fn pid(&self) -> u32 {
+        self.frontend_pid
+    }
+    fn assert_running(&mut self) {
+        let pid = self.frontend_pid;
+        assert!(alive(pid), "the replicated front end (PID {pid}) exited");
+        assert_eq!(
+            self.cluster.pid_of("frontend"),
+            Some(pid),
+            "the replicated front end was restarted"
+        );
+    }
 }
 
 #[test]
@@ -1233,4 +1332,69 @@ fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
     assert!(ior.starts_with("IOR:"), "the IOR file holds an IOR: {ior}");
     // With the IOR, omniORB negotiates code sets: UTF-8 carries any text.
     run_python_client_with(ior.trim(), &["-ORBnativeCharCodeSet", "UTF-8"]);
+}
+
+// --- the robustness tests, once per target ----------------------------------
+
+/// The GIOP robustness tests against `dcms frontend --standalone`.
+mod standalone {
+    use super::Frontend;
+
+    #[test]
+    fn garbage_closes_only_that_connection() {
+        super::garbage_closes_only_that_connection(Frontend::start(&[]));
+    }
+
+    #[test]
+    fn oversized_messages_close_only_that_connection() {
+        super::oversized_messages_close_only_that_connection(Frontend::start(&[]));
+    }
+
+    #[test]
+    fn truncated_and_abandoned_requests_disturb_no_one() {
+        super::truncated_and_abandoned_requests_disturb_no_one(Frontend::start(&[]));
+    }
+
+    #[test]
+    fn a_message_that_never_completes_is_cut_off() {
+        let fe = Frontend::start(&["--message-deadline-secs", "1"]);
+        super::a_message_that_never_completes_is_cut_off(fe);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_replies_is_cut_off() {
+        super::a_client_that_never_reads_its_replies_is_cut_off(Frontend::start(&[]));
+    }
+}
+
+/// The same tests against a replicated cluster (`dcms up`: the front end
+/// sends each request over UDP to the leader, which waits for two backups).
+mod replicated {
+    use super::Replicated;
+
+    #[test]
+    fn garbage_closes_only_that_connection() {
+        super::garbage_closes_only_that_connection(Replicated::start(&[]));
+    }
+
+    #[test]
+    fn oversized_messages_close_only_that_connection() {
+        super::oversized_messages_close_only_that_connection(Replicated::start(&[]));
+    }
+
+    #[test]
+    fn truncated_and_abandoned_requests_disturb_no_one() {
+        super::truncated_and_abandoned_requests_disturb_no_one(Replicated::start(&[]));
+    }
+
+    #[test]
+    fn a_message_that_never_completes_is_cut_off() {
+        let cluster = Replicated::start(&["--message-deadline-secs", "1"]);
+        super::a_message_that_never_completes_is_cut_off(cluster);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_replies_is_cut_off() {
+        super::a_client_that_never_reads_its_replies_is_cut_off(Replicated::start(&[]));
+    }
 }

@@ -38,6 +38,11 @@ pub struct UpArgs {
     /// Lets a demonstration or a chaos run kill the leader again and again.
     #[arg(long, default_value_t = 500)]
     restart_after_ms: u64,
+    /// Passed to the front end (`dcms frontend --message-deadline-secs`):
+    /// seconds from the first byte of a GIOP message to its last. Default:
+    /// the front end's.
+    #[arg(long)]
+    message_deadline_secs: Option<u64>,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -237,6 +242,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         "--ior-file".into(),
         ior_file.display().to_string(),
     ];
+    if let Some(secs) = args.message_deadline_secs {
+        a.extend(["--message-deadline-secs".into(), secs.to_string()]);
+    }
     a.extend(fault_args.iter().cloned());
     let child = spawn("frontend", &a, &[])?;
     children.push(Managed {

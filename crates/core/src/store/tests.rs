@@ -281,6 +281,47 @@ fn audit_export_writes_one_file_per_manager_and_per_clinic() {
     assert!(m1.starts_with("1970-01-01T00:00:01."), "{m1}");
 }
 
+/// A refused request's manager ID is client text in the exported files:
+/// however it is made, each request stays one line there.
+#[test]
+fn audit_export_keeps_one_line_per_request_whatever_the_manager_id() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let entries = execute_all(
+        &mut state,
+        1,
+        &[
+            doctor("x\n2026-01-01T00:00:00.000Z #1 MTL0001 createDRecord", "A"),
+            doctor("MTL0001 getRecord", "B"),
+            doctor("MTL\r\n#3 MTL0001", "C"),
+        ],
+    );
+    let mut store = open(&dir, "a.db");
+    store.commit(&entries).unwrap();
+    let out = dir.path().join("logs");
+    crate::audit::export(&store, &out).unwrap();
+    let bad = std::fs::read_to_string(out.join("unidentified.log")).unwrap();
+    let lines: Vec<&str> = bad.lines().collect();
+    assert_eq!(lines.len(), 3, "{bad}");
+    assert!(
+        lines[0].contains(r#" #1 "x\n2026-01-01T00:00:0" createDRecord "#),
+        "{bad}"
+    );
+    assert!(
+        lines[1].contains(r#" #2 "MTL0001 getRecord" createDRecord "#),
+        "{bad}"
+    );
+    assert!(
+        lines[2].contains(r#" #3 "MTL\r\n#3 MTL0001" createDRecord "#),
+        "{bad}"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.starts_with("1970-01-01T00:00:01."), "{line}");
+        assert!(line.contains(&format!(" #{} ", i + 1)), "{line}");
+    }
+    assert!(!out.join("managers").exists());
+}
+
 #[test]
 fn read_outcomes_and_refusals_are_stored_as_replies_too() {
     let dir = TempDir::new().unwrap();
