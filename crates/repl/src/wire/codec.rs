@@ -97,6 +97,11 @@ impl Encoder {
         self.incarnation
     }
 
+    /// Destinations with a counter here (at most [`super::DEFAULT_MAX_SENDERS`]).
+    pub fn destinations(&self) -> usize {
+        self.counters.len()
+    }
+
     /// Forgets `to`'s counter (it expired); later datagrams to it continue
     /// above every number issued so far.
     pub fn forget(&mut self, to: NodeId) {

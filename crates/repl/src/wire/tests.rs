@@ -477,3 +477,20 @@ fn the_reassembler_counts_every_fragment_against_its_byte_cap() {
     assert!(refused, "a message over the cap is refused");
     assert_eq!(r.bytes(), 0, "and its fragments are dropped");
 }
+
+#[test]
+fn counters_are_bounded_and_never_go_back_for_any_receiver() {
+    let mut e = encoder(8192);
+    let mut d = decoder(8192);
+    d.decode(&e.encode(REPLICA_KEY, ME, &[Message::Election])[0])
+        .unwrap();
+    // More destinations than the bound: old ones are forgotten...
+    for to in 0..DEFAULT_MAX_SENDERS as u64 + 10 {
+        e.encode(REPLICA_KEY, NodeId(1_000 + to), &[Message::Answer]);
+        assert!(e.destinations() <= DEFAULT_MAX_SENDERS);
+    }
+    e.forget(ME);
+    // ...and a forgotten receiver's next datagram is still new to it.
+    d.decode(&e.encode(REPLICA_KEY, ME, &[Message::Election])[0])
+        .expect("numbers continue above every number issued");
+}
