@@ -83,6 +83,27 @@ pub struct Prepared {
     pub first_start: bool,
 }
 
+/// An older `dcms up` wrote `cluster.toml` with the default mode: this one
+/// narrows its own file to 0600 (and says so) rather than refuse to start,
+/// as `dcms replica` and `dcms frontend` do with a file others can read.
+fn narrow_own_file(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("narrowing {}", path.display()))?;
+        println!(
+            "dcms: {} was readable by others (mode {mode:03o}); narrowed to 600",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes the front end's configuration: the replicas' without their key.
 fn write_frontend_config(data_dir: &Path, config: &ClusterConfig) -> anyhow::Result<PathBuf> {
     let path = data_dir.join("frontend.toml");
@@ -105,6 +126,7 @@ pub fn prepare_config(
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join("cluster.toml");
     if path.exists() {
+        narrow_own_file(&path)?;
         let mut config = ClusterConfig::load(&path)?;
         anyhow::ensure!(
             config.replicas.len() as u64 == replicas,

@@ -57,14 +57,19 @@
 //!     if let Some(s) = ready.install { disk_writer.install(s) }  // queued after earlier batches
 //!     if !ready.persist.is_empty() { disk_writer.commit(ready.persist) } // Store::commit, then persisted(last position)
 //!     for t in ready.transmits { socket.send_to(&t.bytes, addresses[t.to]) }
+//!     for s in ready.forgotten { addresses.forget(s) }   // expired front-end streams
 //!     for e in ready.events { error!("{e:?}") }   // divergence: alert loudly
 //!     for e in ready.view_events { info!("{e:?}") } // elections, view changes, rejoins
 //! }
 //! ```
 //!
-//! Set `config.incarnation` to a value that differs at every start of the
-//! process (a counter kept on disk, or the start time in seconds): it keeps
-//! fragment IDs unique across restarts.
+//! Set `config.incarnation` to a value higher at every start of the process
+//! (the start time in microseconds, or one more than the last, kept on
+//! disk): the peers' replay windows refuse datagrams of an older
+//! incarnation. Keys: a replica's [`wire::WireConfig`] holds the replicas'
+//! key and every front end's key; a front end's only its own
+//! ([`wire::WireConfig::frontend`]), and its stream is random at every start
+//! ([`frontend::random_stream`]).
 //!
 //! Persistence batches must be committed in the order handed out; one
 //! `Store::commit` per batch (or several batches merged: group commit), then

@@ -543,8 +543,8 @@ struct FrontEndPeer {
     heard: u64,
 }
 
-/// May a datagram signed with `key` carry `message` from a front end?
-/// Front ends send requests and heartbeats, nothing else.
+/// May a front end (a datagram signed with a front end's key) send
+/// `message`? Requests and heartbeats (and fragments of them), nothing else.
 fn frontend_may_send(message: &Message) -> bool {
     matches!(
         message,
