@@ -90,8 +90,10 @@ impl Request {
         }
     }
 
-    /// True for operations that never change records (they are still
-    /// audited, so they still produce an effect).
+    /// True for operations that never change records. The replicated front
+    /// end sends them outside the log (the leader answers after a read-index
+    /// round), so they are not in the replicated audit trail; executed
+    /// through the log (the standalone store) they are audited as before.
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,

@@ -23,6 +23,10 @@ pub enum OpMix {
     Creates,
     /// create 30%, edit 20%, transfer 10%, counts 20%, get 20%.
     Mixed,
+    /// Reads only, after each client created 10 records: counts 50%, get
+    /// 40%, list 10% (they go outside the log: neither the log nor the
+    /// replies grow).
+    Reads,
 }
 
 #[derive(clap::Args, Debug)]
@@ -302,7 +306,11 @@ fn client_loop(
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let roll = (pick >> 33) % 100;
-        let create = mix != OpMix::Mixed || mine.is_empty() || roll < 30;
+        let create = match mix {
+            OpMix::Mixed => mine.is_empty() || roll < 30,
+            OpMix::Reads => mine.len() < 10,
+            OpMix::Create | OpMix::Creates => true,
+        };
         let t = Instant::now();
         let outcome: Result<Option<(String, Clinic)>, CallError> = if create {
             let Request::CreateDoctor {
@@ -343,7 +351,18 @@ fn client_loop(
         } else {
             let k = (pick >> 17) as usize % mine.len();
             let (id, clinic) = mine[k].clone();
+            let roll = match mix {
+                // Reads only, as the arms below: counts 50%, get 40%,
+                // list 10%.
+                OpMix::Reads => match roll {
+                    0..=49 => 60,
+                    50..=89 => 80,
+                    _ => 100,
+                },
+                _ => roll,
+            };
             match roll {
+                100 => client.list_records(&manager(clinic), "").map(|_| None),
                 30..=49 => client
                     .edit_record(&manager(clinic), &id, "phone", "514-555-0000")
                     .map(|_| None),

@@ -6,6 +6,12 @@
 //! RTT-estimated timeout ([`rto::RttEstimator`]) expires without a reply,
 //! and the named ones are resent at once when the leader NACKs them.
 //!
+//! Read-only requests travel outside the ordered stream
+//! ([`Message::Read`]): the leader answers them after a read-index round,
+//! without logging them, and a retry simply reads again. Their completions
+//! carry ids with [`READ_ID_BIT`] set, so they never collide with a
+//! stream's sequence numbers.
+//!
 //! Exactly one [`Completion`] per submitted request: the reply, or
 //! [`ClientOutcome::Unknown`] if none came within `outcome_timeout_ms`. A
 //! request that timed out is not forgotten: it is retransmitted until its
@@ -28,6 +34,9 @@ use std::collections::BTreeMap;
 /// A request is fast-retransmitted only if it was last sent at least this
 /// long ago (milliseconds).
 pub const FAST_RETRANSMIT_GRACE_MS: u64 = 2;
+
+/// Set in the id a read's [`Completion`] carries (see [`FrontEnd::submit`]).
+pub const READ_ID_BIT: u64 = 1 << 63;
 
 /// Settings of a front end. Times are in milliseconds.
 #[derive(Clone, Debug)]
@@ -170,6 +179,9 @@ pub struct FrontEnd {
     next_seq: Seq,
     /// Submitted and not yet answered by a reply, by number.
     pending: BTreeMap<Seq, Pending>,
+    /// Reads submitted and not yet answered or expired, by read id.
+    reads: BTreeMap<u64, Pending>,
+    next_read: u64,
     rtt: RttEstimator,
     /// When the timeout was last backed off: at most once per timeout
     /// interval, however many requests expire in it (one timer per
@@ -205,6 +217,8 @@ impl FrontEnd {
             epoch: config.epoch,
             next_seq: 1,
             pending: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
             rtt: RttEstimator::new(config.initial_rto_ms, config.min_rto_ms, config.max_rto_ms),
             encoder: Encoder::new(config.wire.clone(), me, config.epoch)
                 .with_incarnation(config.incarnation),
@@ -234,15 +248,32 @@ impl FrontEnd {
         self.rtt.rto()
     }
 
-    /// Requests submitted and not yet answered by a reply.
+    /// Requests submitted and not yet answered by a reply (reads: nor
+    /// expired).
     pub fn unanswered(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.reads.len()
     }
 
-    /// Numbers `request` and sends it when the window allows. Returns its
-    /// sequence number.
+    /// Numbers `request` and sends it when the window allows. Returns the
+    /// id its completion will carry: its sequence number, or for a
+    /// read-only request a read id with [`READ_ID_BIT`] set.
     pub fn submit(&mut self, now_ms: u64, request: Request) -> Seq {
         self.expire_deadlines(now_ms);
+        if request.is_read_only() {
+            let id = self.next_read;
+            self.next_read += 1;
+            self.reads.insert(
+                id,
+                Pending {
+                    request,
+                    deadline: now_ms + self.config.outcome_timeout_ms,
+                    reported_unknown: false,
+                    sent: None,
+                },
+            );
+            self.transmit_read(now_ms, id);
+            return id | READ_ID_BIT;
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.pending.insert(
@@ -372,6 +403,43 @@ impl FrontEnd {
         for seq in sent {
             self.transmit(now_ms, seq);
         }
+        let reads: Vec<u64> = self.reads.keys().copied().collect();
+        for id in reads {
+            self.reads.get_mut(&id).expect("pending read").sent = Some((now_ms, now_ms, 0));
+            self.transmit_read(now_ms, id);
+        }
+    }
+
+    fn transmit_read(&mut self, now_ms: u64, id: u64) {
+        let p = self.reads.get_mut(&id).expect("pending read");
+        p.sent = Some(match p.sent {
+            None => {
+                self.stats.sent += 1;
+                (now_ms, now_ms, 1)
+            }
+            Some((first, _, n)) => {
+                self.stats.retransmitted += 1;
+                (first, now_ms, n + 1)
+            }
+        });
+        self.outbox.push(Message::Read {
+            id,
+            request: p.request.clone(),
+        });
+    }
+
+    fn on_read_reply(&mut self, now_ms: u64, id: u64, reply: Reply) {
+        let Some(p) = self.reads.remove(&id) else {
+            self.stats.duplicate_replies += 1; // answered twice, or expired
+            return;
+        };
+        if let Some((first, _, 1)) = p.sent {
+            self.rtt.sample(now_ms.saturating_sub(first));
+        }
+        self.completions.push(Completion {
+            seq: id | READ_ID_BIT,
+            outcome: ClientOutcome::Reply(reply),
+        });
     }
 
     /// Handles one authenticated message from replica `from` (its epoch is
@@ -380,7 +448,10 @@ impl FrontEnd {
         match message {
             Message::Coordinator => self.follow(now_ms, from),
             Message::LeaderIs { leader } => self.follow(now_ms, leader),
-            Message::Reply { .. } | Message::RequestNack { .. } | Message::Unavailable { .. } => {
+            Message::Reply { .. }
+            | Message::RequestNack { .. }
+            | Message::Unavailable { .. }
+            | Message::ReadReply { .. } => {
                 // Only a leader answers requests.
                 self.follow(now_ms, from);
                 self.handle_message(now_ms, message);
@@ -393,6 +464,7 @@ impl FrontEnd {
     pub fn handle_message(&mut self, now_ms: u64, message: Message) {
         match message {
             Message::Reply { seq, reply } => self.on_reply(now_ms, seq, reply),
+            Message::ReadReply { id, reply } => self.on_read_reply(now_ms, id, reply),
             Message::RequestNack { missing } => {
                 // The leader repeats its NACK until the gap closes: a request
                 // sent within the grace is on its way already (resending it
@@ -495,6 +567,15 @@ impl FrontEnd {
         for seq in expired {
             self.transmit(now_ms, seq);
         }
+        let reads_due: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, p)| self.retransmit_at(p).is_some_and(|at| now_ms >= at))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in reads_due {
+            self.transmit_read(now_ms, id);
+        }
         if self.config.heartbeat_ms > 0 && now_ms >= self.next_probe {
             self.probe = true;
             self.next_probe = now_ms + self.config.heartbeat_ms;
@@ -507,6 +588,22 @@ impl FrontEnd {
     /// deadline depends only on the times given, not on whether the shell
     /// called `tick` or `handle_datagram` first.
     fn expire_deadlines(&mut self, now_ms: u64) {
+        // A read past its deadline is dropped: it changed nothing, and a
+        // late answer would serve nobody.
+        let expired: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, p)| p.deadline <= now_ms)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            self.reads.remove(&id);
+            self.stats.timeouts += 1;
+            self.completions.push(Completion {
+                seq: id | READ_ID_BIT,
+                outcome: ClientOutcome::Unknown,
+            });
+        }
         for (&seq, p) in &mut self.pending {
             if !p.reported_unknown && p.deadline <= now_ms {
                 p.reported_unknown = true;
@@ -524,6 +621,7 @@ impl FrontEnd {
         let probe = (self.config.heartbeat_ms > 0).then_some(self.next_probe);
         self.pending
             .values()
+            .chain(self.reads.values())
             .flat_map(|p| {
                 let retransmit = self.retransmit_at(p);
                 let deadline = (!p.reported_unknown).then_some(p.deadline);

@@ -21,7 +21,18 @@ fn frontend(max_in_flight: u64) -> FrontEnd {
     FrontEnd::new(c)
 }
 
-fn get(n: u8) -> Request {
+/// A request of the ordered stream (a write).
+fn write(n: u8) -> Request {
+    Request::EditRecord {
+        manager_id: format!("MTL000{n}"),
+        record_id: "DR10000".into(),
+        field_name: "phone".into(),
+        new_value: "5145550000".into(),
+    }
+}
+
+/// A read-only request (outside the ordered stream).
+fn read(n: u8) -> Request {
     Request::GetRecordCounts {
         manager_id: format!("MTL000{n}"),
     }
@@ -65,8 +76,8 @@ fn reply(seq: Seq) -> Vec<u8> {
 #[test]
 fn numbers_sends_and_completes_exactly_once() {
     let mut fe = frontend(8);
-    assert_eq!(fe.submit(0, get(1)), 1);
-    assert_eq!(fe.submit(0, get(2)), 2);
+    assert_eq!(fe.submit(0, write(1)), 1);
+    assert_eq!(fe.submit(0, write(2)), 2);
     assert_eq!(sent(&mut fe), vec![(1, 1), (2, 1)]);
     fe.handle_datagram(30, &reply(2)).unwrap();
     fe.handle_datagram(31, &reply(2)).unwrap();
@@ -89,7 +100,7 @@ fn numbers_sends_and_completes_exactly_once() {
 #[test]
 fn retransmits_on_timeout_with_backoff_and_karn() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
+    fe.submit(0, write(1));
     sent(&mut fe);
     assert_eq!(fe.next_deadline(), Some(1000));
     fe.tick(999);
@@ -115,7 +126,7 @@ fn retransmits_on_timeout_with_backoff_and_karn() {
 #[test]
 fn reports_unknown_outcome_once_and_keeps_retransmitting() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
+    fe.submit(0, write(1));
     sent(&mut fe);
     let mut unknown = 0;
     let mut now = 0;
@@ -146,7 +157,7 @@ fn reports_unknown_outcome_once_and_keeps_retransmitting() {
 fn resends_exactly_what_a_nack_names() {
     let mut fe = frontend(8);
     for i in 0..5 {
-        fe.submit(0, get(i));
+        fe.submit(0, write(i));
     }
     sent(&mut fe);
     let nack = from_leader(
@@ -164,7 +175,7 @@ fn resends_exactly_what_a_nack_names() {
 fn keeps_the_window() {
     let mut fe = frontend(2);
     for i in 0..4 {
-        fe.submit(0, get(i));
+        fe.submit(0, write(i));
     }
     assert_eq!(sent(&mut fe), vec![(1, 1), (2, 1)]);
     fe.handle_datagram(5, &reply(2)).unwrap();
@@ -183,8 +194,8 @@ fn keeps_the_window() {
 #[test]
 fn follows_newer_epochs_and_refuses_older_ones() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
-    fe.submit(0, get(2));
+    fe.submit(0, write(1));
+    fe.submit(0, write(2));
     sent(&mut fe);
     let newer = from_leader(3, &[Message::RequestNack { missing: vec![1] }]);
     fe.handle_datagram(FAST_RETRANSMIT_GRACE_MS, &newer)
@@ -231,8 +242,8 @@ fn refuses_garbage() {
 #[test]
 fn each_request_backs_off_on_its_own() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
-    fe.submit(10, get(2));
+    fe.submit(0, write(1));
+    fe.submit(10, write(2));
     sent(&mut fe);
     fe.tick(1000);
     assert_eq!(sent(&mut fe), vec![(1, 1)]);
@@ -254,7 +265,7 @@ fn each_request_backs_off_on_its_own() {
 #[test]
 fn a_reply_at_the_deadline_is_late_whatever_the_call_order() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
+    fe.submit(0, write(1));
     sent(&mut fe);
     // The shell handles the datagram before calling tick at the deadline.
     fe.handle_datagram(5_000, &reply(1)).unwrap();
@@ -274,9 +285,9 @@ fn a_reply_at_the_deadline_is_late_whatever_the_call_order() {
 #[test]
 fn a_later_reply_fast_retransmits_an_earlier_unanswered_request() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
-    fe.submit(0, get(2));
-    fe.submit(5, get(3));
+    fe.submit(0, write(1));
+    fe.submit(0, write(2));
+    fe.submit(5, write(3));
     sent(&mut fe);
     // The reply to 1 is lost; 2's arrives: 1 goes again at once, long
     // before its timer (1000 ms). 3 was sent too recently to be suspected.
@@ -296,7 +307,7 @@ fn a_new_leader_gets_every_unanswered_request_with_its_backoff_restarted() {
     c.max_rto_ms = 10_000;
     c.replicas = vec![LEADER, NodeId(2)];
     let mut fe = FrontEnd::new(c);
-    fe.submit(0, get(1));
+    fe.submit(0, write(1));
     let _ = fe.ready();
     // The old leader is silent: the request backs off 100, 200, 400, 800 ms.
     for t in [100, 300, 700, 1500] {
@@ -324,8 +335,8 @@ fn a_new_leader_gets_every_unanswered_request_with_its_backoff_restarted() {
 #[test]
 fn repeated_nacks_resend_a_request_once_per_grace() {
     let mut fe = frontend(8);
-    fe.submit(0, get(1));
-    fe.submit(0, get(2));
+    fe.submit(0, write(1));
+    fe.submit(0, write(2));
     sent(&mut fe);
     let nack = || from_leader(1, &[Message::RequestNack { missing: vec![1] }]);
     // Just sent: on its way already.
@@ -342,4 +353,81 @@ fn repeated_nacks_resend_a_request_once_per_grace() {
     }
     assert_eq!(resent as u64, (20 - 2) / FAST_RETRANSMIT_GRACE_MS);
     assert_eq!(fe.stats().nack_resends, resent as u64);
+}
+
+/// The reads a front end sent, as (read id, epoch).
+fn reads_sent(fe: &mut FrontEnd) -> Vec<(u64, Epoch)> {
+    let ready = fe.ready();
+    let mut d = Decoder::new(wire(), LEADER);
+    let mut out = Vec::new();
+    for t in ready.transmits {
+        let dg = d.decode(&t.bytes).unwrap();
+        for m in dg.messages {
+            match m {
+                Message::Read { id, .. } => out.push((id, dg.header.epoch)),
+                other => panic!("front end sent {other:?}"),
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn reads_travel_outside_the_stream_and_complete_once() {
+    let mut fe = frontend(1);
+    // A write fills the window of one; reads are not held behind it.
+    assert_eq!(fe.submit(0, write(1)), 1);
+    let _ = fe.ready();
+    let r1 = fe.submit(0, read(1));
+    let r2 = fe.submit(0, read(2));
+    assert_eq!((r1, r2), (1 | READ_ID_BIT, 2 | READ_ID_BIT));
+    assert_eq!(reads_sent(&mut fe), vec![(1, 1), (2, 1)]);
+    assert_eq!(fe.unanswered(), 3);
+    let answer = |id| from_leader(1, &[Message::ReadReply { id, reply: ok() }]);
+    fe.handle_datagram(5, &answer(2)).unwrap();
+    fe.handle_datagram(6, &answer(2)).unwrap();
+    assert_eq!(
+        fe.ready().completions,
+        vec![Completion {
+            seq: r2,
+            outcome: ClientOutcome::Reply(ok())
+        }]
+    );
+    assert_eq!(fe.stats().duplicate_replies, 1);
+    // Unanswered: retransmitted after the timeout, as requests are.
+    let at = fe.next_deadline().unwrap();
+    fe.tick(at);
+    let resent: Vec<u64> = fe
+        .ready()
+        .transmits
+        .iter()
+        .flat_map(|t| {
+            Decoder::new(wire(), LEADER)
+                .decode(&t.bytes)
+                .unwrap()
+                .messages
+        })
+        .filter_map(|m| match m {
+            Message::Read { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, vec![1]);
+    // At the deadline the read is dropped, reported unknown once.
+    fe.tick(5_000);
+    let done: Vec<Completion> = fe
+        .ready()
+        .completions
+        .into_iter()
+        .filter(|c| c.seq & READ_ID_BIT != 0)
+        .collect();
+    assert_eq!(
+        done,
+        vec![Completion {
+            seq: r1,
+            outcome: ClientOutcome::Unknown
+        }]
+    );
+    fe.handle_datagram(5_001, &answer(1)).unwrap();
+    assert!(fe.ready().completions.is_empty(), "no second completion");
 }

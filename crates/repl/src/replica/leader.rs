@@ -35,6 +35,7 @@
 //! NACK gets the named positions at once.
 
 use super::election;
+use super::reads::Reads;
 use super::{Core, Meta, ReplicaConfig, ReplicaEvent, ViewEvent};
 use crate::ids::{Epoch, NodeId, Position, Seq, StreamId};
 use crate::recover::Recovered;
@@ -146,6 +147,8 @@ pub(super) struct LeaderState {
     base_log_epoch: Epoch,
     /// The position the epoch's log starts from (the adopted log's end).
     epoch_start: Position,
+    /// Reads answered without the log (`reads.rs`).
+    reads: Reads,
 }
 
 impl LeaderState {
@@ -176,6 +179,7 @@ impl LeaderState {
             backups,
             held: BTreeMap::new(),
             nack_at: BTreeMap::new(),
+            reads: Reads::new(),
             phase: Phase::Serving,
             reports: BTreeMap::new(),
             base_log_epoch: config.epoch,
@@ -231,6 +235,7 @@ impl LeaderState {
                 .collect(),
             held: BTreeMap::new(),
             nack_at: BTreeMap::new(),
+            reads: Reads::new(),
             phase: Phase::Collecting {
                 until: Some(now_ms + core.config.election_ms),
             },
@@ -1038,6 +1043,49 @@ impl LeaderState {
     pub(super) fn forget_stream(&mut self, stream: StreamId) {
         self.held.remove(&stream);
         self.nack_at.remove(&stream);
+        self.reads.forget_stream(stream);
+    }
+
+    /// A read-only request: executed now, answered once confirmed and
+    /// committed (see `reads.rs`); never logged.
+    pub(super) fn on_read(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        stream: StreamId,
+        id: u64,
+        request: Request,
+    ) {
+        if self.phase != Phase::Serving {
+            core.stats.not_serving += 1;
+            return;
+        }
+        if !request.is_read_only() {
+            core.stats.unexpected += 1;
+            return;
+        }
+        if matches!(request, Request::ListRecords { .. }) {
+            core.state.keep_name_index(true);
+        }
+        let (reply, _audit) = core.state.execute(&request, now_ms);
+        if self.reads.admit(stream, id, reply, core.applied) {
+            core.stats.reads += 1;
+        } else {
+            core.stats.backpressure_drops += 1;
+        }
+    }
+
+    /// A replica confirmed it follows this leader up to `round`.
+    pub(super) fn on_read_index_ack(&mut self, from: NodeId, round: u64) {
+        self.reads.on_ack(from, round);
+    }
+
+    /// Sends the pending read round and answers the reads now confirmed
+    /// and committed (after every input).
+    pub(super) fn flush_reads(&mut self, core: &mut Core) {
+        if self.phase == Phase::Serving {
+            self.reads.flush(core, self.committed);
+        }
     }
 
     pub(super) fn next_deadline(&self, core: &Core) -> Option<u64> {
@@ -1073,6 +1121,11 @@ impl LeaderState {
     }
 
     pub(super) fn check(&self, core: &Core) {
+        self.reads.check(self.committed, core.applied);
+        assert!(
+            self.phase == Phase::Serving || self.reads.len() == 0,
+            "reads queued before serving"
+        );
         if self.phase != Phase::Serving {
             assert!(self.window.is_empty(), "a window before serving");
             assert!(self.held.is_empty(), "requests held before serving");

@@ -42,6 +42,7 @@ mod election;
 #[cfg(test)]
 mod failover_tests;
 mod leader;
+mod reads;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -304,6 +305,9 @@ pub struct ReplicaStats {
     pub streams_expired: u64,
     /// Front-end streams forgotten to make room for a new one.
     pub streams_evicted: u64,
+    /// Reads executed without the log, and answered.
+    pub reads: u64,
+    pub reads_answered: u64,
 }
 
 /// What the shell must do after feeding inputs.
@@ -548,7 +552,10 @@ struct FrontEndPeer {
 fn frontend_may_send(message: &Message) -> bool {
     matches!(
         message,
-        Message::Request { .. } | Message::Heartbeat { .. } | Message::Fragment(_)
+        Message::Request { .. }
+            | Message::Read { .. }
+            | Message::Heartbeat { .. }
+            | Message::Fragment(_)
     )
 }
 
@@ -972,7 +979,20 @@ impl Replica {
             (RoleState::Leader(l), Message::Request { seq, request }) if !from_replica => {
                 l.on_request(&mut self.core, now_ms, from.0, seq, request)
             }
-            (RoleState::Backup(_), Message::Request { .. }) if !from_replica => {
+            (RoleState::Leader(l), Message::Read { id, request }) if !from_replica => {
+                l.on_read(&mut self.core, now_ms, from.0, id, request)
+            }
+            (RoleState::Leader(l), Message::ReadIndexAck { round }) if from_replica => {
+                l.on_read_index_ack(from, round)
+            }
+            (RoleState::Backup(_), Message::ReadIndex { round })
+                if Some(from) == self.core.meta.leader =>
+            {
+                self.core.send(from, Message::ReadIndexAck { round })
+            }
+            (RoleState::Backup(_), Message::Request { .. } | Message::Read { .. })
+                if !from_replica =>
+            {
                 // Backups take no requests; point the front end to the leader.
                 self.core.stats.unexpected += 1;
                 if let Some(leader) = self.core.meta.leader {
@@ -1220,6 +1240,9 @@ impl Replica {
 
     fn after_input(&mut self, now_ms: u64) {
         let _ = now_ms;
+        if let RoleState::Leader(l) = &mut self.role {
+            l.flush_reads(&mut self.core);
+        }
         self.fit_state_to_role();
         self.check();
     }
@@ -1282,7 +1305,10 @@ impl Replica {
         let mut by_destination: BTreeMap<(NodeId, Epoch), Vec<Message>> = BTreeMap::new();
         for (to, epoch, message) in self.core.outbox.drain(..) {
             let queue = by_destination.entry((to, epoch)).or_default();
-            if matches!(message, Message::Ack { .. } | Message::Heartbeat { .. }) {
+            if matches!(
+                message,
+                Message::Ack { .. } | Message::Heartbeat { .. } | Message::ReadIndexAck { .. }
+            ) {
                 // Acks and heartbeats are cumulative: only the newest matters.
                 let same = std::mem::discriminant(&message);
                 queue.retain(|m| std::mem::discriminant(m) != same);

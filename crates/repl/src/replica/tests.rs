@@ -516,3 +516,93 @@ fn silent_streams_expire_and_the_number_of_streams_is_bounded() {
     l.handle_datagram(1_100, &from(501, 1)).unwrap();
     assert_eq!(l.stats().executed, executed);
 }
+
+/// A read from the front end to `to`.
+fn read_request(to: NodeId, id: u64) -> Vec<u8> {
+    encode(
+        FE,
+        to,
+        1,
+        &[Message::Read {
+            id,
+            request: Request::GetRecordCounts {
+                manager_id: "MTL0001".into(),
+            },
+        }],
+    )
+}
+
+fn read_replies(messages: &[(NodeId, Message)]) -> Vec<u64> {
+    to(messages, FE)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::ReadReply { id, .. } => Some(id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_is_answered_only_after_a_majority_confirms_the_leader_and_its_writes_commit() {
+    let mut l = replica(L);
+    let mut b1 = replica(B1);
+    let mut b2 = replica(B2);
+    // A write, applied by the leader but not yet committed.
+    l.handle_datagram(0, &request(1)).unwrap();
+    let (msgs, _, _) = out(&mut l);
+    l.persisted(1, 1);
+    // The read sees it (index 1) and asks the others to confirm.
+    l.handle_datagram(1, &read_request(L, 7)).unwrap();
+    let (asked, _, _) = out(&mut l);
+    assert!(read_replies(&asked).is_empty(), "not before confirmation");
+    let probe = to(&asked, B1);
+    assert!(
+        matches!(probe[..], [Message::ReadIndex { .. }]),
+        "{probe:?}"
+    );
+    assert!(matches!(to(&asked, B2)[..], [Message::ReadIndex { .. }]));
+    assert_eq!(l.stats().executed, 1, "a read is not logged");
+    // A backup still following this leader confirms...
+    b1.handle_datagram(2, &encode(L, b1.id(), 1, &probe))
+        .unwrap();
+    let (confirm, _, _) = out(&mut b1);
+    let confirmed = to(&confirm, L);
+    assert!(
+        matches!(confirmed[..], [Message::ReadIndexAck { .. }]),
+        "{confirmed:?}"
+    );
+    l.handle_datagram(3, &encode(B1, l.id(), 1, &confirmed))
+        .unwrap();
+    // ...but the write the read saw is not committed yet: still no answer.
+    let (none, _, _) = out(&mut l);
+    assert!(
+        read_replies(&none).is_empty(),
+        "not before its writes commit"
+    );
+    // The backups hold the write: committed, and the read is answered.
+    for (b, id) in [(&mut b1, B1), (&mut b2, B2)] {
+        for m in to(&msgs, id) {
+            b.handle_datagram(4, &encode(L, id, 1, &[m])).unwrap();
+        }
+        let _ = out(b);
+        b.persisted(5, 1);
+        l.handle_datagram(6, &encode(id, L, 1, &[ack(b)])).unwrap();
+    }
+    let (answered, _, _) = out(&mut l);
+    assert_eq!(read_replies(&answered), vec![7]);
+    // A second read: an acknowledgement of an older round, or from a
+    // replica in a newer epoch (it follows another leader), confirms
+    // nothing: a deposed leader answers no read.
+    l.handle_datagram(7, &read_request(L, 8)).unwrap();
+    let _ = out(&mut l);
+    l.handle_datagram(8, &encode(B1, l.id(), 1, &confirmed))
+        .unwrap();
+    l.handle_datagram(
+        8,
+        &encode(B2, l.id(), 2, &[Message::ReadIndexAck { round: 99 }]),
+    )
+    .unwrap();
+    let (none, _, _) = out(&mut l);
+    assert!(read_replies(&none).is_empty(), "no confirmation, no answer");
+    assert_eq!(l.stats().reads_answered, 1);
+}

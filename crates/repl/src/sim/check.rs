@@ -12,19 +12,24 @@
 //! is ever lost: the committed log only grows), at a position after every
 //! reply the client had seen when submitting it (real-time order:
 //! linearizability of completed operations, the log being a sequential
-//! execution). At the end: every request of a live front end answered
+//! execution). Reads travel outside the log: each answer must equal the
+//! read executed on the committed state at some position between the last
+//! write any client saw acknowledged before the read was submitted and the
+//! commit position when it completed (linearizable, and never a write that
+//! was not committed); checked at the end by replaying the committed log.
+//! At the end: every request of a live front end answered
 //! exactly once, every replica at the same position with the same digest,
 //! in memory and rebuilt from its disk.
 
 use super::disk::Disk;
 use super::net::Network;
 use super::{CLUSTER, SECRET};
-use crate::frontend::{ClientOutcome, Completion, FrontEnd};
+use crate::frontend::{ClientOutcome, Completion, FrontEnd, READ_ID_BIT};
 use crate::ids::{Epoch, NodeId, Position, Seq};
 use crate::replica::{Replica, Role};
 use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, REPLICA_KEY, VERSION};
 use dcms_core::store::LogHash;
-use dcms_core::{Batch, LogEntry, Reply, RequestKey};
+use dcms_core::{Batch, ClinicState, LogEntry, Reply, Request, RequestKey};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -105,6 +110,15 @@ pub(super) struct Checker {
     answered: HashMap<RequestKey, Reply>,
     /// The highest position of any reply received so far.
     max_answered: Position,
+    /// Reads submitted: the request, and the lowest position its answer
+    /// may reflect.
+    reads: HashMap<RequestKey, (Request, Position)>,
+    /// Reads submitted per stream.
+    reads_submitted: BTreeMap<u64, u64>,
+    /// Answered reads to check at the end: (request, answer, lowest and
+    /// highest position it may reflect; the highest is filled in at the
+    /// next step, once the committed log caught up with the leader's).
+    read_answers: Vec<(Request, Reply, Position, Option<Position>)>,
     pub unknown_outcomes: u64,
     pub late_replies: u64,
     pub healed_at: Option<u64>,
@@ -127,18 +141,27 @@ impl Checker {
             completions: HashMap::new(),
             answered: HashMap::new(),
             max_answered: 0,
+            reads: HashMap::new(),
+            reads_submitted: BTreeMap::new(),
+            read_answers: Vec::new(),
             unknown_outcomes: 0,
             late_replies: 0,
             healed_at: None,
         }
     }
 
-    pub fn on_submit(&mut self, now: u64, frontend: NodeId, seq: Seq) {
+    pub fn on_submit(&mut self, now: u64, frontend: NodeId, seq: Seq, request: &Request) {
         let key = RequestKey {
             stream: frontend.0,
             seq,
         };
         self.submitted_at.insert(key, (now, self.max_answered));
+        if seq & READ_ID_BIT != 0 {
+            assert!(request.is_read_only(), "only reads travel as reads");
+            self.reads.insert(key, (request.clone(), self.max_answered));
+            *self.reads_submitted.entry(frontend.0).or_default() += 1;
+            return;
+        }
         let last = self.submitted.entry(frontend.0).or_insert(0);
         assert_eq!(
             seq,
@@ -380,8 +403,12 @@ impl Checker {
                 log.checked = p;
             }
         }
+        for (_, _, _, upper) in &mut self.read_answers {
+            upper.get_or_insert(self.committed.len() as Position);
+        }
         for (id, fe) in frontends {
-            let submitted = self.submitted.get(&fe.stream()).copied().unwrap_or(0);
+            let submitted = self.submitted.get(&fe.stream()).copied().unwrap_or(0)
+                + self.reads_submitted.get(&fe.stream()).copied().unwrap_or(0);
             assert!(
                 fe.unanswered() as u64 <= submitted,
                 "{id} waits for more than it sent"
@@ -394,8 +421,9 @@ impl Checker {
             stream: frontend.0,
             seq: c.seq,
         };
+        let read = self.reads.get(&key).cloned();
         assert!(
-            c.seq <= self.submitted.get(&frontend.0).copied().unwrap_or(0),
+            read.is_some() || c.seq <= self.submitted.get(&frontend.0).copied().unwrap_or(0),
             "completion of unsubmitted {key:?}"
         );
         if let Some(old) = self.completions.insert(key, c.outcome.clone()) {
@@ -408,7 +436,13 @@ impl Checker {
                     now < deadline,
                     "{key:?} completed with a reply after its deadline"
                 );
-                self.on_reply(key, reply)
+                match read {
+                    Some((request, lower)) => {
+                        self.read_answers
+                            .push((request, reply.clone(), lower, None))
+                    }
+                    None => self.on_reply(key, reply),
+                }
             }
             ClientOutcome::Unknown => {
                 // Exactly at the deadline: not early, and not late either
@@ -459,6 +493,42 @@ impl Checker {
         }
     }
 
+    /// Every answered read equals the read executed on the committed state
+    /// at some position of its window.
+    fn check_reads(&self) {
+        let mut by_lower: Vec<(usize, Position)> = self
+            .read_answers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.2))
+            .collect();
+        by_lower.sort_by_key(|&(_, lower)| lower);
+        let mut matched = vec![false; self.read_answers.len()];
+        let mut state = ClinicState::new();
+        let mut next = 0;
+        for p in 0..=self.committed.len() as Position {
+            if p > 0 {
+                state.apply(&self.committed[p as usize - 1].effect);
+            }
+            while next < by_lower.len() && by_lower[next].1 <= p {
+                next += 1;
+            }
+            for &(i, _) in &by_lower[..next] {
+                let (request, reply, _, upper) = &self.read_answers[i];
+                let upper = upper.expect("filled in at the next step");
+                if !matched[i] && p <= upper && &state.execute(request, 0).0 == reply {
+                    matched[i] = true;
+                }
+            }
+        }
+        for (i, (request, reply, lower, upper)) in self.read_answers.iter().enumerate() {
+            assert!(
+                matched[i],
+                "read {request:?} answered {reply:?}, which no committed state between positions {lower} and {upper:?} gives"
+            );
+        }
+    }
+
     pub fn at_end(
         &self,
         replicas: &BTreeMap<NodeId, Replica>,
@@ -471,6 +541,7 @@ impl Checker {
             assert!(net.is_empty(), "datagrams left in flight");
         }
         assert!(disks.values().all(Disk::is_idle), "disk writes left");
+        self.check_reads();
         assert_eq!(replicas.len(), disks.len(), "every replica is up again");
         let mut total = 0;
         let by_stream: BTreeMap<u64, &FrontEnd> =

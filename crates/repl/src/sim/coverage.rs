@@ -43,6 +43,8 @@ pub struct Coverage {
     pub forbidden: u64,
     /// Front-end streams forgotten (silent, or to make room).
     pub streams_forgotten: u64,
+    /// Reads answered without the log (each checked for linearizability).
+    pub reads_answered: u64,
 }
 
 impl Coverage {
@@ -78,6 +80,7 @@ impl Coverage {
         self.replays_refused += o.replays_refused;
         self.forbidden += o.forbidden;
         self.streams_forgotten += o.streams_forgotten;
+        self.reads_answered += o.reads_answered;
     }
 
     pub(super) fn of(sim: &Sim) -> Coverage {
@@ -107,6 +110,7 @@ impl Coverage {
             c.replays_refused += s.replayed;
             c.forbidden += s.forbidden;
             c.streams_forgotten += s.streams_expired + s.streams_evicted;
+            c.reads_answered += s.reads_answered;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
             assert_eq!(s.divergences, 0, "{id} saw divergence");
         }

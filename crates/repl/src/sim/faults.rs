@@ -62,6 +62,21 @@ pub(super) fn schedule(
             out.push((t, Fault::Partition { group, ms }));
         }
     }
+    if failover && frontends.len() > 1 && rng.gen_bool(0.5) {
+        // A replica (often the leader: the first one leads at start) cut
+        // off together with one front end, which keeps talking to it while
+        // the others elect a new leader and commit through the other front
+        // end: the deposed leader must answer none of its reads.
+        let t = now + rng.gen_range(0..span / 2 + 1);
+        let replica = if rng.gen_bool(0.7) {
+            REPLICAS[0]
+        } else {
+            pick(rng, &REPLICAS)
+        };
+        let group: BTreeSet<NodeId> = [replica, pick(rng, frontends)].into();
+        let ms = rng.gen_range(500..=3000);
+        out.push((t, Fault::Partition { group, ms }));
+    }
     let crash_chance = if failover { 0.5 } else { 0.3 };
     if rng.gen_bool(crash_chance) {
         for _ in 0..rng.gen_range(1..=if failover { 3 } else { 2 }) {

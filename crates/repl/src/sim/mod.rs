@@ -534,8 +534,9 @@ impl Sim {
                 self.created += 1;
             }
             let fe = self.frontends.get_mut(&id).expect("front end");
-            let seq = fe.submit(now, request);
-            self.check.on_submit(now, NodeId(fe.stream()), seq);
+            let seq = fe.submit(now, request.clone());
+            self.check
+                .on_submit(now, NodeId(fe.stream()), seq, &request);
         } else {
             unreachable!("a step without anything due at {now}");
         }

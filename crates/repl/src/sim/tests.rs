@@ -98,6 +98,7 @@ fn sim_many_seeds() {
             ("replays refused", c.replays_refused),
             ("front-end keys refused for replica messages", c.forbidden),
             ("streams forgotten", c.streams_forgotten),
+            ("reads answered without the log", c.reads_answered),
             ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");

@@ -286,6 +286,19 @@ pub enum Message {
     /// leader does not reach a majority of the group (it will be, once it
     /// does or another leader takes over; the front end keeps retrying).
     Unavailable { seq: Seq, reason: String },
+    /// Front end to leader: a read-only request, outside the ordered
+    /// stream (it changes nothing, so it is never logged nor deduplicated:
+    /// a retry simply reads again). `id` is the front end's, per stream.
+    Read { id: u64, request: Request },
+    /// Leader to front end: the answer to read `id`, sent once the leader
+    /// confirmed it still leads (a read-index round) and everything the
+    /// read saw is committed.
+    ReadReply { id: u64, reply: Reply },
+    /// Leader to replicas: do you still follow me in this epoch? Reads
+    /// that arrived before this round wait for a majority's answer.
+    ReadIndex { round: u64 },
+    /// Replica to its leader: yes, up to this round (cumulative).
+    ReadIndexAck { round: u64 },
 }
 
 /// The message types, as the type byte of a frame.
@@ -308,6 +321,10 @@ pub enum MessageType {
     Sync = 14,
     LeaderIs = 15,
     Unavailable = 16,
+    Read = 17,
+    ReadReply = 18,
+    ReadIndex = 19,
+    ReadIndexAck = 20,
 }
 
 impl MessageType {
@@ -329,6 +346,10 @@ impl MessageType {
             14 => MessageType::Sync,
             15 => MessageType::LeaderIs,
             16 => MessageType::Unavailable,
+            17 => MessageType::Read,
+            18 => MessageType::ReadReply,
+            19 => MessageType::ReadIndex,
+            20 => MessageType::ReadIndexAck,
             _ => return None,
         })
     }
@@ -353,6 +374,10 @@ impl Message {
             Message::Sync { .. } => MessageType::Sync,
             Message::LeaderIs { .. } => MessageType::LeaderIs,
             Message::Unavailable { .. } => MessageType::Unavailable,
+            Message::Read { .. } => MessageType::Read,
+            Message::ReadReply { .. } => MessageType::ReadReply,
+            Message::ReadIndex { .. } => MessageType::ReadIndex,
+            Message::ReadIndexAck { .. } => MessageType::ReadIndexAck,
         }
     }
 }
