@@ -16,6 +16,12 @@
 //! nearest backup and no disk. Reads are idempotent: a retry reads again; no
 //! reply is stored and nothing is replicated. Rounds are cumulative: one
 //! `ReadIndex` per event-loop turn confirms every read that came before it.
+//!
+//! Under writes no round is needed: an entry appended after the read
+//! arrived (position > `index`) commits only with a majority's acks in this
+//! epoch, each sent after the read arrived, which is the confirmation the
+//! round asks for. So a read with `index < committed` is answered at once,
+//! and a round goes out only when no entry follows the newest read.
 
 use super::Core;
 use crate::ids::{NodeId, Position, StreamId};
@@ -119,7 +125,14 @@ impl Reads {
     /// Sends the round reads wait for, and answers every read that is
     /// confirmed and committed.
     pub(super) fn flush(&mut self, core: &mut Core, committed: Position) {
-        if self.probe_due && core.config.majority() > 1 {
+        let followed = self
+            .pending
+            .back()
+            .is_some_and(|newest| newest.index < core.applied);
+        if self.probe_due && followed {
+            // Entries appended since confirm them when they commit.
+            self.probe_due = false;
+        } else if self.probe_due && core.config.majority() > 1 {
             let round = self.next_round;
             for &n in &core.config.group.clone() {
                 if n != core.me() {
@@ -134,7 +147,8 @@ impl Reads {
         }
         let confirmed = self.confirmed(core);
         while let Some(r) = self.pending.front() {
-            if r.round > confirmed || r.index > committed {
+            let confirmed_by_commit = r.index < committed;
+            if !confirmed_by_commit && (r.round > confirmed || r.index > committed) {
                 break;
             }
             let r = self.pending.pop_front().expect("front");
