@@ -18,6 +18,7 @@ use crate::state::{ClinicState, StateDigest};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -305,6 +306,9 @@ pub struct Store {
     /// The log's hash at `last_applied` (`None` when unknown: a store of
     /// schema version 1, or one restored from a backup).
     log_hash: Option<LogHash>,
+    /// Replies kept per stream (the newest), when set: older ones are
+    /// deleted in the transaction that stores newer ones.
+    reply_window: Option<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -326,9 +330,19 @@ impl Store {
             path,
             last_applied: 0,
             log_hash: Some(LogHash::EMPTY),
+            reply_window: None,
         };
         store.init(sync)?;
         Ok(store)
+    }
+
+    /// Keeps only the newest `window` replies of each stream from now on
+    /// (what at-most-once execution needs: a front end never asks again
+    /// for a reply further back than its window of requests in flight).
+    /// Without it, every reply is kept.
+    pub fn keep_replies(&mut self, window: u64) {
+        assert!(window >= 1, "keep at least the last reply of each stream");
+        self.reply_window = Some(window);
     }
 
     fn init(&mut self, sync: SyncMode) -> Result<()> {
@@ -521,6 +535,20 @@ impl Store {
                 ])
             })
             .map_err(e)?;
+        }
+        if let Some(window) = self.reply_window {
+            // One range delete per stream of the batch, in its transaction:
+            // the table holds at most `window` replies per stream.
+            let mut newest: BTreeMap<u64, u64> = BTreeMap::new();
+            for entry in entries() {
+                let seq = newest.entry(entry.key.stream).or_default();
+                *seq = (*seq).max(entry.key.seq);
+            }
+            for (stream, seq) in newest.into_iter().filter(|&(_, s)| s > window) {
+                tx.prepare_cached("DELETE FROM replies WHERE stream = ?1 AND seq <= ?2")
+                    .and_then(|mut s| s.execute(params![stream as i64, (seq - window) as i64]))
+                    .map_err(e)?;
+            }
         }
         // No `meta` write: the audit lines just written record the last
         // applied position (see `init`), and one page less per commit counts.

@@ -114,6 +114,9 @@ pub async fn run_replica(
             Some(Meta::wiped())
         }
     };
+    let mut store = store;
+    // Only the replies at-most-once execution needs stay on disk.
+    store.keep_replies(rc.reply_cache as u64);
     let mut recovered = Recovered::from_store(&store, rc.reply_cache)?;
     recovered.meta = meta;
     info!(

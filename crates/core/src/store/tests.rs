@@ -654,3 +654,34 @@ fn a_version_2_store_moves_its_records_to_one_table_per_kind() {
     assert_eq!(store.records().unwrap().len(), 6);
     assert_eq!(store.digest().unwrap(), state.digest());
 }
+
+#[test]
+fn only_the_window_of_replies_is_kept_and_heads_survive() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let requests: Vec<Request> = (0..40)
+        .map(|i| doctor("MTL0001", &format!("Doe{i}")))
+        .collect();
+    let entries = execute_all(&mut state, 1, &requests);
+    let mut store = open(&dir, "w.db");
+    store.keep_replies(8);
+    for batch in entries.chunks(7) {
+        store.commit(batch).unwrap();
+    }
+    let rows: i64 = store
+        .conn
+        .query_row("SELECT COUNT(*) FROM replies", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 8, "the newest 8 replies of the one stream");
+    assert_eq!(
+        store.stream_heads().unwrap(),
+        vec![RequestKey { stream: 7, seq: 40 }],
+        "the head is still known"
+    );
+    let key = |seq| RequestKey { stream: 7, seq };
+    assert!(store.reply(key(33)).unwrap().is_some());
+    assert!(store.reply(key(32)).unwrap().is_none());
+    // The records and the audit trail are untouched.
+    assert_eq!(store.records().unwrap().len(), 40);
+    assert_eq!(store.audit().unwrap().len(), 40);
+}
