@@ -171,6 +171,22 @@ struct Pending {
     sent: Option<(u64, u64, u32)>,
 }
 
+impl Pending {
+    /// Records a (re)transmission at `now_ms`.
+    fn note_sent(&mut self, now_ms: u64, stats: &mut FrontEndStats) {
+        self.sent = Some(match self.sent {
+            None => {
+                stats.sent += 1;
+                (now_ms, now_ms, 1)
+            }
+            Some((first, _, n)) => {
+                stats.retransmitted += 1;
+                (first, now_ms, n + 1)
+            }
+        });
+    }
+}
+
 /// The sequencer of one front end.
 #[derive(Debug)]
 pub struct FrontEnd {
@@ -308,16 +324,7 @@ impl FrontEnd {
 
     fn transmit(&mut self, now_ms: u64, seq: Seq) {
         let p = self.pending.get_mut(&seq).expect("pending");
-        p.sent = Some(match p.sent {
-            None => {
-                self.stats.sent += 1;
-                (now_ms, now_ms, 1)
-            }
-            Some((first, _, n)) => {
-                self.stats.retransmitted += 1;
-                (first, now_ms, n + 1)
-            }
-        });
+        p.note_sent(now_ms, &mut self.stats);
         self.outbox.push(Message::Request {
             seq,
             request: p.request.clone(),
@@ -412,16 +419,7 @@ impl FrontEnd {
 
     fn transmit_read(&mut self, now_ms: u64, id: u64) {
         let p = self.reads.get_mut(&id).expect("pending read");
-        p.sent = Some(match p.sent {
-            None => {
-                self.stats.sent += 1;
-                (now_ms, now_ms, 1)
-            }
-            Some((first, _, n)) => {
-                self.stats.retransmitted += 1;
-                (first, now_ms, n + 1)
-            }
-        });
+        p.note_sent(now_ms, &mut self.stats);
         self.outbox.push(Message::Read {
             id,
             request: p.request.clone(),

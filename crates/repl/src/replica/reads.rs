@@ -179,3 +179,22 @@ impl Reads {
         let _ = committed;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcms_core::{Counts, Outcome};
+
+    #[test]
+    fn the_queue_of_reads_is_bounded() {
+        let mut reads = Reads::new();
+        let reply: Reply = Ok(Outcome::Counts(Counts([0, 0, 0])));
+        for id in 0..MAX_PENDING_READS as u64 {
+            assert!(reads.admit(1, id, reply.clone(), 0));
+        }
+        assert!(!reads.admit(1, 0, reply, 0), "beyond the bound: dropped");
+        assert_eq!(reads.len(), MAX_PENDING_READS);
+        reads.forget_stream(1);
+        assert_eq!(reads.len(), 0);
+    }
+}
