@@ -348,6 +348,19 @@ impl LeaderState {
         if !p.synced && p.sync_at.is_none() {
             p.report = p.report.or(Some(report));
             self.send_sync(core, now_ms, from);
+        } else if self.phase == Phase::Syncing
+            && p.synced
+            && report.log_epoch == core.epoch()
+            && report.durable > p.durable
+            && report.durable <= core.applied
+        {
+            // A synced backup's log is a prefix of this epoch's, and what it
+            // holds durably is what its acknowledgement said. Nothing is
+            // resent while syncing, so a lost last acknowledgement would
+            // leave this leader waiting forever (found by the simulator,
+            // seed 54407): its heartbeat carries the same facts.
+            p.durable = report.durable;
+            self.try_serve(core, now_ms);
         }
     }
 
