@@ -558,6 +558,28 @@ impl Store {
         Ok(())
     }
 
+    /// Drops the stored replies of each `(stream, head)` up to `head`,
+    /// keeping the head in `stream_heads` (a silent stream's replies are no
+    /// longer needed; its head still prevents a second execution). One
+    /// transaction; replies stored after `head` stay.
+    pub fn forget_replies(&mut self, heads: &[RequestKey]) -> Result<()> {
+        let path = self.path.clone();
+        let e = |e| sql(&path, e);
+        let tx = self.conn.transaction().map_err(e)?;
+        for key in heads {
+            tx.prepare_cached(
+                "INSERT INTO stream_heads (stream, head) VALUES (?1, ?2)
+                 ON CONFLICT(stream) DO UPDATE SET head = MAX(head, excluded.head)",
+            )
+            .and_then(|mut s| s.execute(params![key.stream as i64, key.seq as i64]))
+            .map_err(e)?;
+            tx.prepare_cached("DELETE FROM replies WHERE stream = ?1 AND seq <= ?2")
+                .and_then(|mut s| s.execute(params![key.stream as i64, key.seq as i64]))
+                .map_err(e)?;
+        }
+        tx.commit().map_err(e)
+    }
+
     /// Loads every record into an in-memory [`ClinicState`].
     pub fn load_state(&self) -> Result<ClinicState> {
         Ok(ClinicState::from_records(self.records()?))

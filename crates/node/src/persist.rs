@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 enum Command {
     Commit(Batch),
     Install(Box<Snapshot>),
+    /// Drop silent streams' replies up to their heads (reports nothing).
+    ForgetReplies(Vec<RequestKey>),
 }
 
 pub struct Persister {
@@ -81,6 +83,9 @@ impl Persister {
                         Command::Install(s) => {
                             install(&mut store, &s).map(|()| Some(Persisted::Installed))
                         }
+                        Command::ForgetReplies(heads) => {
+                            store.forget_replies(&heads).map(|()| None)
+                        }
                     };
                     drop(store);
                     match report {
@@ -121,6 +126,15 @@ impl Persister {
     pub fn install(&mut self, snapshot: Box<Snapshot>) {
         self.sent += 1;
         let _ = self.tx.send(Command::Install(snapshot));
+    }
+
+    /// Queues dropping the replies of silent streams up to their heads,
+    /// after everything queued before. It sends no report and does not
+    /// count as work in hand: it touches no position, and deletes only
+    /// replies up to a head, so a commit made meanwhile on the event loop
+    /// (of newer numbers) is unaffected whatever the order.
+    pub fn forget_replies(&mut self, heads: Vec<RequestKey>) {
+        let _ = self.tx.send(Command::ForgetReplies(heads));
     }
 
     /// Notes a report of the thread; the event loop passes on every one.

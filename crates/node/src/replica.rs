@@ -226,6 +226,9 @@ pub async fn run_replica(
             for stream in ready.forgotten {
                 link.forget(stream);
             }
+            if !ready.forgotten_replies.is_empty() {
+                persister.forget_replies(ready.forgotten_replies);
+            }
             // A backup commits on this thread when the store thread has
             // nothing in hand (so the order holds): it saves two thread
             // switches per commit on the path to the leader's commit, 10% of a

@@ -79,6 +79,27 @@ impl Sessions {
         }
     }
 
+    /// Drops the kept replies of `stream` (it was silent past the expiry),
+    /// keeping its head: what it executed still never executes again, but
+    /// a retransmission learns only that its reply is gone. Returns the head
+    /// when the stream had replies to drop.
+    pub fn drop_replies(&mut self, stream: StreamId) -> Option<Seq> {
+        let s = self.streams.get_mut(&stream)?;
+        if s.replies.is_empty() {
+            return None;
+        }
+        s.replies.clear();
+        Some(s.head)
+    }
+
+    /// Streams that still keep replies.
+    pub fn streams_with_replies(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.replies.is_empty())
+            .map(|(&stream, _)| stream)
+    }
+
     /// Records a newly applied entry. Its number must be the stream's next.
     pub fn record(&mut self, entry: &LogEntry) {
         let s = self.streams.entry(entry.key.stream).or_default();

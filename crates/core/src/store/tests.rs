@@ -685,3 +685,33 @@ fn only_the_window_of_replies_is_kept_and_heads_survive() {
     assert_eq!(store.records().unwrap().len(), 40);
     assert_eq!(store.audit().unwrap().len(), 40);
 }
+
+#[test]
+fn forgetting_a_streams_replies_keeps_its_head() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let requests: Vec<Request> = (0..6)
+        .map(|i| doctor("MTL0001", &format!("D{i}")))
+        .collect();
+    let entries = execute_all(&mut state, 1, &requests);
+    let mut store = open(&dir, "f.db");
+    store.commit(&entries[..4]).unwrap();
+    store
+        .forget_replies(&[RequestKey { stream: 7, seq: 4 }])
+        .unwrap();
+    // Numbers after the forgotten head stay (the stream came back).
+    store.commit(&entries[4..]).unwrap();
+    let key = |seq| RequestKey { stream: 7, seq };
+    assert!(store.reply(key(4)).unwrap().is_none());
+    assert!(store.reply(key(5)).unwrap().is_some());
+    assert_eq!(store.stream_heads().unwrap(), vec![key(6)]);
+    store.forget_replies(&[key(6)]).unwrap();
+    drop(store);
+    let store = open(&dir, "f.db");
+    assert_eq!(
+        store.stream_heads().unwrap(),
+        vec![key(6)],
+        "the head survives a reopen"
+    );
+    assert!(store.reply(key(6)).unwrap().is_none());
+}

@@ -156,6 +156,9 @@ pub struct FrontEndStats {
     pub unavailable: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
+    /// Requests the leader executed but whose reply it no longer keeps:
+    /// reported unknown, no longer retransmitted.
+    pub forgotten: u64,
     /// Messages sent in fragments.
     pub fragmented_sent: u64,
     /// Messages dropped because they could not be encoded at all.
@@ -449,7 +452,8 @@ impl FrontEnd {
             Message::Reply { .. }
             | Message::RequestNack { .. }
             | Message::Unavailable { .. }
-            | Message::ReadReply { .. } => {
+            | Message::ReadReply { .. }
+            | Message::Forgotten { .. } => {
                 // Only a leader answers requests.
                 self.follow(now_ms, from);
                 self.handle_message(now_ms, message);
@@ -463,6 +467,27 @@ impl FrontEnd {
         match message {
             Message::Reply { seq, reply } => self.on_reply(now_ms, seq, reply),
             Message::ReadReply { id, reply } => self.on_read_reply(now_ms, id, reply),
+            Message::Forgotten { seq } => {
+                let sent = self.pending.get(&seq).is_some_and(|p| p.sent.is_some());
+                match self.pending.remove(&seq) {
+                    Some(p) if sent => {
+                        self.stats.forgotten += 1;
+                        if !p.reported_unknown {
+                            self.completions.push(Completion {
+                                seq,
+                                outcome: ClientOutcome::Unknown,
+                            });
+                        }
+                        self.pump(now_ms);
+                    }
+                    Some(p) => {
+                        // Never sent: not ours to forget.
+                        self.pending.insert(seq, p);
+                        self.stats.unexpected += 1;
+                    }
+                    None => self.stats.duplicate_replies += 1,
+                }
+            }
             Message::RequestNack { missing } => {
                 // The leader repeats its NACK until the gap closes: a request
                 // sent within the grace is on its way already (resending it

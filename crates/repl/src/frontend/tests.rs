@@ -431,3 +431,31 @@ fn reads_travel_outside_the_stream_and_complete_once() {
     fe.handle_datagram(5_001, &answer(1)).unwrap();
     assert!(fe.ready().completions.is_empty(), "no second completion");
 }
+
+#[test]
+fn a_forgotten_request_completes_unknown_and_is_no_longer_sent() {
+    let mut fe = frontend(8);
+    fe.submit(0, write(1));
+    fe.submit(0, write(2));
+    let _ = fe.ready();
+    let forgotten = from_leader(1, &[Message::Forgotten { seq: 1 }]);
+    fe.handle_datagram(5, &forgotten).unwrap();
+    assert_eq!(
+        fe.ready().completions,
+        vec![Completion {
+            seq: 1,
+            outcome: ClientOutcome::Unknown
+        }]
+    );
+    assert_eq!((fe.stats().forgotten, fe.unanswered()), (1, 1));
+    // Only request 2 is retransmitted from now on.
+    for t in [2_000, 4_000, 8_000] {
+        fe.tick(t);
+        for (seq, _) in sent(&mut fe) {
+            assert_eq!(seq, 2);
+        }
+    }
+    let again = from_leader(1, &[Message::Forgotten { seq: 1 }]);
+    fe.handle_datagram(9_000, &again).unwrap();
+    assert!(fe.ready().completions.is_empty(), "no second completion");
+}

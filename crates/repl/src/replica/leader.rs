@@ -654,7 +654,12 @@ impl LeaderState {
                     core.send(NodeId::of_stream(stream), Message::Reply { seq, reply });
                 }
                 Lookup::Executed { .. } => {} // its commit will answer
-                Lookup::Forgotten => core.stats.forgotten_duplicates += 1,
+                Lookup::Forgotten => {
+                    // Executed, reply gone: say so, or the front end would
+                    // retransmit it forever.
+                    core.stats.forgotten_duplicates += 1;
+                    core.send(NodeId::of_stream(stream), Message::Forgotten { seq });
+                }
                 Lookup::NotExecuted => unreachable!("seq {seq} <= head {head}"),
             }
             return;

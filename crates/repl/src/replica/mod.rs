@@ -47,7 +47,7 @@ mod reads;
 mod tests;
 mod view;
 
-use crate::ids::{Epoch, NodeId, Position};
+use crate::ids::{Epoch, NodeId, Position, StreamId};
 use crate::recover::Recovered;
 use crate::session::Sessions;
 use crate::snapshot::Snapshot;
@@ -57,7 +57,7 @@ use crate::wire::{
 };
 use backup::BackupState;
 use dcms_core::store::LogHash;
-use dcms_core::{Batch, ClinicState, LogEntry, StateDigest};
+use dcms_core::{Batch, ClinicState, LogEntry, RequestKey, StateDigest};
 use leader::LeaderState;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -305,6 +305,8 @@ pub struct ReplicaStats {
     pub streams_expired: u64,
     /// Front-end streams forgotten to make room for a new one.
     pub streams_evicted: u64,
+    /// Streams whose kept replies were dropped (silent past the expiry).
+    pub replies_dropped: u64,
     /// Reads executed without the log, and answered.
     pub reads: u64,
     pub reads_answered: u64,
@@ -332,6 +334,11 @@ pub struct ReplicaReady {
     /// Front-end streams forgotten (expired or evicted): the shell forgets
     /// their addresses too.
     pub forgotten: Vec<NodeId>,
+    /// Streams whose stored replies were dropped (silent past the expiry),
+    /// with their heads: the shell deletes their replies up to the head from
+    /// the store and keeps the head (`Store::forget_replies`), in order
+    /// after the batches handed out before.
+    pub forgotten_replies: Vec<RequestKey>,
 }
 
 impl ReplicaReady {
@@ -341,6 +348,7 @@ impl ReplicaReady {
             && self.events.is_empty()
             && self.view_events.is_empty()
             && self.forgotten.is_empty()
+            && self.forgotten_replies.is_empty()
             && self.meta.is_none()
             && self.install.is_none()
     }
@@ -377,6 +385,11 @@ struct Core {
     frontends: BTreeMap<NodeId, FrontEndPeer>,
     /// Streams forgotten since the last `ready`.
     forgotten: Vec<NodeId>,
+    /// Streams whose replies were dropped since the last `ready`.
+    forgotten_replies: Vec<RequestKey>,
+    /// When the sessions of streams not heard since the start lose their
+    /// replies (once, `stream_expiry_ms` after the first input).
+    sweep_at: Option<u64>,
     /// When the longest silent stream expires at the earliest (no stream
     /// expires before; one heard since makes the scan find nothing).
     next_expiry_scan: u64,
@@ -621,6 +634,8 @@ impl Replica {
                 heard: BTreeMap::new(),
                 frontends: BTreeMap::new(),
                 forgotten: Vec::new(),
+                forgotten_replies: Vec::new(),
+                sweep_at: None,
                 next_expiry_scan: 0,
                 born: None,
                 leader_heard: 0,
@@ -759,7 +774,8 @@ impl Replica {
                 let silent = self.core.frontends.iter().min_by_key(|(_, p)| p.heard);
                 if let Some((&oldest, _)) = silent {
                     self.core.stats.streams_evicted += 1;
-                    self.forget_stream(oldest);
+                    // Not silent long enough to lose its replies.
+                    self.forget_stream(oldest, false);
                 }
             }
             if self.core.frontends.is_empty() {
@@ -799,8 +815,10 @@ impl Replica {
     }
 
     /// Forgets a front-end stream: its key binding, replay window, datagram
-    /// counter and held requests; the shell its address.
-    fn forget_stream(&mut self, stream: NodeId) {
+    /// counter and held requests; the shell its address. A stream silent
+    /// past the expiry (`silent`) also loses its kept replies (its head
+    /// stays: what it executed never executes again).
+    fn forget_stream(&mut self, stream: NodeId, silent: bool) {
         if let Some(peer) = self.core.frontends.remove(&stream) {
             self.decoder.forget(peer.key, stream);
         }
@@ -809,6 +827,37 @@ impl Replica {
             l.forget_stream(stream.0);
         }
         self.core.forgotten.push(stream);
+        if silent {
+            self.drop_replies(stream.0);
+        }
+    }
+
+    fn drop_replies(&mut self, stream: StreamId) {
+        if let Some(head) = self.core.sessions.drop_replies(stream) {
+            self.core.stats.replies_dropped += 1;
+            self.core
+                .forgotten_replies
+                .push(RequestKey { stream, seq: head });
+        }
+    }
+
+    /// Once, `stream_expiry_ms` after the start: the sessions of streams
+    /// not heard since lose their replies (a restarted replica learns of
+    /// silent streams only from its store).
+    fn sweep_unheard_sessions(&mut self, now_ms: u64) {
+        if self.core.sweep_at.is_none_or(|t| now_ms < t) {
+            return;
+        }
+        self.core.sweep_at = None;
+        let unheard: Vec<StreamId> = self
+            .core
+            .sessions
+            .streams_with_replies()
+            .filter(|&s| !self.core.frontends.contains_key(&NodeId::of_stream(s)))
+            .collect();
+        for stream in unheard {
+            self.drop_replies(stream);
+        }
     }
 
     /// Forgets the streams silent for `stream_expiry_ms`.
@@ -827,7 +876,7 @@ impl Replica {
         for stream in silent {
             tracing::info!(%stream, "a silent front-end stream expired");
             self.core.stats.streams_expired += 1;
-            self.forget_stream(stream);
+            self.forget_stream(stream, true);
         }
         let oldest = self.core.frontends.values().map(|p| p.heard).min();
         self.core.next_expiry_scan = oldest.map_or(0, |t| t + expiry);
@@ -1189,6 +1238,7 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) {
         self.touch(now_ms);
         self.expire_streams(now_ms);
+        self.sweep_unheard_sessions(now_ms);
         if self.core.detecting() && now_ms >= self.core.next_heartbeat {
             let committed = self.committed();
             let leading = self.role() == Role::Leader;
@@ -1223,7 +1273,11 @@ impl Replica {
         };
         let heartbeat = self.core.detecting().then_some(self.core.next_heartbeat);
         let expiry = (!self.core.frontends.is_empty()).then_some(self.core.next_expiry_scan);
-        role.into_iter().chain(heartbeat).chain(expiry).min()
+        role.into_iter()
+            .chain(heartbeat)
+            .chain(expiry)
+            .chain(self.core.sweep_at)
+            .min()
     }
 
     /// The first input: every peer counts as heard now.
@@ -1235,6 +1289,10 @@ impl Replica {
             }
             self.core.next_heartbeat = now_ms;
             self.core.leader_heard = now_ms;
+            // Streams a restarted replica knows only from its store.
+            if self.core.sessions.streams_with_replies().next().is_some() {
+                self.core.sweep_at = Some(now_ms + self.core.config.stream_expiry_ms);
+            }
         }
     }
 
@@ -1294,6 +1352,7 @@ impl Replica {
             && self.core.events.is_empty()
             && self.core.view_events.is_empty()
             && self.core.forgotten.is_empty()
+            && self.core.forgotten_replies.is_empty()
             && !self.core.meta_dirty
             && self.core.install.is_none())
     }
@@ -1343,6 +1402,7 @@ impl Replica {
             events: std::mem::take(&mut self.core.events),
             view_events: std::mem::take(&mut self.core.view_events),
             forgotten: std::mem::take(&mut self.core.forgotten),
+            forgotten_replies: std::mem::take(&mut self.core.forgotten_replies),
         }
     }
 

@@ -606,3 +606,66 @@ fn a_read_is_answered_only_after_a_majority_confirms_the_leader_and_its_writes_c
     assert!(read_replies(&none).is_empty(), "no confirmation, no answer");
     assert_eq!(l.stats().reads_answered, 1);
 }
+
+#[test]
+fn a_silent_streams_replies_are_dropped_and_a_retransmission_learns_it() {
+    let mut c = ReplicaConfig::new(wire(), L, vec![L], L);
+    c.heartbeat_ms = 0;
+    c.stream_expiry_ms = 1_000;
+    let mut l = Replica::new(c, Recovered::empty(16));
+    l.handle_datagram(0, &request(1)).unwrap();
+    let _ = out(&mut l);
+    l.persisted(0, 1);
+    let (msgs, _, _) = out(&mut l);
+    assert!(matches!(to(&msgs, FE)[..], [Message::Reply { seq: 1, .. }]));
+    // Silent for the expiry: replies dropped, head kept, the shell told.
+    l.tick(1_000);
+    let ready = l.ready();
+    assert_eq!(ready.forgotten, vec![FE]);
+    assert_eq!(
+        ready.forgotten_replies,
+        vec![RequestKey {
+            stream: FE.0,
+            seq: 1
+        }]
+    );
+    assert_eq!(l.sessions().head(FE.0), 1);
+    // The front end comes back retransmitting 1: not executed again, and
+    // told its reply is gone.
+    l.handle_datagram(2_000, &request(1)).unwrap();
+    let (msgs, _, _) = out(&mut l);
+    assert_eq!(to(&msgs, FE), vec![Message::Forgotten { seq: 1 }]);
+    assert_eq!(l.stats().executed, 1);
+}
+
+#[test]
+fn streams_never_heard_since_the_start_lose_their_replies_once() {
+    let mut first = ReplicaConfig::new(wire(), L, vec![L], L);
+    first.heartbeat_ms = 0;
+    let mut l = Replica::new(first.clone(), Recovered::empty(16));
+    l.handle_datagram(0, &request(1)).unwrap();
+    let sessions = l.sessions().clone();
+    // A restart from a state that knows stream FE (as from the store).
+    let mut recovered = Recovered::empty(16);
+    recovered.sessions = sessions;
+    recovered.state = l.state().clone();
+    recovered.last_applied = l.applied();
+    recovered.log_hash = l.log_hash();
+    let mut c = first;
+    c.stream_expiry_ms = 1_000;
+    let mut again = Replica::new(c, recovered);
+    again.tick(10);
+    assert!(again.ready().forgotten_replies.is_empty());
+    assert_eq!(again.next_deadline(), Some(10 + 1_000));
+    again.tick(1_010);
+    assert_eq!(
+        again.ready().forgotten_replies,
+        vec![RequestKey {
+            stream: FE.0,
+            seq: 1
+        }]
+    );
+    assert_eq!(again.sessions().head(FE.0), 1);
+    again.tick(5_000);
+    assert!(again.ready().forgotten_replies.is_empty(), "once");
+}

@@ -45,6 +45,8 @@ pub struct Coverage {
     pub streams_forgotten: u64,
     /// Reads answered without the log (each checked for linearizability).
     pub reads_answered: u64,
+    /// Silent streams whose replies were dropped (heads kept).
+    pub replies_dropped: u64,
 }
 
 impl Coverage {
@@ -81,6 +83,7 @@ impl Coverage {
         self.forbidden += o.forbidden;
         self.streams_forgotten += o.streams_forgotten;
         self.reads_answered += o.reads_answered;
+        self.replies_dropped += o.replies_dropped;
     }
 
     pub(super) fn of(sim: &Sim) -> Coverage {
@@ -111,6 +114,7 @@ impl Coverage {
             c.forbidden += s.forbidden;
             c.streams_forgotten += s.streams_expired + s.streams_evicted;
             c.reads_answered += s.reads_answered;
+            c.replies_dropped += s.replies_dropped;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
             assert_eq!(s.divergences, 0, "{id} saw divergence");
         }

@@ -99,6 +99,7 @@ fn sim_many_seeds() {
             ("front-end keys refused for replica messages", c.forbidden),
             ("streams forgotten", c.streams_forgotten),
             ("reads answered without the log", c.reads_answered),
+            ("silent streams' replies dropped", c.replies_dropped),
             ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");

@@ -299,6 +299,10 @@ pub enum Message {
     ReadIndex { round: u64 },
     /// Replica to its leader: yes, up to this round (cumulative).
     ReadIndexAck { round: u64 },
+    /// Leader to front end: request `seq` was executed, but its reply is no
+    /// longer kept (its stream was silent past the expiry): its outcome is
+    /// unknown to the client; stop retransmitting it.
+    Forgotten { seq: Seq },
 }
 
 /// The message types, as the type byte of a frame.
@@ -325,6 +329,7 @@ pub enum MessageType {
     ReadReply = 18,
     ReadIndex = 19,
     ReadIndexAck = 20,
+    Forgotten = 21,
 }
 
 impl MessageType {
@@ -350,6 +355,7 @@ impl MessageType {
             18 => MessageType::ReadReply,
             19 => MessageType::ReadIndex,
             20 => MessageType::ReadIndexAck,
+            21 => MessageType::Forgotten,
             _ => return None,
         })
     }
@@ -378,6 +384,7 @@ impl Message {
             Message::ReadReply { .. } => MessageType::ReadReply,
             Message::ReadIndex { .. } => MessageType::ReadIndex,
             Message::ReadIndexAck { .. } => MessageType::ReadIndexAck,
+            Message::Forgotten { .. } => MessageType::Forgotten,
         }
     }
 }

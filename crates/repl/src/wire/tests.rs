@@ -146,6 +146,7 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u64>(), reply()).prop_map(|(id, reply)| Message::ReadReply { id, reply }),
         any::<u64>().prop_map(|round| Message::ReadIndex { round }),
         any::<u64>().prop_map(|round| Message::ReadIndexAck { round }),
+        any::<u64>().prop_map(|seq| Message::Forgotten { seq }),
     ]
 }
 
@@ -207,7 +208,7 @@ proptest! {
     /// Frames of every type (and unknown ones) with a valid length but
     /// random bodies.
     #[test]
-    fn tagged_random_bodies_never_panic(kind in 0u8..=24, body in prop::collection::vec(any::<u8>(), 0..300)) {
+    fn tagged_random_bodies_never_panic(kind in 0u8..=25, body in prop::collection::vec(any::<u8>(), 0..300)) {
         let mut frames = vec![kind];
         frames.extend_from_slice(&(body.len() as u16).to_le_bytes());
         frames.extend_from_slice(&body);
