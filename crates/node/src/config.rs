@@ -85,6 +85,14 @@ pub struct ClusterConfig {
     /// (see `link::Redundancy`).
     #[serde(default = "default_true")]
     pub adaptive_redundancy: bool,
+    /// Front-end streams a replica knows at most; a new one beyond makes
+    /// room by forgetting the longest silent (its replies are kept).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+}
+
+fn default_max_streams() -> usize {
+    dcms_repl::replica::DEFAULT_MAX_STREAMS
 }
 
 fn default_true() -> bool {
@@ -147,6 +155,11 @@ pub struct Timeouts {
     pub suspect_ms: u64,
     /// Bully election: how long to wait for an answer from a higher replica.
     pub election_ms: u64,
+    /// A front-end stream silent this long is forgotten by the replicas
+    /// (its key binding, replay window, address, and its stored replies:
+    /// only its last number stays). A live front end is never silent: it
+    /// heartbeats and retransmits. At least 10 s.
+    pub stream_expiry_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -162,6 +175,7 @@ impl Default for Timeouts {
             heartbeat_ms: 20,
             suspect_ms: 150,
             election_ms: 50,
+            stream_expiry_ms: dcms_repl::replica::DEFAULT_STREAM_EXPIRY_MS,
         }
     }
 }
@@ -198,6 +212,7 @@ impl ClusterConfig {
             max_datagram: default_max_datagram(),
             sync: default_sync(),
             adaptive_redundancy: true,
+            max_streams: default_max_streams(),
         }
     }
 
@@ -367,6 +382,18 @@ impl ClusterConfig {
                 t.suspect_ms, t.heartbeat_ms
             ));
         }
+        if t.stream_expiry_ms < 10_000 {
+            return bad(format!(
+                "stream_expiry_ms ({}) must be at least 10000: a stream that expires loses its stored replies",
+                t.stream_expiry_ms
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_streams) {
+            return bad(format!(
+                "max_streams ({}) must be between 1 and 1000000",
+                self.max_streams
+            ));
+        }
         if t.failover && t.election_ms == 0 {
             return bad("election_ms must be positive".into());
         }
@@ -500,6 +527,20 @@ mod tests {
         let mut c = local();
         c.faults.drop = 1.5;
         assert!(c.validate().is_err());
+        let mut c = local();
+        c.timeouts.stream_expiry_ms = 500;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("stream_expiry_ms"));
+        let mut c = local();
+        c.max_streams = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_streams"));
         let mut c = local();
         c.timeouts.election_ms = 0;
         assert!(c
