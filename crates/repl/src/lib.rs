@@ -58,6 +58,7 @@
 //!     if !ready.persist.is_empty() { disk_writer.commit(ready.persist) } // Store::commit, then persisted(last position)
 //!     for t in ready.transmits { socket.send_to(&t.bytes, addresses[t.to]) }
 //!     for s in ready.forgotten { addresses.forget(s) }   // expired front-end streams
+//!     if !ready.forgotten_replies.is_empty() { disk_writer.forget_replies(ready.forgotten_replies) } // after earlier batches
 //!     for e in ready.events { error!("{e:?}") }   // divergence: alert loudly
 //!     for e in ready.view_events { info!("{e:?}") } // elections, view changes, rejoins
 //! }
