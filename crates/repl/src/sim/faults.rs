@@ -14,6 +14,8 @@ use std::collections::BTreeSet;
 pub(super) enum Fault {
     /// Cut this group off from everybody else for `ms`.
     Partition { group: BTreeSet<NodeId>, ms: u64 },
+    /// The client of this front end sends only reads for a while.
+    ReadsOnly { node: NodeId, ms: u64 },
     /// Crash a replica; it restarts after `down_ms`.
     Crash {
         node: NodeId,
@@ -73,9 +75,16 @@ pub(super) fn schedule(
         } else {
             pick(rng, &REPLICAS)
         };
-        let group: BTreeSet<NodeId> = [replica, pick(rng, frontends)].into();
+        let frontend = pick(rng, frontends);
+        let group: BTreeSet<NodeId> = [replica, frontend].into();
         let ms = rng.gen_range(500..=3000);
         out.push((t, Fault::Partition { group, ms }));
+        if rng.gen_bool(0.5) {
+            // Only reads meanwhile: a deposed leader with nothing left
+            // uncommitted must still answer none of them (only the
+            // read-index round stops it).
+            out.push((t, Fault::ReadsOnly { node: frontend, ms }));
+        }
     }
     let crash_chance = if failover { 0.5 } else { 0.3 };
     if rng.gen_bool(crash_chance) {

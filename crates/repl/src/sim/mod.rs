@@ -150,6 +150,8 @@ struct Sim {
     restarts: BTreeMap<NodeId, u64>,
     /// Paused processes and when they resume.
     paused: BTreeMap<NodeId, u64>,
+    /// Front ends whose client sends only reads, until when.
+    reads_only: BTreeMap<NodeId, u64>,
     replica_config: ReplicaConfig,
     frontend_config: FrontEndConfig,
     failover: bool,
@@ -310,6 +312,7 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         heal_at: Some(now + span),
         restarts: BTreeMap::new(),
         paused: BTreeMap::new(),
+        reads_only: BTreeMap::new(),
         check: Checker::new(outcome_timeout_ms, rc.majority()),
         replica_config: rc,
         frontend_config: fc,
@@ -528,7 +531,11 @@ impl Sim {
             let client = self.clients.get_mut(&id).expect("client");
             client.remaining -= 1;
             client.next_at = now + self.rng.gen_range(0..=client.max_gap_ms);
-            let request = workload::request(&mut self.rng, self.created + 2);
+            let request = if self.reads_only.get(&id).is_some_and(|&until| now < until) {
+                workload::read_request(&mut self.rng, self.created + 2)
+            } else {
+                workload::request(&mut self.rng, self.created + 2)
+            };
             if matches!(
                 request,
                 dcms_core::Request::CreateDoctor { .. } | dcms_core::Request::CreateNurse { .. }
@@ -601,6 +608,9 @@ impl Sim {
                 } else {
                     self.net.cut(group, now + ms);
                 }
+            }
+            Fault::ReadsOnly { node, ms } => {
+                self.reads_only.insert(node, now + ms);
             }
             Fault::Crash {
                 node,

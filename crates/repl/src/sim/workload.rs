@@ -69,7 +69,23 @@ fn record_id(rng: &mut ChaCha8Rng, created: u32) -> String {
 /// Generates requests; `created` bounds the record numbers aimed at.
 pub fn request(rng: &mut ChaCha8Rng, created: u32) -> Request {
     let manager_id = manager(rng);
-    match rng.gen_range(0..100) {
+    let roll = rng.gen_range(0..100);
+    request_of(rng, manager_id, roll, created)
+}
+
+/// Generates read-only requests (counts, gets, lists), as [`request`] does.
+pub fn read_request(rng: &mut ChaCha8Rng, created: u32) -> Request {
+    let manager_id = manager(rng);
+    let roll = match rng.gen_range(0..28) {
+        r @ 0..=7 => 45 + r,
+        r => 81 + (r - 8),
+    };
+    request_of(rng, manager_id, roll, created)
+}
+
+/// The request of kind `roll` (0..100, the ranges below).
+fn request_of(rng: &mut ChaCha8Rng, manager_id: String, roll: u32, created: u32) -> Request {
+    match roll {
         0..=24 => Request::CreateDoctor {
             manager_id,
             first_name: text(rng, FIRST),
