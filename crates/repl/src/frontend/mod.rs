@@ -413,9 +413,11 @@ impl FrontEnd {
         for seq in sent {
             self.transmit(now_ms, seq);
         }
+        for p in self.reads.values_mut() {
+            p.sent = Some((now_ms, now_ms, 0));
+        }
         let reads: Vec<u64> = self.reads.keys().copied().collect();
         for id in reads {
-            self.reads.get_mut(&id).expect("pending read").sent = Some((now_ms, now_ms, 0));
             self.transmit_read(now_ms, id);
         }
     }

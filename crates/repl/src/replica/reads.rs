@@ -125,6 +125,10 @@ impl Reads {
     /// Sends the round reads wait for, and answers every read that is
     /// confirmed and committed.
     pub(super) fn flush(&mut self, core: &mut Core, committed: Position) {
+        if self.pending.is_empty() {
+            // Runs after every input: nothing to send or answer.
+            return;
+        }
         let followed = self
             .pending
             .back()
