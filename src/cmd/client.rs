@@ -30,6 +30,8 @@ pub struct ClientArgs {
     /// Seconds to wait for a reply.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+    #[command(flatten)]
+    ft: super::common::FtArgs,
     #[command(subcommand)]
     op: Op,
 }
@@ -122,6 +124,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
         .context("--manager is required (like --manager MTL1234)")?;
     let opts = ClientOptions {
         call_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        ft: args.ft.options(),
         ..ClientOptions::default()
     };
     let result =

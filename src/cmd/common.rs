@@ -120,3 +120,26 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// FT-CORBA invocation of `dcms client` and `dcms bench`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FtArgs {
+    /// Send no `FT_REQUEST` context and never retry: each call is made
+    /// once, and a retry after an unknown outcome could execute twice.
+    #[arg(long)]
+    pub no_ft: bool,
+    /// How long one call may take, retries through any front end included
+    /// (the `FT_REQUEST` expiration): a write not executed by then never
+    /// is, and its answer is DCMS::Unavailable when no majority is there.
+    #[arg(long, default_value_t = 4000)]
+    pub ft_expiration_ms: u64,
+}
+
+impl FtArgs {
+    pub fn options(&self) -> Option<dcms_corba::client::FtOptions> {
+        (!self.no_ft).then(|| dcms_corba::client::FtOptions {
+            expiration: std::time::Duration::from_millis(self.ft_expiration_ms.max(1)),
+            ..Default::default()
+        })
+    }
+}

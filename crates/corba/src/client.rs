@@ -102,6 +102,10 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// I/O threads of the client's ORB (one is plenty for one connection).
     pub io_threads: usize,
+    /// Send FT-CORBA's `FT_REQUEST` context with every write and retry
+    /// transparently (see [`FtOptions`]). Off by default: each call is
+    /// made once.
+    pub ft: Option<FtOptions>,
 }
 
 impl Default for ClientOptions {
@@ -110,8 +114,67 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
             io_threads: 2,
+            ft: None,
         }
     }
+}
+
+/// Fault-tolerant invocation, as an FT-CORBA client ORB does it: each write
+/// carries an `FT_REQUEST` context (this client's ID, a new retention ID,
+/// an expiration `expiration` from the first try), and a call that fails
+/// with `COMM_FAILURE` or `TRANSIENT` (the front end died, or the outcome
+/// is unknown) is made again with the same context, through whichever
+/// front end the reference leads to, until the expiration: the cluster
+/// executes it at most once and answers the retry with the first reply.
+/// When the expiration passes while no majority is reachable, the answer
+/// is `DCMS::Unavailable` (certainly not executed).
+#[derive(Clone, Debug)]
+pub struct FtOptions {
+    /// Unique among clients (default: host, process and a random number).
+    pub client_id: String,
+    /// How long a call may take, retries included.
+    pub expiration: Duration,
+}
+
+impl Default for FtOptions {
+    fn default() -> FtOptions {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        FtOptions {
+            client_id: format!(
+                "dcms/{host}/{}/{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ),
+            expiration: Duration::from_secs(4),
+        }
+    }
+}
+
+/// A client's FT state: its ID and the next retention ID.
+#[derive(Debug)]
+struct FtClient {
+    options: FtOptions,
+    pi: rustorb_core::pi::PiCurrent,
+    next_retention: std::sync::atomic::AtomicI32,
+    retries: std::sync::atomic::AtomicU64,
+}
+
+/// Writes: the operations an `FT_REQUEST` context is sent with.
+fn is_write(operation: &str) -> bool {
+    matches!(
+        operation,
+        "createDRecord" | "createNRecord" | "editRecord" | "transferRecord"
+    )
+}
+
+/// Failures after which an FT client tries again.
+fn retryable(e: &CallError) -> bool {
+    matches!(
+        e.as_system().and_then(SystemException::kind),
+        Some(SystemExceptionKind::COMM_FAILURE | SystemExceptionKind::TRANSIENT)
+    )
 }
 
 /// A reference to a `DCMS::ClinicManagement` object.
@@ -119,6 +182,7 @@ impl Default for ClientOptions {
 pub struct ClinicClient {
     orb: Orb,
     object: ObjectRef,
+    ft: Option<std::sync::Arc<FtClient>>,
 }
 
 impl std::fmt::Debug for ClinicClient {
@@ -132,6 +196,7 @@ impl ClinicClient {
     /// `corbaloc:` or a `corbaname:` URL (resolved now, in the naming
     /// service it names).
     pub fn connect(reference: &str, opts: &ClientOptions) -> Result<ClinicClient, CallError> {
+        crate::ft::install();
         let options = OrbOptions {
             connect_timeout: Some(opts.connect_timeout),
             request_timeout: Some(opts.call_timeout),
@@ -139,7 +204,23 @@ impl ClinicClient {
             ..OrbOptions::default()
         };
         let orb = Orb::with_options(options)?;
-        ClinicClient::with_orb(&orb, reference)
+        let mut client = ClinicClient::with_orb(&orb, reference)?;
+        client.ft = opts.ft.clone().map(|options| {
+            std::sync::Arc::new(FtClient {
+                options,
+                pi: orb.pi_current(),
+                next_retention: std::sync::atomic::AtomicI32::new(1),
+                retries: std::sync::atomic::AtomicU64::new(0),
+            })
+        });
+        Ok(client)
+    }
+
+    /// Calls made again after `COMM_FAILURE` or `TRANSIENT` (FT clients).
+    pub fn retries(&self) -> u64 {
+        self.ft
+            .as_ref()
+            .map_or(0, |f| f.retries.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// A client using an existing ORB. A `corbaloc:` URL without a GIOP
@@ -153,6 +234,7 @@ impl ClinicClient {
         Ok(ClinicClient {
             orb: orb.clone(),
             object,
+            ft: None,
         })
     }
 
@@ -178,8 +260,16 @@ impl ClinicClient {
         args: &[&str],
         read: impl FnOnce(&mut InStream<'_>) -> Result<T, SystemException>,
     ) -> Result<T, CallError> {
-        let reply = self
-            .object
+        let reply = match &self.ft {
+            None => self.invoke(operation, args)?,
+            Some(ft) => self.invoke_ft(ft, operation, args)?,
+        };
+        let mut input = reply.input();
+        Ok(read(&mut input)?)
+    }
+
+    fn invoke(&self, operation: &str, args: &[&str]) -> Result<rustorb_core::Reply, CallError> {
+        self.object
             .request(operation)
             .args(|out| {
                 for a in args {
@@ -188,9 +278,46 @@ impl ClinicClient {
                 Ok(())
             })
             .invoke()
-            .map_err(|e| map_exception(operation, e))?;
-        let mut input = reply.input();
-        Ok(read(&mut input)?)
+            .map_err(|e| map_exception(operation, e))
+    }
+
+    /// One call, tried again with the same `FT_REQUEST` context after
+    /// `COMM_FAILURE` or `TRANSIENT` until its expiration.
+    fn invoke_ft(
+        &self,
+        ft: &FtClient,
+        operation: &str,
+        args: &[&str],
+    ) -> Result<rustorb_core::Reply, CallError> {
+        use std::sync::atomic::Ordering;
+        use std::time::{Instant, SystemTime, UNIX_EPOCH};
+        let started = Instant::now();
+        let deadline = started + ft.options.expiration;
+        let identity = is_write(operation).then(|| dcms_core::FtRequest {
+            client_id: ft.options.client_id.clone(),
+            retention_id: ft.next_retention.fetch_add(1, Ordering::Relaxed),
+            expires_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                + ft.options.expiration.as_millis() as u64,
+        });
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let result = match &identity {
+                Some(id) => crate::ft::with_context(&ft.pi, id, || self.invoke(operation, args))
+                    .unwrap_or_else(|| self.invoke(operation, args)),
+                None => self.invoke(operation, args),
+            };
+            match result {
+                Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
+                    tracing::debug!(operation, error = %e, "retrying");
+                    ft.retries.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn call_string(&self, operation: &str, args: &[&str]) -> Result<String, CallError> {

@@ -8,6 +8,9 @@
 //! - [`server`]: [`serve`], an ORB serving a `ClinicService` at
 //!   `corbaloc:iiop:HOST:PORT/DCMS`, optionally bound in CosNaming.
 //! - [`client`]: [`ClinicClient`], typed stubs of the seven operations.
+//! - [`ft`]: FT-CORBA's `FT_REQUEST` context (client ID, retention ID,
+//!   expiration): interceptors that carry it between the wire and the
+//!   servant or the client.
 //!
 //! Built on rustorb-core 0.2 (a patched copy: `vendor/rustorb-core`, see
 //! its PATCHES.md); the stubs and skeleton are hand-written.
@@ -20,6 +23,7 @@
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 
 pub mod client;
+pub mod ft;
 pub mod idl;
 pub mod servant;
 pub mod server;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use dcms_core::{DomainError, Outcome, Reply, Request};
+use rustorb_core::pi::PiCurrent;
 use rustorb_core::{
     minor, CompletionStatus, InStream, OutStream, Servant, ServerReply, SystemException,
     SystemExceptionKind,
@@ -142,6 +143,18 @@ pub fn domain_exception(operation: &str, e: DomainError) -> DcmsException {
     }
 }
 
+/// A request whose `FT_REQUEST` context is malformed or out of bounds:
+/// refused (not run), naming the context.
+fn ft_refusal(operation: &str, reason: String) -> Answer {
+    answer(
+        operation,
+        Ok(Err(DomainError::InvalidRequest {
+            field: "FT_REQUEST".into(),
+            reason,
+        })),
+    )
+}
+
 /// Writes a successful answer's result.
 pub fn write_result(answer: &Answer, out: &mut OutStream<'_>) -> Result<(), SystemException> {
     match answer {
@@ -236,6 +249,9 @@ impl Gate {
 pub struct ClinicServant {
     service: Arc<dyn ClinicService>,
     gate: Gate,
+    /// Where the `FT_REQUEST` context of the running request is (see
+    /// [`crate::ft`]); `None`: contexts are not looked at.
+    pi: Option<PiCurrent>,
 }
 
 impl std::fmt::Debug for ClinicServant {
@@ -258,7 +274,15 @@ impl ClinicServant {
                 slots: Mutex::default(),
                 freed: Condvar::new(),
             },
+            pi: None,
         }
+    }
+
+    /// Honours the `FT_REQUEST` context of requests, read through `pi`
+    /// (the ORB's `PortableInterceptor::Current`, after [`crate::ft::install`]).
+    pub fn with_ft(mut self, pi: PiCurrent) -> ClinicServant {
+        self.pi = Some(pi);
+        self
     }
 
     /// Decodes, runs and answers one request, without the ORB's reply.
@@ -267,11 +291,21 @@ impl ClinicServant {
             Ok(r) => r,
             Err(e) => return Answer::System(e),
         };
+        // The FT identity matters for writes only (a read may run twice).
+        let ft = match self.pi.as_ref().and_then(crate::ft::current) {
+            Some(_) if request.is_read_only() => None,
+            Some(Ok(ft)) => match crate::ft::check(&ft) {
+                Ok(()) => Some(ft),
+                Err(reason) => return ft_refusal(operation, reason),
+            },
+            Some(Err(reason)) => return ft_refusal(operation, reason),
+            None => None,
+        };
         let Some(_permit) = self.gate.enter() else {
             tracing::warn!("refusing {operation}: too many requests at once");
             return answer(operation, Err(ServiceError::Overloaded));
         };
-        let result = self.service.call(request);
+        let result = self.service.call_ft(request, ft);
         answer(operation, result)
     }
 }

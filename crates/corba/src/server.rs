@@ -221,6 +221,7 @@ pub fn serve(
         request_timeout: Some(Duration::from_secs(10)),
         ..OrbOptions::default()
     };
+    crate::ft::install();
     let orb = Orb::with_options(options).map_err(ServeError::Orb)?;
     let root = orb
         .root_poa()
@@ -235,7 +236,8 @@ pub fn serve(
             ],
         )
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
-    let servant: Arc<dyn Servant> = Arc::new(ClinicServant::new(service, admission));
+    let servant: Arc<dyn Servant> =
+        Arc::new(ClinicServant::new(service, admission).with_ft(orb.pi_current()));
     poa.activate_object_with_id(b"ClinicManagement", servant)
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
     let poa_ref = poa

@@ -6,13 +6,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dcms_core::{ClinicState, LogEntry, Reply, Request, RequestKey, Store, SyncMode};
+use dcms_core::{ClinicState, FtRequest, LogEntry, Reply, Request, RequestKey, Store, SyncMode};
 
 /// Runs manager requests. Called from many servant threads at once.
 pub trait ClinicService: Send + Sync + 'static {
     /// Runs one request to completion (blocking). `Err` = the cluster could
     /// not give an outcome.
     fn call(&self, request: Request) -> Result<Reply, ServiceError>;
+
+    /// Runs a request that carries the client's FT-CORBA identity
+    /// (`FT_REQUEST`): a replicated service executes it at most once
+    /// across every front end and retry, and not after its expiration.
+    /// By default (the standalone service, one process and no retries
+    /// between front ends) the identity is not used.
+    fn call_ft(&self, request: Request, ft: Option<FtRequest>) -> Result<Reply, ServiceError> {
+        let _ = ft;
+        self.call(request)
+    }
 }
 
 /// Why a [`ClinicService`] gave no outcome. How each one reaches a CORBA
@@ -130,6 +140,7 @@ impl ClinicService for Standalone {
             },
             effect,
             reply,
+            ft: None,
         };
         if let Err(e) = inner.store.commit(std::slice::from_ref(&entry)) {
             tracing::error!("standalone store commit failed: {e}");

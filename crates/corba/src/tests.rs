@@ -334,9 +334,20 @@ struct Scripted {
     calls: AtomicUsize,
     delay: Mutex<Option<Duration>>,
     barrier: Mutex<Option<Arc<Barrier>>>,
+    /// The FT identity each call carried.
+    fts: Mutex<Vec<Option<dcms_core::FtRequest>>>,
 }
 
 impl ClinicService for Scripted {
+    fn call_ft(
+        &self,
+        request: Request,
+        ft: Option<dcms_core::FtRequest>,
+    ) -> Result<Reply, ServiceError> {
+        self.fts.lock().unwrap().push(ft);
+        self.call(request)
+    }
+
     fn call(&self, request: Request) -> Result<Reply, ServiceError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.seen.lock().unwrap().push(request.clone());
@@ -665,4 +676,92 @@ fn text_outside_latin_1_goes_both_ways_through_a_corbaloc() {
         old.get_record_counts("MTL1234").unwrap(),
         "MTL 1, LVL 0, DDO 0"
     );
+}
+
+#[test]
+fn ft_clients_send_their_identity_with_writes_and_retry_an_unknown_outcome_with_it() {
+    let service = Arc::new(Scripted::default());
+    let (server, _) = start(service.clone(), Admission::default());
+    let ft = crate::client::FtOptions {
+        client_id: "test-client".into(),
+        expiration: Duration::from_millis(400),
+    };
+    let opts = ClientOptions {
+        ft: Some(ft),
+        ..ClientOptions::default()
+    };
+    let client = ClinicClient::connect(&server.corbaloc(), &opts).unwrap();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    client
+        .create_n_record("MTL0001", "A", "B", "junior", "active", "2024-01-01")
+        .unwrap();
+    client.get_record_counts("MTL0001").unwrap();
+    client
+        .edit_record("MTL0001", "NR10000", "status", "terminated")
+        .unwrap();
+    let fts = std::mem::take(&mut *service.fts.lock().unwrap());
+    assert_eq!(fts.len(), 3);
+    let first = fts[0].clone().expect("a write carries its identity");
+    assert_eq!(first.client_id, "test-client");
+    assert!(
+        (before + 300..before + 2_000).contains(&first.expires_ms),
+        "expiration {} about 400 ms after {before}",
+        first.expires_ms
+    );
+    assert_eq!(fts[1], None, "a read carries none");
+    let second = fts[2].clone().expect("a write carries its identity");
+    assert_eq!(
+        second.retention_id,
+        first.retention_id + 1,
+        "a new call, a new ID"
+    );
+    assert_eq!(client.retries(), 0);
+
+    // An unknown outcome is retried with the same identity until the
+    // expiration, then reported.
+    let e = system(client.create_n_record("MAYBE", "A", "B", "junior", "active", "2024-01-01"));
+    assert!(e.is(SystemExceptionKind::TRANSIENT));
+    let fts = std::mem::take(&mut *service.fts.lock().unwrap());
+    assert!(fts.len() >= 3, "tried {} times", fts.len());
+    assert!(fts
+        .iter()
+        .all(|f| f.as_ref().map(|f| f.retention_id) == Some(second.retention_id + 1)));
+    assert_eq!(client.retries(), fts.len() as u64 - 1);
+
+    // A client without FT sends no context and tries once.
+    let plain = ClinicClient::connect(&server.corbaloc(), &ClientOptions::default()).unwrap();
+    system(plain.create_n_record("MAYBE", "A", "B", "junior", "active", "2024-01-01"));
+    assert_eq!(*service.fts.lock().unwrap(), vec![None]);
+}
+
+#[test]
+fn a_malformed_or_far_ft_context_is_refused_by_name_and_not_run() {
+    let service = Arc::new(Scripted::default());
+    let (server, client) = start(service.clone(), Admission::default());
+    let pi = client.orb().pi_current();
+    let slot = *crate::ft::SLOT
+        .get()
+        .expect("the interceptors are installed");
+    let far = crate::ft::encode_context(&dcms_core::FtRequest {
+        client_id: "c".into(),
+        retention_id: 1,
+        expires_ms: u64::MAX / 20_000,
+    });
+    for (data, what) in [(vec![7u8, 1, 2], "byte order"), (far, "expiration_time")] {
+        pi.set_slot(slot, crate::ft::octets(data)).unwrap();
+        let r = client.create_n_record("MTL0001", "A", "B", "junior", "active", "2024-01-01");
+        pi.set_slot(slot, rustorb_core::Any::default()).unwrap();
+        match user(r) {
+            DcmsException::InvalidRequest { field, reason } => {
+                assert_eq!(field, "FT_REQUEST");
+                assert!(reason.contains(what), "{what}: {reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(service.calls.load(Ordering::SeqCst), 0, "nothing ran");
+    drop(server);
 }

@@ -26,4 +26,4 @@ pub use model::{
 };
 pub use ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_TEXT_CHARS};
 pub use state::{ClinicState, StateDigest};
-pub use store::{Batch, LogEntry, RequestKey, Store, StoreError, SyncMode};
+pub use store::{Batch, FtRequest, LogEntry, RequestKey, Retained, Store, StoreError, SyncMode};

@@ -13,8 +13,8 @@ use crate::model::Record;
 use crate::ops::{AuditEntry, Change, Reply};
 use crate::state::StateDigest;
 use crate::store::{
-    for_each_record, read_audit, sql, write_audit, write_change, RequestKey, Store, StoreError,
-    SyncMode,
+    for_each_record, read_audit, read_retained, sql, write_audit, write_change, write_retained,
+    RequestKey, Retained, Store, StoreError, SyncMode,
 };
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub enum SnapshotItem {
         position: u64,
         entry: AuditEntry,
     },
+    /// A reply kept for FT-CORBA retries.
+    Retained(Retained),
 }
 
 /// A piece of a snapshot.
@@ -124,6 +126,9 @@ impl Store {
         }
         for (position, entry) in read_audit(&tx, &path)? {
             items.push(SnapshotItem::Audit { position, entry });
+        }
+        for r in read_retained(&tx, &path)? {
+            items.push(SnapshotItem::Retained(r));
         }
         drop(tx);
         let digest = StateDigest::of(items.iter().filter_map(|i| match i {
@@ -223,6 +228,7 @@ impl Store {
                     SnapshotItem::Audit { position, entry } => {
                         write_audit(&tx, position, &entry, None).map_err(e)?
                     }
+                    SnapshotItem::Retained(r) => write_retained(&tx, &r).map_err(e)?,
                 }
             }
             finished = chunk.last;

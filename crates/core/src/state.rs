@@ -206,10 +206,7 @@ impl ClinicState {
                 .map(|(k, v)| format!("{k}={:?}", cut(v, AUDIT_VALUE_CHARS)))
                 .collect::<Vec<_>>()
                 .join(" "),
-            outcome: match &reply {
-                Ok(o) => format!("ok: {}", describe(o)),
-                Err(e) => format!("error: {e}"),
-            },
+            outcome: outcome_text(&reply),
         };
         (reply, Effect { change, audit })
     }
@@ -484,6 +481,14 @@ fn edit_field(body: &mut RecordBody, field_name: &str, new_value: &str) -> Resul
 }
 
 /// A short description of an outcome, for the audit trail.
+/// The audit line's outcome for `reply`: `ok: ...` or `error: ...`.
+pub fn outcome_text(reply: &Reply) -> String {
+    match reply {
+        Ok(o) => format!("ok: {}", describe(o)),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
 fn describe(o: &Outcome) -> String {
     match o {
         Outcome::RecordId(id) => id.to_string(),

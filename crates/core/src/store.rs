@@ -94,6 +94,36 @@ pub struct LogEntry {
     pub key: RequestKey,
     pub effect: Effect,
     pub reply: Reply,
+    /// The client's FT-CORBA request identity, when it sent one: a retry
+    /// with the same identity, through any front end, gets this entry's
+    /// reply instead of executing again (see [`Retained`]).
+    pub ft: Option<FtRequest>,
+}
+
+/// An FT-CORBA request identity (`FT::FTRequestServiceContext`): who sent
+/// it (`client_id`), which of its requests (`retention_id`), and until when
+/// (`expires_ms`, milliseconds since the Unix epoch) the request may
+/// execute and its reply is kept for retries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FtRequest {
+    pub client_id: String,
+    pub retention_id: i32,
+    pub expires_ms: u64,
+}
+
+/// Longest FT client ID accepted, in bytes (FT-CORBA clients use an ORB or
+/// host name and a process ID, a few dozen bytes).
+pub const MAX_FT_CLIENT_ID_BYTES: usize = 256;
+
+/// A retained reply: what the first entry with an FT identity answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retained {
+    pub client_id: String,
+    pub retention_id: i32,
+    pub expires_ms: u64,
+    /// The log position of the entry that executed it.
+    pub position: u64,
+    pub reply: Reply,
 }
 
 /// The chained hash of a log up to a position: `H(0)` is all zeros,
@@ -289,6 +319,18 @@ CREATE TABLE IF NOT EXISTS audit (
     outcome    TEXT NOT NULL,
     chain      BLOB                -- the LogHash after this entry
 );
+-- Replies kept for FT-CORBA retries, by the client's request identity,
+-- until `expires_ms` (plus a grace for clock skew) has passed in the log's
+-- time.
+CREATE TABLE IF NOT EXISTS retained (
+    client_id    TEXT NOT NULL,
+    retention_id INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    reply        BLOB NOT NULL,        -- postcard-encoded Reply
+    PRIMARY KEY (client_id, retention_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS retained_expiry ON retained (expires_ms);
 -- The LogHash at the position of the last installed snapshot (one row;
 -- NULL when the snapshot's sender did not know it).
 CREATE TABLE IF NOT EXISTS chain_base (
@@ -309,7 +351,72 @@ pub struct Store {
     /// Replies kept per stream (the newest), when set: older ones are
     /// deleted in the transaction that stores newer ones.
     reply_window: Option<u64>,
+    /// The log time of the next deletion of expired retained replies.
+    next_retained_prune_ms: u64,
 }
+
+/// Every row of `retained`, oldest expiration first.
+pub(crate) fn read_retained(conn: &Connection, path: &Path) -> Result<Vec<Retained>> {
+    let e = |e| sql(path, e);
+    let mut stmt = conn
+        .prepare(
+            "SELECT client_id, retention_id, expires_ms, position, reply FROM retained
+             ORDER BY expires_ms, client_id, retention_id",
+        )
+        .map_err(e)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })
+        .map_err(e)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (client_id, retention_id, expires_ms, position, bytes) = row.map_err(e)?;
+        let reply = postcard::from_bytes(&bytes).map_err(|err| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("retained reply of {client_id:?}/{retention_id}: {err}"),
+        })?;
+        out.push(Retained {
+            client_id,
+            retention_id,
+            expires_ms: expires_ms as u64,
+            position: position as u64,
+            reply,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes one retained reply (kept if already there).
+pub(crate) fn write_retained(tx: &rusqlite::Transaction<'_>, r: &Retained) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO retained (client_id, retention_id, expires_ms, position, reply)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        r.client_id,
+        r.retention_id,
+        r.expires_ms as i64,
+        r.position as i64,
+        postcard::to_allocvec(&r.reply).expect("replies always encode")
+    ])
+    .map(|_| ())
+}
+
+/// A retained reply is kept this long after its expiration (in the log's
+/// time), so that leaders whose clocks differ by less never disagree on
+/// whether it is gone: a retry that arrives before its expiration on one
+/// leader's clock finds it on any other.
+pub const RETAINED_GRACE_MS: u64 = 30_000;
+
+/// Expired retained replies are deleted at most this often (log time).
+const RETAINED_PRUNE_EVERY_MS: u64 = 1_000;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +438,7 @@ impl Store {
             last_applied: 0,
             log_hash: Some(LogHash::EMPTY),
             reply_window: None,
+            next_retained_prune_ms: 0,
         };
         store.init(sync)?;
         Ok(store)
@@ -535,6 +643,32 @@ impl Store {
                 ])
             })
             .map_err(e)?;
+            if let Some(ft) = &entry.ft {
+                // The first entry of an identity is the one retained; a
+                // retry's entry carries the same reply.
+                write_retained(
+                    &tx,
+                    &Retained {
+                        client_id: ft.client_id.clone(),
+                        retention_id: ft.retention_id,
+                        expires_ms: ft.expires_ms,
+                        position: entry.position,
+                        reply: entry.reply.clone(),
+                    },
+                )
+                .map_err(e)?;
+            }
+        }
+        // Retained replies expire in the log's time (the executing leader's
+        // clock), the same on every replica.
+        let log_time = entries().map(|x| x.effect.audit.time_ms).max().unwrap_or(0);
+        if log_time >= self.next_retained_prune_ms {
+            tx.prepare_cached("DELETE FROM retained WHERE expires_ms < ?1")
+                .and_then(|mut s| {
+                    s.execute(params![log_time.saturating_sub(RETAINED_GRACE_MS) as i64])
+                })
+                .map_err(e)?;
+            self.next_retained_prune_ms = log_time + RETAINED_PRUNE_EVERY_MS;
         }
         if let Some(window) = self.reply_window {
             // One range delete per stream of the batch, in its transaction:
@@ -620,6 +754,11 @@ impl Store {
         .transpose()
     }
 
+    /// Every retained FT reply, oldest expiration first.
+    pub fn retained(&self) -> Result<Vec<Retained>> {
+        read_retained(&self.conn, &self.path)
+    }
+
     /// The highest executed sequence number of every stream.
     pub fn stream_heads(&self) -> Result<Vec<RequestKey>> {
         let mut stmt = self
@@ -649,7 +788,8 @@ impl Store {
     }
 
     /// Replaces the whole store with a snapshot's contents, in one
-    /// transaction: the records, the stream heads and recent replies, and
+    /// transaction: the records, the stream heads and recent replies, the
+    /// retained FT replies, and
     /// the last applied position and the log's hash there (`log_hash`).
     /// Audit lines beyond `position` are dropped (they belong to entries the
     /// group never committed); earlier ones are kept. Refuses (writing
@@ -663,6 +803,7 @@ impl Store {
         records: &[Record],
         heads: &[RequestKey],
         replies: impl IntoIterator<Item = (RequestKey, u64, &'a Reply)>,
+        retained: &[Retained],
     ) -> Result<()> {
         if StateDigest::of(records) != digest {
             return Err(StoreError::Snapshot(format!(
@@ -675,7 +816,7 @@ impl Store {
         let tx = self.conn.transaction().map_err(e)?;
         tx.execute_batch(
             "DELETE FROM doctors; DELETE FROM nurses; DELETE FROM replies;
-             DELETE FROM stream_heads;",
+             DELETE FROM stream_heads; DELETE FROM retained;",
         )
         .map_err(e)?;
         tx.execute("DELETE FROM audit WHERE position > ?1", [position as i64])
@@ -697,6 +838,9 @@ impl Store {
                 params![key.stream as i64, key.seq as i64, at as i64, bytes],
             )
             .map_err(e)?;
+        }
+        for r in retained {
+            write_retained(&tx, r).map_err(e)?;
         }
         tx.execute(
             "INSERT INTO meta (key, value) VALUES ('last_applied', ?1)

@@ -159,6 +159,7 @@ impl Workload {
                     },
                     effect,
                     reply,
+                    ft: None,
                 }
             })
             .collect()

@@ -15,7 +15,7 @@ use crate::replica::{address_book, initial_leader, wire_config};
 use crate::status::{ProcessStatus, StatusWriter};
 use crate::NodeError;
 use dcms_corba::{ClinicService, ServiceError};
-use dcms_core::{Reply, Request};
+use dcms_core::{FtRequest, Reply, Request};
 use dcms_repl::{ClientOutcome, FrontEnd, FrontEndConfig};
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +31,8 @@ type Done = Result<ClientOutcome, ServiceError>;
 
 struct Submit {
     request: Request,
+    /// The client's FT-CORBA identity, when it sent one.
+    ft: Option<FtRequest>,
     done: std::sync::mpsc::SyncSender<Done>,
 }
 
@@ -42,6 +44,10 @@ pub struct ReplicatedService {
 
 impl ClinicService for ReplicatedService {
     fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        self.call_ft(request, None)
+    }
+
+    fn call_ft(&self, request: Request, ft: Option<FtRequest>) -> Result<Reply, ServiceError> {
         // An oversized argument would be refused by validation anyway: refuse
         // it here, before it travels (and is retransmitted) to the replicas.
         if let Err(e) = request.check_size() {
@@ -49,7 +55,7 @@ impl ClinicService for ReplicatedService {
         }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.tx
-            .try_send(Submit { request, done })
+            .try_send(Submit { request, ft, done })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ServiceError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => {
@@ -59,6 +65,7 @@ impl ClinicService for ReplicatedService {
         match wait.recv() {
             Ok(Ok(ClientOutcome::Reply(reply))) => Ok(reply),
             Ok(Ok(ClientOutcome::Unknown)) => Err(ServiceError::OutcomeUnknown),
+            Ok(Ok(ClientOutcome::NotExecuted(reason))) => Err(ServiceError::Unavailable(reason)),
             Ok(Err(e)) => Err(e),
             // The event loop ended while the request was in flight.
             Err(_) => Err(ServiceError::OutcomeUnknown),
@@ -233,9 +240,15 @@ fn submit(
         let _ = s.done.try_send(Err(ServiceError::Overloaded));
         return;
     }
-    let span = tracing::debug_span!("request", op = s.request.operation());
+    let span = tracing::debug_span!(
+        "request",
+        op = s.request.operation(),
+        ft =
+            s.ft.as_ref()
+                .map(|f| format!("{}/{}", f.client_id, f.retention_id))
+    );
     let _g = span.enter();
-    let seq = fe.submit(now, s.request);
+    let seq = fe.submit_ft(now, s.request, s.ft);
     debug!(seq, "submitted");
     waiters.insert(seq, s.done);
 }

@@ -186,7 +186,13 @@ fn install(store: &mut Store, s: &Snapshot) -> Result<(), dcms_core::StoreError>
         })
     });
     store.install(
-        s.position, s.log_hash, s.digest, &s.records, &heads, replies,
+        s.position,
+        s.log_hash,
+        s.digest,
+        &s.records,
+        &heads,
+        replies,
+        &s.retained,
     )
 }
 
@@ -218,6 +224,7 @@ mod tests {
                     },
                     effect,
                     reply,
+                    ft: None,
                 }
             })
             .collect();

@@ -101,7 +101,14 @@
 //! which the front end lists in `FrontEndReady::unavailable` while it keeps
 //! the request pending (and retries it, so it executes at most once and in
 //! order once a majority is back). The request's completion still comes
-//! exactly once, as a reply or `ClientOutcome::Unknown`.
+//! exactly once, as a reply or `ClientOutcome::Unknown`, or, for a request
+//! submitted with an FT identity (`FrontEnd::submit_ft`) whose expiration
+//! has passed, `ClientOutcome::NotExecuted` when the leader says so
+//! (`Unavailable { expired: true }`: final, see `ReplicaConfig::clock_skew_ms`).
+//! An FT identity executes at most once across streams: the replicas keep
+//! its first reply (`Sessions::retained`) and log a retry as a no-change
+//! entry with that reply; the shell persists what `LogEntry::ft` says with
+//! the entry (`Store::commit_batch` does).
 //!
 //! Front end: `FrontEnd::new(config)`, then `submit(now, request) -> seq`,
 //! `handle_datagram(now, bytes)`, `tick(now)` at `next_deadline()`, and after

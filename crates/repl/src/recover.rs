@@ -55,6 +55,9 @@ impl Recovered {
                 }
             }
         }
+        for r in store.retained()? {
+            sessions.preload_retained(r);
+        }
         Ok(Recovered {
             state: store.load_state()?,
             last_applied: store.last_applied(),
@@ -98,7 +101,15 @@ mod tests {
         };
         Encoder::new(wire(), FE, 1)
             .with_incarnation(crate::wire::next_test_incarnation())
-            .encode(FE.0, NodeId(1), &[Message::Request { seq, request }])
+            .encode(
+                FE.0,
+                NodeId(1),
+                &[Message::Request {
+                    seq,
+                    request,
+                    ft: None,
+                }],
+            )
             .remove(0)
     }
 

@@ -9,10 +9,19 @@
 //! `keep` must be at least the front ends' window (requests in flight): a
 //! front end never waits for a number more than its window below its newest,
 //! so an older reply is never asked for again.
+//!
+//! It also keeps the replies of requests that carried an FT-CORBA identity
+//! (`FtRequest`: client ID, retention ID, expiration), whatever stream
+//! brought them: a retry through another front end (another stream) finds
+//! the first execution's reply here and is not executed again. Such a reply
+//! is kept until its expiration plus [`RETAINED_GRACE_MS`] has passed in
+//! the log's time (the executing leader's clock, carried by every entry), so
+//! every replica holds the same ones.
 
 use crate::ids::{Position, Seq, StreamId};
-use dcms_core::{LogEntry, Reply, RequestKey};
-use std::collections::BTreeMap;
+use dcms_core::store::RETAINED_GRACE_MS;
+use dcms_core::{FtRequest, LogEntry, Reply, RequestKey, Retained};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the table knows about one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,11 +43,18 @@ struct StreamSession {
     replies: BTreeMap<Seq, (Position, Reply)>,
 }
 
-/// Heads and recent replies of every stream.
+/// Heads and recent replies of every stream, and the retained replies of
+/// FT requests.
 #[derive(Clone, Debug)]
 pub struct Sessions {
     streams: BTreeMap<StreamId, StreamSession>,
     keep: usize,
+    /// By (client ID, retention ID).
+    retained: BTreeMap<(String, i32), Retained>,
+    /// The same, by expiration, for pruning.
+    expiries: BTreeSet<(u64, String, i32)>,
+    /// The newest log time applied (milliseconds since the Unix epoch).
+    log_time: u64,
 }
 
 impl Sessions {
@@ -47,6 +63,57 @@ impl Sessions {
         Sessions {
             streams: BTreeMap::new(),
             keep,
+            retained: BTreeMap::new(),
+            expiries: BTreeSet::new(),
+            log_time: 0,
+        }
+    }
+
+    /// The retained reply of an FT request identity, if it executed (in
+    /// any stream) and has not expired from the table.
+    pub fn retained(&self, ft: &FtRequest) -> Option<&Retained> {
+        self.retained.get(&(ft.client_id.clone(), ft.retention_id))
+    }
+
+    /// How many FT replies are retained.
+    pub fn retained_len(&self) -> usize {
+        self.retained.len()
+    }
+
+    /// The newest log time applied.
+    pub fn log_time(&self) -> u64 {
+        self.log_time
+    }
+
+    /// Every retained reply, oldest expiration first (for a snapshot).
+    pub fn export_retained(&self) -> Vec<Retained> {
+        self.expiries
+            .iter()
+            .map(|(_, c, r)| self.retained[&(c.clone(), *r)].clone())
+            .collect()
+    }
+
+    /// Loads a retained reply (recovery, snapshot); one already there for
+    /// the same identity stays.
+    pub fn preload_retained(&mut self, r: Retained) {
+        let key = (r.client_id.clone(), r.retention_id);
+        if self.retained.contains_key(&key) {
+            return;
+        }
+        self.expiries
+            .insert((r.expires_ms, r.client_id.clone(), r.retention_id));
+        self.retained.insert(key, r);
+    }
+
+    /// Drops the retained replies whose expiration plus the grace is behind
+    /// the log's time.
+    fn prune_retained(&mut self) {
+        while let Some(first) = self.expiries.first() {
+            if first.0.saturating_add(RETAINED_GRACE_MS) >= self.log_time {
+                break;
+            }
+            let (_, client_id, retention_id) = self.expiries.pop_first().expect("non-empty");
+            self.retained.remove(&(client_id, retention_id));
         }
     }
 
@@ -116,6 +183,17 @@ impl Sessions {
         while s.replies.len() > self.keep {
             s.replies.pop_first();
         }
+        if let Some(ft) = &entry.ft {
+            self.preload_retained(Retained {
+                client_id: ft.client_id.clone(),
+                retention_id: ft.retention_id,
+                expires_ms: ft.expires_ms,
+                position: entry.position,
+                reply: entry.reply.clone(),
+            });
+        }
+        self.log_time = self.log_time.max(entry.effect.audit.time_ms);
+        self.prune_retained();
     }
 
     /// Loads a stored reply at recovery (any order; numbers up to the
@@ -146,8 +224,15 @@ impl Sessions {
     }
 
     /// The table a snapshot describes.
-    pub fn import(keep: usize, streams: &[crate::snapshot::StreamSnapshot]) -> Sessions {
+    pub fn import(
+        keep: usize,
+        streams: &[crate::snapshot::StreamSnapshot],
+        retained: &[Retained],
+    ) -> Sessions {
         let mut s = Sessions::new(keep);
+        for r in retained {
+            s.preload_retained(r.clone());
+        }
         for st in streams {
             s.preload_head(RequestKey {
                 stream: st.stream,
@@ -195,6 +280,7 @@ mod tests {
                 },
             },
             reply: Ok(dcms_core::Outcome::Counts(Default::default())),
+            ft: None,
         }
     }
 

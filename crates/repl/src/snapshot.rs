@@ -12,7 +12,7 @@
 use crate::ids::{Position, Seq, StreamId};
 use crate::session::Sessions;
 use dcms_core::store::LogHash;
-use dcms_core::{ClinicState, Record, Reply, StateDigest};
+use dcms_core::{ClinicState, Record, Reply, Retained, StateDigest};
 use serde::{Deserialize, Serialize};
 
 /// One stream's part of a snapshot.
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub digest: StateDigest,
     pub records: Vec<Record>,
     pub streams: Vec<StreamSnapshot>,
+    /// The retained replies of FT requests.
+    pub retained: Vec<Retained>,
 }
 
 impl Snapshot {
@@ -51,6 +53,7 @@ impl Snapshot {
             digest: state.digest(),
             records: state.records().cloned().collect(),
             streams: sessions.export(),
+            retained: sessions.export_retained(),
         }
     }
 
@@ -65,6 +68,6 @@ impl Snapshot {
             "snapshot at {} does not match its digest",
             self.position
         );
-        (state, Sessions::import(keep, &self.streams))
+        (state, Sessions::import(keep, &self.streams, &self.retained))
     }
 }

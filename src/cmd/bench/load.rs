@@ -31,6 +31,8 @@ pub enum OpMix {
 
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
+    #[command(flatten)]
+    ft: crate::cmd::common::FtArgs,
     /// The front end: a corbaloc, corbaname or IOR string.
     #[arg(long, conflicts_with_all = ["ior_file", "spawn"])]
     url: Option<String>,
@@ -123,6 +125,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             // One sequential caller per connection: one I/O thread is enough.
             let opts = ClientOptions {
                 io_threads: 1,
+                ft: args.ft.options(),
                 ..ClientOptions::default()
             };
             ClinicClient::connect(&reference, &opts)

@@ -25,6 +25,7 @@ fn execute_all(state: &mut ClinicState, first_position: u64, reqs: &[Request]) -
                 },
                 effect,
                 reply,
+                ft: None,
             }
         })
         .collect()
@@ -434,7 +435,8 @@ fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
             StateDigest::default(),
             &records,
             &heads,
-            replies.iter().map(|(k, p, r)| (*k, *p, r))
+            replies.iter().map(|(k, p, r)| (*k, *p, r)),
+            &[],
         )
         .is_err());
     assert_eq!(store.last_applied(), 7);
@@ -448,6 +450,7 @@ fn install_replaces_everything_and_drops_the_uncommitted_audit_suffix() {
             &records,
             &heads,
             replies.iter().map(|(k, p, r)| (*k, *p, r)),
+            &[],
         )
         .unwrap();
     assert_eq!(store.last_applied(), 5);
@@ -513,7 +516,7 @@ fn the_log_hash_chains_every_commit_and_survives_reopen_and_install() {
     let one: Vec<Record> = state.records().take(1).cloned().collect();
     let digest = StateDigest::of(&one);
     store
-        .install(1, Some(base), digest, &one, &[], std::iter::empty())
+        .install(1, Some(base), digest, &one, &[], std::iter::empty(), &[])
         .unwrap();
     assert_eq!(store.log_hash(), Some(base));
     drop(store);
@@ -714,4 +717,84 @@ fn forgetting_a_streams_replies_keeps_its_head() {
         "the head survives a reopen"
     );
     assert!(store.reply(key(6)).unwrap().is_none());
+}
+
+#[test]
+fn retained_replies_survive_reopen_snapshot_and_install_and_expire_in_log_time() {
+    let dir = TempDir::new().unwrap();
+    let mut state = ClinicState::new();
+    let mut entries = execute_all(
+        &mut state,
+        1,
+        &[doctor("MTL0001", "Doe"), nurse("LVL0001", "Roe")],
+    );
+    let ft = |retention_id, expires_ms| FtRequest {
+        client_id: "client-a".into(),
+        retention_id,
+        expires_ms,
+    };
+    // Entry 1 executes identity 5; entry 2 is a retry of it (same reply).
+    entries[0].ft = Some(ft(5, 10_000));
+    entries[1].ft = Some(ft(5, 10_000));
+    entries[1].reply = entries[0].reply.clone();
+    {
+        let mut store = open(&dir, "r.db");
+        store.commit(&entries).unwrap();
+    }
+    let store = open(&dir, "r.db");
+    let retained = store.retained().unwrap();
+    assert_eq!(retained.len(), 1, "one row per identity: {retained:?}");
+    assert_eq!(retained[0].position, 1, "the first entry is retained");
+    assert_eq!(retained[0].reply, entries[0].reply);
+
+    // A snapshot carries it; a restored store has it.
+    let mut store = store;
+    let mut chunks = Vec::new();
+    store
+        .write_snapshot(64, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    let restored =
+        Store::restore(dir.path().join("restored.db"), SyncMode::Normal, chunks).unwrap();
+    assert_eq!(restored.retained().unwrap(), retained);
+
+    // An install replaces the retained replies with the snapshot's.
+    let records: Vec<Record> = state.records().cloned().collect();
+    store
+        .install(
+            2,
+            None,
+            state.digest(),
+            &records,
+            &[],
+            std::iter::empty(),
+            &[],
+        )
+        .unwrap();
+    assert!(store.retained().unwrap().is_empty());
+    store
+        .install(
+            2,
+            None,
+            state.digest(),
+            &records,
+            &[],
+            std::iter::empty(),
+            &retained,
+        )
+        .unwrap();
+    assert_eq!(store.retained().unwrap(), retained);
+
+    // Expiry follows the log's time: an entry executed after the
+    // expiration and the grace deletes the row, one before does not.
+    let mut later = execute_all(&mut state, 3, &[doctor("MTL0002", "Late")]);
+    later[0].effect.audit.time_ms = 10_000 + RETAINED_GRACE_MS;
+    store.commit(&later).unwrap();
+    assert_eq!(store.retained().unwrap().len(), 1, "within the grace");
+    let mut last = execute_all(&mut state, 4, &[doctor("MTL0002", "Later")]);
+    last[0].effect.audit.time_ms = 10_001 + RETAINED_GRACE_MS + 1_000;
+    store.commit(&last).unwrap();
+    assert!(store.retained().unwrap().is_empty(), "expired");
 }

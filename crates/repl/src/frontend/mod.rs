@@ -27,7 +27,7 @@ use crate::wire::{
     Decoder, Encoder, Header, KeyId, Message, Reassembler, Transmit, WireConfig, WireError,
     REPLICA_KEY,
 };
-use dcms_core::{Reply, Request};
+use dcms_core::{FtRequest, Reply, Request};
 use rto::RttEstimator;
 use std::collections::BTreeMap;
 
@@ -110,6 +110,11 @@ pub enum ClientOutcome {
     Reply(Reply),
     /// No reply within the deadline; the request may or may not execute.
     Unknown,
+    /// Certainly not executed, and never will be: its FT expiration passed
+    /// while the leader reached no majority (the leader's final
+    /// `Unavailable`). The request stays in the stream, which is ordered;
+    /// its logged refusal arrives later as a late reply.
+    NotExecuted(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +159,8 @@ pub struct FrontEndStats {
     pub leader_changes: u64,
     /// Requests a leader refused for want of a majority.
     pub unavailable: u64,
+    /// Requests completed as certainly not executed (expired, no majority).
+    pub not_executed: u64,
     pub duplicate_replies: u64,
     pub timeouts: u64,
     /// Requests the leader executed but whose reply it no longer keeps:
@@ -168,8 +175,10 @@ pub struct FrontEndStats {
 #[derive(Debug)]
 struct Pending {
     request: Request,
+    /// The client's FT identity, sent with every transmission.
+    ft: Option<FtRequest>,
     deadline: u64,
-    reported_unknown: bool,
+    reported: bool,
     /// (first sent, last sent, transmissions), once sent.
     sent: Option<(u64, u64, u32)>,
 }
@@ -277,6 +286,14 @@ impl FrontEnd {
     /// id its completion will carry: its sequence number, or for a
     /// read-only request a read id with [`READ_ID_BIT`] set.
     pub fn submit(&mut self, now_ms: u64, request: Request) -> Seq {
+        self.submit_ft(now_ms, request, None)
+    }
+
+    /// Like [`FrontEnd::submit`], with the client's FT-CORBA identity: the
+    /// leader executes it at most once across every stream and front end
+    /// (a retry gets the first execution's reply), and not after its
+    /// expiration. Read-only requests ignore it (a read may run again).
+    pub fn submit_ft(&mut self, now_ms: u64, request: Request, ft: Option<FtRequest>) -> Seq {
         self.expire_deadlines(now_ms);
         if request.is_read_only() {
             let id = self.next_read;
@@ -285,8 +302,9 @@ impl FrontEnd {
                 id,
                 Pending {
                     request,
+                    ft: None,
                     deadline: now_ms + self.config.outcome_timeout_ms,
-                    reported_unknown: false,
+                    reported: false,
                     sent: None,
                 },
             );
@@ -299,8 +317,9 @@ impl FrontEnd {
             seq,
             Pending {
                 request,
+                ft,
                 deadline: now_ms + self.config.outcome_timeout_ms,
-                reported_unknown: false,
+                reported: false,
                 sent: None,
             },
         );
@@ -331,6 +350,7 @@ impl FrontEnd {
         self.outbox.push(Message::Request {
             seq,
             request: p.request.clone(),
+            ft: p.ft.clone(),
         });
     }
 
@@ -474,7 +494,7 @@ impl FrontEnd {
                 match self.pending.remove(&seq) {
                     Some(p) if sent => {
                         self.stats.forgotten += 1;
-                        if !p.reported_unknown {
+                        if !p.reported {
                             self.completions.push(Completion {
                                 seq,
                                 outcome: ClientOutcome::Unknown,
@@ -506,12 +526,26 @@ impl FrontEnd {
                     }
                 }
             }
-            Message::Unavailable { seq, reason } => {
-                if self.pending.get(&seq).is_some_and(|p| p.sent.is_some()) {
-                    self.stats.unavailable += 1;
-                    self.unavailable.push((seq, reason));
-                } else {
+            Message::Unavailable {
+                seq,
+                reason,
+                expired,
+            } => {
+                let Some(p) = self.pending.get_mut(&seq).filter(|p| p.sent.is_some()) else {
                     self.stats.unexpected += 1;
+                    return;
+                };
+                self.stats.unavailable += 1;
+                // Final only for a request that carries an expiration.
+                if expired && p.ft.is_some() && !p.reported {
+                    p.reported = true;
+                    self.stats.not_executed += 1;
+                    self.completions.push(Completion {
+                        seq,
+                        outcome: ClientOutcome::NotExecuted(reason),
+                    });
+                } else {
+                    self.unavailable.push((seq, reason));
                 }
             }
             _ => self.stats.unexpected += 1,
@@ -537,7 +571,7 @@ impl FrontEnd {
             self.rtt.sample(now_ms.saturating_sub(first));
         }
         self.fast_retransmit(now_ms, seq);
-        if p.reported_unknown {
+        if p.reported {
             self.late_replies.push((seq, reply));
         } else {
             self.completions.push(Completion {
@@ -630,8 +664,8 @@ impl FrontEnd {
             });
         }
         for (&seq, p) in &mut self.pending {
-            if !p.reported_unknown && p.deadline <= now_ms {
-                p.reported_unknown = true;
+            if !p.reported && p.deadline <= now_ms {
+                p.reported = true;
                 self.stats.timeouts += 1;
                 self.completions.push(Completion {
                     seq,
@@ -649,7 +683,7 @@ impl FrontEnd {
             .chain(self.reads.values())
             .flat_map(|p| {
                 let retransmit = self.retransmit_at(p);
-                let deadline = (!p.reported_unknown).then_some(p.deadline);
+                let deadline = (!p.reported).then_some(p.deadline);
                 retransmit.into_iter().chain(deadline)
             })
             .chain(probe)

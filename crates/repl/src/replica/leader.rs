@@ -43,7 +43,7 @@ use crate::session::Lookup;
 use crate::snapshot::Snapshot;
 use crate::wire::Message;
 use dcms_core::store::LogHash;
-use dcms_core::{LogEntry, Request, RequestKey, StateDigest};
+use dcms_core::{DomainError, FtRequest, LogEntry, Request, RequestKey, StateDigest};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -137,7 +137,7 @@ pub(super) struct LeaderState {
     committed_digest: StateDigest,
     backups: BTreeMap<NodeId, BackupProgress>,
     /// Requests held back beyond each stream's next expected number.
-    held: BTreeMap<StreamId, BTreeMap<Seq, Request>>,
+    held: BTreeMap<StreamId, BTreeMap<Seq, (Request, Option<FtRequest>)>>,
     /// When to NACK each stream with a gap.
     nack_at: BTreeMap<StreamId, u64>,
     phase: Phase,
@@ -634,6 +634,7 @@ impl LeaderState {
         stream: StreamId,
         seq: Seq,
         request: Request,
+        ft: Option<FtRequest>,
     ) {
         if seq == 0 {
             core.stats.unexpected += 1;
@@ -668,13 +669,32 @@ impl LeaderState {
         if reachable < core.config.majority() {
             // Executing now could only be undone: refuse, and say why.
             core.stats.unavailable += 1;
-            let reason = format!(
-                "the leader reaches {reachable} of {} replicas, fewer than a majority",
-                core.config.group.len()
-            );
+            // Final when the request has expired (by more than the skew
+            // margin) and its identity never executed: this serving
+            // leader's log holds everything that may have committed, and
+            // no leader executes an expired request (see `execute`).
+            let expired = ft.as_ref().is_some_and(|ft| {
+                now_ms >= ft.expires_ms.saturating_add(core.config.clock_skew_ms)
+                    && core.sessions.retained(ft).is_none()
+            });
+            let reason = if expired {
+                format!(
+                    "not executed: the request expired while the leader reached {reachable} of {} replicas, fewer than a majority",
+                    core.config.group.len()
+                )
+            } else {
+                format!(
+                    "the leader reaches {reachable} of {} replicas, fewer than a majority",
+                    core.config.group.len()
+                )
+            };
             core.send(
                 NodeId::of_stream(stream),
-                Message::Unavailable { seq, reason },
+                Message::Unavailable {
+                    seq,
+                    reason,
+                    expired,
+                },
             );
             return;
         }
@@ -684,7 +704,7 @@ impl LeaderState {
                 return;
             }
             let held = self.held.entry(stream).or_default();
-            if held.insert(seq, request).is_none() {
+            if held.insert(seq, (request, ft)).is_none() {
                 core.stats.held_back += 1;
             }
             self.nack_at
@@ -696,7 +716,7 @@ impl LeaderState {
             core.stats.backpressure_drops += 1;
             return;
         }
-        self.execute(core, now_ms, RequestKey { stream, seq }, &request);
+        self.execute(core, now_ms, RequestKey { stream, seq }, &request, ft);
         self.drain_held(core, now_ms, stream);
     }
 
@@ -704,10 +724,11 @@ impl LeaderState {
     fn drain_held(&mut self, core: &mut Core, now_ms: u64, stream: StreamId) {
         while self.window.len() < core.config.max_window {
             let next = core.sessions.head(stream) + 1;
-            let Some(request) = self.held.get_mut(&stream).and_then(|h| h.remove(&next)) else {
+            let Some((request, ft)) = self.held.get_mut(&stream).and_then(|h| h.remove(&next))
+            else {
                 break;
             };
-            self.execute(core, now_ms, RequestKey { stream, seq: next }, &request);
+            self.execute(core, now_ms, RequestKey { stream, seq: next }, &request, ft);
         }
         if self.held.get(&stream).is_some_and(|h| h.is_empty()) {
             self.held.remove(&stream);
@@ -715,19 +736,55 @@ impl LeaderState {
         }
     }
 
-    fn execute(&mut self, core: &mut Core, now_ms: u64, key: RequestKey, request: &Request) {
+    /// Executes `request` as the stream's next number, into the log. With
+    /// an FT identity that already executed (in any stream), the entry
+    /// changes nothing and carries the first execution's reply; with one
+    /// whose expiration has passed, it changes nothing and says so.
+    fn execute(
+        &mut self,
+        core: &mut Core,
+        now_ms: u64,
+        key: RequestKey,
+        request: &Request,
+        ft: Option<FtRequest>,
+    ) {
         assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
         if matches!(request, Request::ListRecords { .. }) {
             // A leader that was a backup builds the index at its first list.
             core.state.keep_name_index(true);
         }
-        let (reply, effect) = core.state.execute(request, now_ms);
+        let (mut reply, mut effect) = core.state.execute(request, now_ms);
+        if let Some(ft) = &ft {
+            if let Some(first) = core.sessions.retained(ft) {
+                core.stats.ft_retries += 1;
+                reply = first.reply.clone();
+                effect.change = None;
+                effect.audit.outcome = format!(
+                    "retry of {}/{} (position {}): {}",
+                    ft.client_id,
+                    ft.retention_id,
+                    first.position,
+                    dcms_core::state::outcome_text(&reply)
+                );
+            } else if now_ms >= ft.expires_ms {
+                core.stats.ft_expired += 1;
+                reply = Err(DomainError::Exhausted {
+                    reason: format!(
+                        "not executed: the request expired {} ms before it could run",
+                        now_ms - ft.expires_ms
+                    ),
+                });
+                effect.change = None;
+                effect.audit.outcome = dcms_core::state::outcome_text(&reply);
+            }
+        }
         let entry = Arc::new(LogEntry {
             position: core.applied + 1,
             key,
             effect,
             reply,
+            ft,
         });
         core.apply(Arc::clone(&entry));
         core.stats.executed += 1;

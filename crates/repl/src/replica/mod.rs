@@ -126,7 +126,16 @@ pub struct ReplicaConfig {
     /// Front-end streams known at most; a new one beyond makes room by
     /// forgetting the longest silent.
     pub max_streams: usize,
+    /// How far apart the replicas' clocks may be: a leader without a
+    /// majority calls its refusal of an FT request final (not executed,
+    /// ever) only this long after the request's expiration, so that no
+    /// other leader whose clock is behind by less still executes it.
+    pub clock_skew_ms: u64,
 }
+
+/// The replicas' clocks are assumed within this of each other (NTP keeps
+/// hosts within milliseconds; loopback shares one clock).
+pub const DEFAULT_CLOCK_SKEW_MS: u64 = 500;
 
 /// How long a silent front-end stream is remembered, by default.
 pub const DEFAULT_STREAM_EXPIRY_MS: u64 = 5 * 60 * 1000;
@@ -157,6 +166,7 @@ impl ReplicaConfig {
             max_transfer: 1024,
             stream_expiry_ms: DEFAULT_STREAM_EXPIRY_MS,
             max_streams: DEFAULT_MAX_STREAMS,
+            clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
         }
     }
 
@@ -310,6 +320,11 @@ pub struct ReplicaStats {
     /// Reads executed without the log, and answered.
     pub reads: u64,
     pub reads_answered: u64,
+    /// FT requests whose identity had executed already (a retry, possibly
+    /// through another front end): logged with the first reply, no change.
+    pub ft_retries: u64,
+    /// FT requests refused because their expiration had passed.
+    pub ft_expired: u64,
 }
 
 /// What the shell must do after feeding inputs.
@@ -1025,8 +1040,8 @@ impl Replica {
         let from_replica = self.core.is_replica(from);
         let serving = self.serving();
         match (&mut self.role, message) {
-            (RoleState::Leader(l), Message::Request { seq, request }) if !from_replica => {
-                l.on_request(&mut self.core, now_ms, from.0, seq, request)
+            (RoleState::Leader(l), Message::Request { seq, request, ft }) if !from_replica => {
+                l.on_request(&mut self.core, now_ms, from.0, seq, request, ft)
             }
             (RoleState::Leader(l), Message::Read { id, request }) if !from_replica => {
                 l.on_read(&mut self.core, now_ms, from.0, id, request)

@@ -10,6 +10,8 @@ const L: NodeId = NodeId(1);
 const B1: NodeId = NodeId(2);
 const B2: NodeId = NodeId(3);
 const FE: NodeId = NodeId(100);
+/// A second front end (its key is in `wire()` too).
+const FE2: NodeId = NodeId(101);
 
 fn wire() -> WireConfig {
     WireConfig::new(5, b"k".to_vec())
@@ -30,7 +32,11 @@ fn replica(me: NodeId) -> Replica {
 /// One datagram from `from` to `to`, signed with the key `from` holds. Each
 /// call is a new incarnation of the sender, so receivers take it as new.
 fn encode(from: NodeId, to: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u8> {
-    let key = if from == FE { FE.0 } else { REPLICA_KEY };
+    let key = if from == FE || from == FE2 {
+        from.0
+    } else {
+        REPLICA_KEY
+    };
     let incarnation = crate::wire::next_test_incarnation();
     let mut d = Encoder::new(wire(), from, epoch)
         .with_incarnation(incarnation)
@@ -58,6 +64,7 @@ fn request(seq: Seq) -> Vec<u8> {
         &[Message::Request {
             seq,
             request: create(seq as u32),
+            ft: None,
         }],
     )
 }
@@ -326,6 +333,7 @@ fn stale_epochs_and_strangers_are_refused() {
         &[Message::Request {
             seq: 1,
             request: create(1),
+            ft: None,
         }],
     );
     b.handle_datagram(0, &misdirected).unwrap();
@@ -477,6 +485,7 @@ fn silent_streams_expire_and_the_number_of_streams_is_bounded() {
                 &[Message::Request {
                     seq,
                     request: create(seq as u32),
+                    ft: None,
                 }],
             )
             .remove(0)
@@ -668,4 +677,66 @@ fn streams_never_heard_since_the_start_lose_their_replies_once() {
     assert_eq!(again.sessions().head(FE.0), 1);
     again.tick(5_000);
     assert!(again.ready().forgotten_replies.is_empty(), "once");
+}
+
+#[test]
+fn an_ft_identity_executes_once_across_streams_and_never_after_its_expiration() {
+    let mut l = replica(L);
+    let ft = |retention_id, expires_ms| dcms_core::FtRequest {
+        client_id: "client".into(),
+        retention_id,
+        expires_ms,
+    };
+    let req = |from: NodeId, seq: Seq, n: u32, ft| {
+        encode(
+            from,
+            L,
+            1,
+            &[Message::Request {
+                seq,
+                request: create(n),
+                ft: Some(ft),
+            }],
+        )
+    };
+    l.handle_datagram(1_000, &req(FE, 1, 1, ft(1, 5_000)))
+        .unwrap();
+    // The same request retried through another front end.
+    l.handle_datagram(1_100, &req(FE2, 1, 1, ft(1, 5_000)))
+        .unwrap();
+    // A new one that arrives after its expiration.
+    l.handle_datagram(5_000, &req(FE, 2, 2, ft(2, 5_000)))
+        .unwrap();
+    let (_, persist, _) = out(&mut l);
+    assert_eq!(persist.len(), 3, "{persist:?}");
+    assert!(persist[0].effect.change.is_some(), "the first try executes");
+    assert_eq!(
+        persist[1].key,
+        RequestKey {
+            stream: FE2.0,
+            seq: 1
+        }
+    );
+    assert_eq!(persist[1].effect.change, None, "the retry changes nothing");
+    assert_eq!(
+        persist[1].reply, persist[0].reply,
+        "and answers as the first"
+    );
+    assert!(persist[1]
+        .effect
+        .audit
+        .outcome
+        .starts_with("retry of client/1"));
+    assert_eq!(
+        persist[2].effect.change, None,
+        "an expired request does not run"
+    );
+    assert!(
+        matches!(&persist[2].reply, Err(dcms_core::DomainError::Exhausted { reason }) if reason.contains("expired")),
+        "{:?}",
+        persist[2].reply
+    );
+    assert_eq!(l.stats().ft_retries, 1);
+    assert_eq!(l.stats().ft_expired, 1);
+    assert_eq!(l.sessions().retained_len(), 2);
 }

@@ -29,7 +29,7 @@ use crate::ids::{Epoch, NodeId, Position, Seq};
 use crate::replica::{Replica, Role};
 use crate::wire::{Encoder, Message, WireConfig, HEADER_LEN, MAGIC, REPLICA_KEY, VERSION};
 use dcms_core::store::LogHash;
-use dcms_core::{Batch, ClinicState, LogEntry, Reply, Request, RequestKey};
+use dcms_core::{Batch, ClinicState, FtRequest, LogEntry, Reply, Request, RequestKey};
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -119,6 +119,19 @@ pub(super) struct Checker {
     /// highest position it may reflect; the highest is filled in at the
     /// next step, once the committed log caught up with the leader's).
     read_answers: Vec<(Request, Reply, Position, Option<Position>)>,
+    /// The FT identity each write was submitted with.
+    ft_of: HashMap<RequestKey, FtRequest>,
+    /// Per FT identity: its first committed entry, reply, and whether it
+    /// changed anything.
+    ft_first: HashMap<(String, i32), (Position, Reply, bool)>,
+    /// FT identities a client was told were not executed.
+    ft_not_executed: BTreeSet<(String, i32)>,
+    /// Committed retries answered from a retained reply (coverage).
+    pub ft_retried: u64,
+    /// Of those, retries in another stream than the first execution's.
+    pub ft_retried_elsewhere: u64,
+    /// FT identities whose first entry changed something.
+    pub ft_executed: u64,
     pub unknown_outcomes: u64,
     pub late_replies: u64,
     pub healed_at: Option<u64>,
@@ -144,18 +157,34 @@ impl Checker {
             reads: HashMap::new(),
             reads_submitted: BTreeMap::new(),
             read_answers: Vec::new(),
+            ft_of: HashMap::new(),
+            ft_first: HashMap::new(),
+            ft_not_executed: BTreeSet::new(),
+            ft_retried: 0,
+            ft_retried_elsewhere: 0,
+            ft_executed: 0,
             unknown_outcomes: 0,
             late_replies: 0,
             healed_at: None,
         }
     }
 
-    pub fn on_submit(&mut self, now: u64, frontend: NodeId, seq: Seq, request: &Request) {
+    pub fn on_submit(
+        &mut self,
+        now: u64,
+        frontend: NodeId,
+        seq: Seq,
+        request: &Request,
+        ft: Option<&FtRequest>,
+    ) {
         let key = RequestKey {
             stream: frontend.0,
             seq,
         };
         self.submitted_at.insert(key, (now, self.max_answered));
+        if let Some(ft) = ft.filter(|_| !request.is_read_only()) {
+            self.ft_of.insert(key, ft.clone());
+        }
         if seq & READ_ID_BIT != 0 {
             assert!(request.is_read_only(), "only reads travel as reads");
             self.reads.insert(key, (request.clone(), self.max_answered));
@@ -359,6 +388,7 @@ impl Checker {
         // with what each replica counts as committed, and compare.
         for (id, r) in replicas {
             let c = r.committed();
+            let mut fresh = Vec::new();
             let log = self.logs.get_mut(id).expect("inserted");
             let from = log.checked.max(log.base) + 1;
             for p in from..=c.min(log.applied()) {
@@ -379,6 +409,7 @@ impl Checker {
                     if let Some(old) = self.executed.insert(e.key, p) {
                         panic!("{:?} committed twice, at {old} and {p}", e.key);
                     }
+                    fresh.push((p, e.clone()));
                     // A store wiped since it acknowledged may be counted by
                     // a leader that has not noticed yet: count amnesiacs.
                     let holding = disks.values().filter(|d| d.holds(&e)).count();
@@ -401,6 +432,9 @@ impl Checker {
                     self.committed.push(e);
                 }
                 log.checked = p;
+            }
+            for (p, e) in fresh {
+                self.check_ft(p, &e);
             }
         }
         for (_, _, _, upper) in &mut self.read_answers {
@@ -444,6 +478,24 @@ impl Checker {
                     None => self.on_reply(key, reply),
                 }
             }
+            ClientOutcome::NotExecuted(reason) => {
+                let ft = self
+                    .ft_of
+                    .get(&key)
+                    .unwrap_or_else(|| {
+                        panic!("{key:?} without an FT identity reported not executed: {reason}")
+                    })
+                    .clone();
+                assert!(
+                    now >= ft.expires_ms,
+                    "{key:?} reported not executed before its expiration"
+                );
+                let id = (ft.client_id.clone(), ft.retention_id);
+                if let Some((p, _, true)) = self.ft_first.get(&id) {
+                    panic!("{key:?} reported not executed, but {id:?} executed at {p}");
+                }
+                self.ft_not_executed.insert(id);
+            }
             ClientOutcome::Unknown => {
                 // Exactly at the deadline: not early, and not late either
                 // (the simulator fires every timer when it is due), unless
@@ -463,13 +515,69 @@ impl Checker {
             stream: frontend.0,
             seq,
         };
-        assert_eq!(
-            self.completions.get(&key),
-            Some(&ClientOutcome::Unknown),
-            "late reply to {key:?}, which did not time out"
-        );
+        match self.completions.get(&key) {
+            Some(ClientOutcome::Unknown) => {}
+            Some(ClientOutcome::NotExecuted(_)) => assert!(
+                reply.is_err(),
+                "{key:?} was reported not executed, and its late reply is {reply:?}"
+            ),
+            other => panic!("late reply to {key:?}, which completed as {other:?}"),
+        }
         self.late_replies += 1;
         self.on_reply(key, reply);
+    }
+
+    /// FT identities: the log carries the one the client sent; the first
+    /// entry of an identity executes it (unless expired by then); every
+    /// later one changes nothing and, while the reply is retained, carries
+    /// the first one's reply; one reported not executed never executes.
+    fn check_ft(&mut self, p: Position, e: &LogEntry) {
+        assert_eq!(
+            e.ft.as_ref(),
+            self.ft_of.get(&e.key),
+            "{:?} at {p} carries another FT identity than its client sent",
+            e.key
+        );
+        let Some(ft) = &e.ft else { return };
+        let id = (ft.client_id.clone(), ft.retention_id);
+        let time = e.effect.audit.time_ms;
+        match self.ft_first.get(&id) {
+            Some((first, reply, _)) => {
+                assert!(
+                    e.effect.change.is_none(),
+                    "{id:?} executed twice: at {first} and at {p}"
+                );
+                self.ft_retried += 1;
+                if self.committed[*first as usize - 1].key.stream != e.key.stream {
+                    self.ft_retried_elsewhere += 1;
+                }
+                if time <= ft.expires_ms + dcms_core::store::RETAINED_GRACE_MS {
+                    assert_eq!(
+                        &e.reply, reply,
+                        "the retry of {id:?} at {p} answers otherwise than the first at {first}"
+                    );
+                }
+            }
+            None => {
+                if time >= ft.expires_ms {
+                    assert!(
+                        e.effect.change.is_none(),
+                        "{id:?} executed at {p} after its expiration"
+                    );
+                }
+                if self.ft_not_executed.contains(&id) {
+                    assert!(
+                        e.effect.change.is_none(),
+                        "{id:?} was reported not executed, and executed at {p}"
+                    );
+                }
+                let changed = e.effect.change.is_some();
+                self.ft_first.insert(id, (p, e.reply.clone(), changed));
+                if changed {
+                    self.ft_executed += 1;
+                }
+            }
+        }
     }
 
     fn on_reply(&mut self, key: RequestKey, reply: &Reply) {

@@ -47,6 +47,14 @@ pub struct Coverage {
     pub reads_answered: u64,
     /// Silent streams whose replies were dropped (heads kept).
     pub replies_dropped: u64,
+    /// FT retries answered from a retained reply without executing again.
+    pub ft_retries: u64,
+    /// FT retries across front ends (another stream than the first try's).
+    pub ft_retried_elsewhere: u64,
+    /// FT requests refused in the log for having expired.
+    pub ft_expired: u64,
+    /// FT requests reported certainly not executed (expired, no majority).
+    pub ft_not_executed: u64,
 }
 
 impl Coverage {
@@ -84,6 +92,10 @@ impl Coverage {
         self.streams_forgotten += o.streams_forgotten;
         self.reads_answered += o.reads_answered;
         self.replies_dropped += o.replies_dropped;
+        self.ft_retries += o.ft_retries;
+        self.ft_retried_elsewhere += o.ft_retried_elsewhere;
+        self.ft_expired += o.ft_expired;
+        self.ft_not_executed += o.ft_not_executed;
     }
 
     pub(super) fn of(sim: &Sim) -> Coverage {
@@ -115,6 +127,9 @@ impl Coverage {
             c.streams_forgotten += s.streams_expired + s.streams_evicted;
             c.reads_answered += s.reads_answered;
             c.replies_dropped += s.replies_dropped;
+            if r.serving() {
+                c.ft_expired += s.ft_expired;
+            }
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
             assert_eq!(s.divergences, 0, "{id} saw divergence");
         }
@@ -127,8 +142,11 @@ impl Coverage {
             c.frontend_leader_changes += s.leader_changes;
             c.misaddressed += s.misaddressed;
             c.replays_refused += s.replayed;
+            c.ft_not_executed += s.not_executed;
             assert_eq!(s.oversize_dropped, 0, "{id} dropped an unencodable message");
         }
+        c.ft_retries = sim.check.ft_retried;
+        c.ft_retried_elsewhere = sim.check.ft_retried_elsewhere;
         c.unknown_outcomes = sim.check.unknown_outcomes;
         c.late_replies = sim.check.late_replies;
         c.backup_restarts = sim.counts.restarted;

@@ -33,13 +33,14 @@ mod net;
 mod tests;
 pub mod workload;
 
-use crate::frontend::{FrontEnd, FrontEndConfig};
+use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
 use crate::ids::NodeId;
 use crate::recover::Recovered;
 use crate::replica::{Replica, ReplicaConfig};
 use crate::wire::WireConfig;
 use check::Checker;
 pub use coverage::Coverage;
+use dcms_core::FtRequest;
 use disk::{Completed, Disk};
 use faults::Fault;
 use net::{Faults, NetStats, Network};
@@ -56,6 +57,10 @@ const SECRET: &[u8] = b"simulated cluster secret";
 /// Front end `i` sits at address `FRONTEND_BASE + i` and signs with key ID
 /// `FRONTEND_BASE + i` (its configured ID) and its own key.
 const FRONTEND_BASE: u64 = 100;
+
+/// Tries of one FT write at most: the first and the retries after an
+/// unknown outcome (a front end's restart does not count).
+const MAX_FT_TRIES: u32 = 2;
 
 fn frontend_key(slot: NodeId) -> Vec<u8> {
     format!("simulated key of front end {}", slot.0).into_bytes()
@@ -115,6 +120,16 @@ struct Client {
     remaining: u64,
     next_at: u64,
     max_gap_ms: u64,
+    /// Writes to send again with the same FT identity (their outcome was
+    /// unknown, or their front end restarted), through any front end.
+    retries: std::collections::VecDeque<(dcms_core::Request, FtRequest, u32)>,
+    next_retention: i32,
+}
+
+impl Client {
+    fn has_work(&self) -> bool {
+        self.remaining > 0 || !self.retries.is_empty()
+    }
 }
 
 /// Counts of the faults that happened.
@@ -159,6 +174,10 @@ struct Sim {
     created: u32,
     check: Checker,
     forged: u64,
+    /// FT writes not completed yet: (stream, seq) -> (client, request, identity).
+    ft_pending: BTreeMap<(u64, u64), (NodeId, dcms_core::Request, FtRequest, u32)>,
+    /// How long after its submission an FT write expires.
+    ft_expiry_ms: u64,
 }
 
 /// `DCMS_SIM_TRACE=1`: print view events and faults as they happen.
@@ -289,11 +308,15 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
                 remaining: share,
                 next_at: now,
                 max_gap_ms: pick(&mut rng, &[0, 5, 50]),
+                retries: Default::default(),
+                next_retention: 0,
             },
         );
     }
     // The workload lasts roughly this long; faults are scheduled inside it.
     let span = requests * 25 + 500;
+    // Some FT writes expire before a partition or a pause ends.
+    let ft_expiry_ms = pick(&mut rng, &[150, 1_000, 60_000]);
     let mut nodes: Vec<NodeId> = REPLICAS.to_vec();
     nodes.extend(frontends.keys());
     let fes: Vec<NodeId> = frontends.keys().copied().collect();
@@ -320,6 +343,8 @@ pub fn run_with(seed: u64, requests_override: Option<u64>) -> SimReport {
         counts: FaultCounts::default(),
         created: 0,
         forged: 0,
+        ft_pending: BTreeMap::new(),
+        ft_expiry_ms,
     };
     sim.run();
     SimReport {
@@ -380,7 +405,7 @@ impl Sim {
     fn quiet(&self) -> bool {
         if !self.restarts.is_empty()
             || !self.paused.is_empty()
-            || self.clients.values().any(|c| c.remaining > 0)
+            || self.clients.values().any(Client::has_work)
             || self.frontends.values().any(|f| f.unanswered() > 0)
             || !self.disks.values().all(Disk::is_idle)
         {
@@ -454,7 +479,7 @@ impl Sim {
         times.extend(
             self.clients
                 .iter()
-                .filter(|(id, c)| c.remaining > 0 && up(id))
+                .filter(|(id, c)| c.has_work() && up(id))
                 .map(|(_, c)| c.next_at),
         );
         times.extend(self.faults.iter().map(|f| f.0));
@@ -525,27 +550,55 @@ impl Sim {
         } else if let Some(id) = self
             .clients
             .iter()
-            .find(|(id, c)| c.remaining > 0 && c.next_at <= now && !self.paused.contains_key(id))
+            .find(|(id, c)| c.has_work() && c.next_at <= now && !self.paused.contains_key(id))
             .map(|(&id, _)| id)
         {
             let client = self.clients.get_mut(&id).expect("client");
-            client.remaining -= 1;
             client.next_at = now + self.rng.gen_range(0..=client.max_gap_ms);
-            let request = if self.reads_only.get(&id).is_some_and(|&until| now < until) {
-                workload::read_request(&mut self.rng, self.created + 2)
-            } else {
-                workload::request(&mut self.rng, self.created + 2)
-            };
-            if matches!(
-                request,
-                dcms_core::Request::CreateDoctor { .. } | dcms_core::Request::CreateNurse { .. }
-            ) {
-                self.created += 1;
-            }
-            let fe = self.frontends.get_mut(&id).expect("front end");
-            let seq = fe.submit(now, request.clone());
+            let (fe_id, request, ft, tries) =
+                if let Some((request, ft, tries)) = client.retries.pop_front() {
+                    // A retry goes through any front end that runs.
+                    let up: Vec<NodeId> = self
+                        .frontends
+                        .keys()
+                        .copied()
+                        .filter(|f| !self.paused.contains_key(f))
+                        .collect();
+                    (pick(&mut self.rng, &up), request, Some(ft), tries + 1)
+                } else {
+                    client.remaining -= 1;
+                    let request = if self.reads_only.get(&id).is_some_and(|&until| now < until) {
+                        workload::read_request(&mut self.rng, self.created + 2)
+                    } else {
+                        workload::request(&mut self.rng, self.created + 2)
+                    };
+                    if matches!(
+                        request,
+                        dcms_core::Request::CreateDoctor { .. }
+                            | dcms_core::Request::CreateNurse { .. }
+                    ) {
+                        self.created += 1;
+                    }
+                    // Most writes carry an FT identity, as `dcms client` sends.
+                    let ft = (!request.is_read_only() && self.rng.gen_bool(0.8)).then(|| {
+                        client.next_retention += 1;
+                        FtRequest {
+                            client_id: format!("client-{}", id.0),
+                            retention_id: client.next_retention,
+                            expires_ms: now + self.ft_expiry_ms,
+                        }
+                    });
+                    (id, request, ft, 1)
+                };
+            let fe = self.frontends.get_mut(&fe_id).expect("front end");
+            let seq = fe.submit_ft(now, request.clone(), ft.clone());
+            let stream = fe.stream();
             self.check
-                .on_submit(now, NodeId(fe.stream()), seq, &request);
+                .on_submit(now, NodeId(stream), seq, &request, ft.as_ref());
+            if let Some(ft) = ft.filter(|_| !request.is_read_only()) {
+                self.ft_pending
+                    .insert((stream, seq), (id, request, ft, tries));
+            }
         } else {
             unreachable!("a step without anything due at {now}");
         }
@@ -662,6 +715,19 @@ impl Sim {
                 };
                 self.counts.frontend_restarts += 1;
                 self.check.on_frontend_restart(old.stream());
+                // Its clients' FT writes without an answer are retried
+                // through whichever front end runs (this one once back).
+                let lost: Vec<(u64, u64)> = self
+                    .ft_pending
+                    .range((old.stream(), 0)..=(old.stream(), u64::MAX))
+                    .map(|(&k, _)| k)
+                    .collect();
+                for k in lost {
+                    let (client, request, ft, tries) = self.ft_pending.remove(&k).expect("listed");
+                    if let Some(cl) = self.clients.get_mut(&client) {
+                        cl.retries.push_back((request, ft, tries));
+                    }
+                }
                 // Same address, same key, a new random stream: the replicas'
                 // late replies to the old stream come here, and every
                 // datagram ever sent to this address is replayed at the new
@@ -750,6 +816,20 @@ impl Sim {
             let stream = NodeId(fe.stream());
             for c in ready.completions {
                 self.check.on_completion(now, stream, &c);
+                if let Some((client, request, ft, tries)) =
+                    self.ft_pending.remove(&(stream.0, c.seq))
+                {
+                    // An unknown outcome is retried with the same identity,
+                    // usually, a few times: it must not execute twice.
+                    if c.outcome == ClientOutcome::Unknown
+                        && tries < MAX_FT_TRIES
+                        && self.rng.gen_bool(0.8)
+                    {
+                        if let Some(cl) = self.clients.get_mut(&client) {
+                            cl.retries.push_back((request, ft, tries));
+                        }
+                    }
+                }
             }
             for (seq, reply) in ready.late_replies {
                 self.check.on_late_reply(stream, seq, &reply);

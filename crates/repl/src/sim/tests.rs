@@ -100,6 +100,13 @@ fn sim_many_seeds() {
             ("streams forgotten", c.streams_forgotten),
             ("reads answered without the log", c.reads_answered),
             ("silent streams' replies dropped", c.replies_dropped),
+            ("FT retries answered from the retained reply", c.ft_retries),
+            (
+                "FT retries through another front end",
+                c.ft_retried_elsewhere,
+            ),
+            ("FT requests refused as expired", c.ft_expired),
+            ("FT requests reported not executed", c.ft_not_executed),
             ("replayed datagrams", replayed),
         ] {
             assert!(count > 0, "no run exercised {path}");

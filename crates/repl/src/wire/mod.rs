@@ -49,7 +49,7 @@ pub use replay::ReplayWindow;
 
 use crate::ids::{ClusterId, Epoch, NodeId, Position, Seq};
 use dcms_core::store::LogHash;
-use dcms_core::{LogEntry, Reply, Request, StateDigest};
+use dcms_core::{FtRequest, LogEntry, Reply, Request, StateDigest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,7 +57,7 @@ use std::sync::Arc;
 /// The first bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"DCMS";
 /// The encoding version this code writes and reads.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes before the first frame: magic, version, then cluster, key, sender,
 /// to, epoch, incarnation and counter.
 pub const HEADER_LEN: usize = 4 + 1 + 7 * 8;
@@ -207,8 +207,14 @@ pub struct Fragment {
 /// datagram [`Header`]; a front end's stream is its sender ID.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// Front end to leader: request `seq` of the sender's stream.
-    Request { seq: Seq, request: Request },
+    /// Front end to leader: request `seq` of the sender's stream, with the
+    /// client's FT-CORBA identity when it sent one (a retry of the same
+    /// identity, in any stream, gets the first execution's reply).
+    Request {
+        seq: Seq,
+        request: Request,
+        ft: Option<FtRequest>,
+    },
     /// Leader to front end: the committed reply to request `seq`.
     Reply { seq: Seq, reply: Reply },
     /// Leader to front end: these numbers are missing; send them again.
@@ -285,7 +291,15 @@ pub enum Message {
     /// Leader to front end: request `seq` was not executed, because this
     /// leader does not reach a majority of the group (it will be, once it
     /// does or another leader takes over; the front end keeps retrying).
-    Unavailable { seq: Seq, reason: String },
+    /// `expired`: the request carries an FT expiration that has passed
+    /// (by more than the clock-skew margin) and was never executed: no
+    /// leader will execute it now, so the refusal is final and the front
+    /// end may tell the client "not executed".
+    Unavailable {
+        seq: Seq,
+        reason: String,
+        expired: bool,
+    },
     /// Front end to leader: a read-only request, outside the ordered
     /// stream (it changes nothing, so it is never logged nor deduplicated:
     /// a retry simply reads again). `id` is the front end's, per stream.

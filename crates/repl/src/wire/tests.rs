@@ -54,6 +54,16 @@ fn reply() -> impl Strategy<Value = Reply> {
     ]
 }
 
+fn ft() -> impl Strategy<Value = Option<FtRequest>> {
+    prop::option::of((".{0,60}", any::<i32>(), any::<u64>()).prop_map(
+        |(client_id, retention_id, expires_ms)| FtRequest {
+            client_id,
+            retention_id,
+            expires_ms,
+        },
+    ))
+}
+
 fn entry() -> impl Strategy<Value = LogEntry> {
     (
         1u64..u64::MAX,
@@ -61,8 +71,9 @@ fn entry() -> impl Strategy<Value = LogEntry> {
         1u64..u64::MAX,
         ".{0,200}",
         reply(),
+        ft(),
     )
-        .prop_map(|(position, stream, seq, arguments, reply)| LogEntry {
+        .prop_map(|(position, stream, seq, arguments, reply, ft)| LogEntry {
             position,
             key: RequestKey { stream, seq },
             effect: Effect {
@@ -77,12 +88,17 @@ fn entry() -> impl Strategy<Value = LogEntry> {
                 },
             },
             reply,
+            ft,
         })
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u64>(), request()).prop_map(|(seq, request)| Message::Request { seq, request }),
+        (any::<u64>(), request(), ft()).prop_map(|(seq, request, ft)| Message::Request {
+            seq,
+            request,
+            ft
+        }),
         (any::<u64>(), reply()).prop_map(|(seq, reply)| Message::Reply { seq, reply }),
         prop::collection::vec(any::<u64>(), 0..80)
             .prop_map(|missing| Message::RequestNack { missing }),
@@ -141,7 +157,13 @@ fn message() -> impl Strategy<Value = Message> {
                 epoch_start,
             }),
         any::<u64>().prop_map(|l| Message::LeaderIs { leader: NodeId(l) }),
-        (any::<u64>(), ".{0,40}").prop_map(|(seq, reason)| Message::Unavailable { seq, reason }),
+        (any::<u64>(), ".{0,40}", any::<bool>()).prop_map(|(seq, reason, expired)| {
+            Message::Unavailable {
+                seq,
+                reason,
+                expired,
+            }
+        }),
         (any::<u64>(), request()).prop_map(|(id, request)| Message::Read { id, request }),
         (any::<u64>(), reply()).prop_map(|(id, reply)| Message::ReadReply { id, reply }),
         any::<u64>().prop_map(|round| Message::ReadIndex { round }),
