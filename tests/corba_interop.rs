@@ -52,18 +52,20 @@ fn stubs() -> &'static Path {
     STUBS
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            let out = Command::new(tool("omniidl"))
-                .arg("-bpython")
-                .arg("-C")
-                .arg(dir.path())
-                .arg(repo().join("idl/dcms.idl"))
-                .output()
-                .expect("running omniidl");
-            assert!(
-                out.status.success(),
-                "omniidl failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            for idl in ["idl/dcms.idl", "tests/interop/ft.idl"] {
+                let out = Command::new(tool("omniidl"))
+                    .arg("-bpython")
+                    .arg("-C")
+                    .arg(dir.path())
+                    .arg(repo().join(idl))
+                    .output()
+                    .expect("running omniidl");
+                assert!(
+                    out.status.success(),
+                    "omniidl failed on {idl}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             dir
         })
         .path()
@@ -1332,6 +1334,24 @@ fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
     assert!(ior.starts_with("IOR:"), "the IOR file holds an IOR: {ior}");
     // With the IOR, omniORB negotiates code sets: UTF-8 carries any text.
     run_python_client_with(ior.trim(), &["-ORBnativeCharCodeSet", "UTF-8"]);
+}
+
+/// An omniORBpy client sending the standard `FT_REQUEST` context (encoded
+/// by omniORB itself) gets one execution per retention ID, and the
+/// refusals FT-CORBA calls for.
+#[test]
+fn python_ft_client_gets_one_execution_per_retention_id() {
+    let cluster = replicated_cluster();
+    let out = python("ft_client.py")
+        .arg(&cluster.corbaloc)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok "),
+        "ft_client.py failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // --- the robustness tests, once per target ----------------------------------
