@@ -8,6 +8,8 @@
 //! - [`server`]: [`serve`], an ORB serving a `ClinicService` at
 //!   `corbaloc:iiop:HOST:PORT/DCMS`, optionally bound in CosNaming.
 //! - [`client`]: [`ClinicClient`], typed stubs of the seven operations.
+//! - [`group`]: the group reference naming every front end of a cluster
+//!   ([`group_corbaloc`], [`group_ior`]).
 //!
 //! Built on rustorb-core 0.2 (a patched copy: `vendor/rustorb-core`, see
 //! its PATCHES.md); the stubs and skeleton are hand-written.
@@ -20,12 +22,14 @@
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 
 pub mod client;
+pub mod group;
 pub mod idl;
 pub mod servant;
 pub mod server;
 pub mod service;
 
 pub use client::{CallError, ClientOptions, ClinicClient};
+pub use group::{group_corbaloc, group_ior};
 pub use idl::{DcmsException, IdlRecord, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions};
