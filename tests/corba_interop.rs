@@ -1446,6 +1446,87 @@ fn python_client_survives_the_kill_of_its_front_end(reference: impl Fn(&LocalClu
     drop(proc);
 }
 
+/// `dcms frontend --config ... --id N --naming URL` binds the group
+/// reference (every front end of the configuration), not its own: a
+/// client resolving the name gets the first front end's address with the
+/// others as alternates.
+#[test]
+fn a_replicated_front_end_binds_the_group_reference_in_the_naming_service() {
+    let cluster = replicated_cluster_with(&["--frontends", "2", "--restart-after-ms", "0"]);
+    let ports: Vec<u16> = cluster
+        .config
+        .frontends
+        .iter()
+        .map(|f| f.iiop.port())
+        .collect();
+    // Front end 101 is started again by hand, with --naming.
+    let pid = cluster.pid_of("frontend-101").expect("frontend-101 runs");
+    // SAFETY: kill(2) on a PID of a process this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let t0 = Instant::now();
+    while alive(pid) || TcpStream::connect(("127.0.0.1", ports[1])).is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "frontend-101 exits");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_names, nport) = start_omninames(tmp.path());
+    let naming = format!("corbaloc:iiop:127.0.0.1:{nport}/NameService");
+    let mut child = Command::new(DCMS)
+        .arg("frontend")
+        .arg("--config")
+        .arg(cluster.data_dir.join("frontend-101.toml"))
+        .args(["--id", "101", "--naming", &naming])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _fe = Proc {
+        child,
+        name: "dcms frontend --id 101",
+    };
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("naming "))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l == &format!("port {}", ports[1])),
+        "{lines:?}"
+    );
+    let corbaname = format!("corbaname:iiop:127.0.0.1:{nport}#DCMS/ClinicManagement");
+    let client = ClinicClient::connect(&corbaname, &ClientOptions::default()).unwrap();
+    let ior = client.object().ior();
+    assert_eq!(ior.profiles.len(), 1, "{ior:?}");
+    let profile = ior.profiles[0].iiop().unwrap();
+    assert_eq!(profile.port, ports[0], "the first front end's address");
+    let alternates: Vec<u16> = profile
+        .alternate_addresses()
+        .unwrap()
+        .iter()
+        .map(|a| a.port)
+        .collect();
+    assert_eq!(
+        alternates,
+        [ports[1]],
+        "the other front end as an alternate"
+    );
+    let group = client
+        .orb()
+        .string_to_object(&cluster.group_ior())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ior, group.ior(), "the group IOR itself");
+    assert_eq!(
+        client.get_record_counts("MTL0001").unwrap(),
+        "MTL 0, LVL 0, DDO 0"
+    );
+}
+
 // --- the robustness tests, once per target ----------------------------------
 
 /// The GIOP robustness tests against `dcms frontend --standalone`.
