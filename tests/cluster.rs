@@ -326,7 +326,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// group IOR in `dcms.ior` reaches the cluster too.
 #[test]
 fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
     let cluster = up(&[
@@ -384,13 +384,18 @@ fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
 
     // Calls go on in a thread while the front end is killed.
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let caller = {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
         std::thread::spawn(move || {
             let mut outcomes = Vec::new();
             let mut i = 1000;
             while !stop.load(Ordering::Relaxed) {
-                outcomes.push(create(&client, i));
+                let outcome = create(&client, i);
+                if outcome.is_ok() {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+                outcomes.push(outcome);
                 i += 1;
             }
             outcomes
@@ -401,7 +406,11 @@ fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // Until 30 more calls were answered (the restart is 3 s away).
+    let at_kill = answered.load(Ordering::Relaxed);
+    eventually("calls are answered after the kill", || {
+        answered.load(Ordering::Relaxed) >= at_kill + 30
+    });
     stop.store(true, Ordering::Relaxed);
     let outcomes = caller.join().unwrap();
     let failed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();

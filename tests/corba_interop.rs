@@ -1413,7 +1413,11 @@ fn python_client_survives_the_kill_of_its_front_end(reference: impl Fn(&LocalClu
     unsafe {
         libc::kill(victim as i32, libc::SIGKILL);
     }
-    thread::sleep(Duration::from_millis(2000));
+    // Until front end 101 has taken 20 calls (or 15 s have passed).
+    let t0 = Instant::now();
+    while requests_of(&cluster, 101) < before_101 + 20 && t0.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(50));
+    }
     writeln!(stdin, "stop").unwrap();
     drop(stdin);
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
