@@ -1,5 +1,5 @@
 //! Multi-process tests of the replicated cluster: `dcms up` on free loopback
-//! ports (a front end and three replicas, each its own process), writes
+//! ports (two front ends and three replicas, each its own process), writes
 //! through CORBA, then the replicas' SQLite files are compared.
 
 use dcms_core::{Store, SyncMode};
@@ -218,13 +218,14 @@ fn killing_the_front_end_under_load_never_hands_a_client_another_answer() {
                 })
             })
             .collect();
-    // Three kills, each once the front end came back and served again.
+    // Three kills of the first front end (the one the group reference
+    // names first), each once it came back and served again.
     let mut killed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while killed.len() < 3 {
         assert!(Instant::now() < deadline, "the front end did not come back");
         std::thread::sleep(Duration::from_millis(400));
-        let Some(pid) = cluster.pid_of("frontend") else {
+        let Some(pid) = cluster.pid_of("frontend-100") else {
             continue;
         };
         if killed.contains(&pid) {
@@ -298,4 +299,189 @@ fn killing_the_front_end_under_load_never_hands_a_client_another_answer() {
         })
         .collect();
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
+}
+
+/// How many requests front end `id` has taken, from its status file.
+fn requests_of(cluster: &LocalCluster, id: u64) -> Option<u64> {
+    dcms_node::status::read_all(&cluster.data_dir)
+        .into_iter()
+        .find(|s| s.name == format!("frontend-{id}"))
+        .and_then(|s| s.stats["requests"].as_u64())
+}
+
+/// Waits up to 10 s for `check` to hold.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Two front ends; a client of the group corbaloc works through the first.
+/// That front end is killed (kill -9) while the client keeps calling: at
+/// most the call in flight fails (COMM_FAILURE or TRANSIENT, completed
+/// maybe), and every later call is answered, through the other front end.
+/// `dcms up` restarts the killed one, and `dcms status` shows both. The
+/// group IOR in `dcms.ior` reaches the cluster too.
+#[test]
+fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let cluster = up(&[
+        "--replicas",
+        "3",
+        "--frontends",
+        "2",
+        "--sync",
+        "normal",
+        "--restart-after-ms",
+        "3000",
+    ]);
+    assert_eq!(cluster.config.frontends.len(), 2);
+    let ports: Vec<u16> = cluster
+        .config
+        .frontends
+        .iter()
+        .map(|f| f.iiop.port())
+        .collect();
+    assert_eq!(
+        cluster.corbaloc,
+        format!(
+            "corbaloc:iiop:127.0.0.1:{},:127.0.0.1:{}/DCMS",
+            ports[0], ports[1]
+        )
+    );
+    let opts = dcms_corba::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(10),
+        ..dcms_corba::ClientOptions::default()
+    };
+    let client = dcms_corba::ClinicClient::connect(&cluster.corbaloc, &opts).unwrap();
+    let create = |c: &dcms_corba::ClinicClient, i: usize| {
+        c.create_n_record(
+            "MTL0001",
+            "Ann",
+            &format!("Ng{i}"),
+            "senior",
+            "active",
+            "2024-01-31",
+        )
+    };
+    for i in 0..20 {
+        create(&client, i).unwrap();
+    }
+    eventually("front end 100 took the first 20 requests", || {
+        requests_of(&cluster, 100).is_some_and(|n| n >= 20)
+    });
+    let before_101 = requests_of(&cluster, 101).expect("front end 101 runs");
+    assert!(
+        before_101 < 20,
+        "the group reference goes to the first front end: 101 took {before_101}"
+    );
+    let victim = cluster.pid_of("frontend-100").unwrap();
+
+    // Calls go on in a thread while the front end is killed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut outcomes = Vec::new();
+            let mut i = 1000;
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = create(&client, i);
+                if outcome.is_ok() {
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+                outcomes.push(outcome);
+                i += 1;
+            }
+            outcomes
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on a PID of a process this test started.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    // Until 30 more calls were answered (the restart is 3 s away).
+    let at_kill = answered.load(Ordering::Relaxed);
+    eventually("calls are answered after the kill", || {
+        answered.load(Ordering::Relaxed) >= at_kill + 30
+    });
+    stop.store(true, Ordering::Relaxed);
+    let outcomes = caller.join().unwrap();
+    let failed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    let first_failure = outcomes.iter().position(|o| o.is_err());
+    eprintln!(
+        "{} calls around the kill, {} failed: {failed:?}",
+        outcomes.len(),
+        failed.len()
+    );
+    assert!(
+        failed.len() <= 1,
+        "only the call in flight may fail: {failed:?}"
+    );
+    for e in &failed {
+        let sys = e.as_system().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            dcms_corba::client::completion_name(sys.completed),
+            "COMPLETED_MAYBE",
+            "{e}"
+        );
+    }
+    let after = outcomes.len() - first_failure.map_or(0, |i| i + 1);
+    assert!(after >= 20, "calls after the kill: {after} ({outcomes:?})");
+    // Those calls went to front end 101 (100 is down until the restart).
+    eventually("front end 101 took the calls after the kill", || {
+        requests_of(&cluster, 101).is_some_and(|n| n >= before_101 + 20)
+    });
+
+    // dcms up restarts the killed front end; dcms status shows both.
+    eventually("frontend-100 restarted", || {
+        cluster.pid_of("frontend-100").is_some_and(|p| p != victim)
+    });
+    let restarted = cluster.pid_of("frontend-100").unwrap();
+    let status_table = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcms"))
+            .arg("status")
+            .arg("--data-dir")
+            .arg(&cluster.data_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut table = String::new();
+    eventually("dcms status shows both front ends up", || {
+        table = status_table();
+        [(100, restarted), (101, 0)].iter().all(|(id, pid)| {
+            table.lines().any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.first() == Some(&format!("frontend-{id}").as_str())
+                    && cols.get(1) == Some(&"frontend")
+                    && (*pid == 0 || cols.get(2) == Some(&pid.to_string().as_str()))
+                    && l.contains(&format!("iiop 127.0.0.1:{}", ports[(*id - 100) as usize]))
+            })
+        })
+    });
+    // The restarted front end serves again (its own corbaloc), and so
+    // does the group IOR `dcms up` wrote.
+    let own = cluster.frontend_corbaloc(100).unwrap();
+    eventually("the restarted front end answers", || {
+        dcms_corba::ClinicClient::connect(&own, &opts)
+            .and_then(|c| c.get_record_counts("MTL0001"))
+            .is_ok()
+    });
+    let ior = std::fs::read_to_string(cluster.data_dir.join("dcms.ior")).unwrap();
+    assert_eq!(ior.trim(), cluster.group_ior());
+    let by_ior = dcms_corba::ClinicClient::connect(ior.trim(), &opts).unwrap();
+    let counts = by_ior.get_record_counts("MTL0001").unwrap();
+    assert!(
+        total_of(&counts) as usize >= 20 + after,
+        "{counts}: every acknowledged create is there"
+    );
+    eprintln!("{table}");
 }

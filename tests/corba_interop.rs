@@ -1257,14 +1257,17 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// A replicated cluster as a [`Target`]. Its front end is a child of
-/// `dcms up`, which restarts a child that dies (500 ms later, with a new
-/// PID): "still running" is the PID seen at the start, alive and still the
-/// one in `<data-dir>/status/frontend.json`.
+/// A replicated cluster as a [`Target`]: its first front end
+/// (`frontend-100`), a child of `dcms up`, which restarts a child that dies
+/// (500 ms later, with a new PID): "still running" is the PID seen at the
+/// start, alive and still the one in `<data-dir>/status/frontend-100.json`.
 struct Replicated {
     cluster: LocalCluster,
     frontend_pid: u32,
 }
+
+/// The front end the robustness tests aim at.
+const TARGET_FRONTEND: &str = "frontend-100";
 
 impl Replicated {
     /// `dcms up` with `extra` arguments, once a read has gone through it
@@ -1273,12 +1276,12 @@ impl Replicated {
         let cluster = replicated_cluster_with(extra);
         let t0 = Instant::now();
         let frontend_pid = loop {
-            if let Some(pid) = cluster.pid_of("frontend") {
+            if let Some(pid) = cluster.pid_of(TARGET_FRONTEND) {
                 break pid;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
-                "no status/frontend.json in {}",
+                "no status/{TARGET_FRONTEND}.json in {}",
                 cluster.data_dir.display()
             );
             thread::sleep(Duration::from_millis(50));
@@ -1294,7 +1297,7 @@ impl Replicated {
 
 impl Target for Replicated {
     fn port(&self) -> u16 {
-        self.cluster.config.frontend.iiop.port()
+        self.cluster.config.frontend(100).unwrap().iiop.port()
     }
     /// A client whose calls time out after twice the cluster's outcome
     /// deadline: the front end answers every call by then (TRANSIENT,
@@ -1305,7 +1308,8 @@ impl Target for Replicated {
             call_timeout: Duration::from_millis(2 * self.cluster.config.timeouts.outcome_ms),
             ..ClientOptions::default()
         };
-        ClinicClient::connect(&self.cluster.corbaloc, &opts).unwrap()
+        let own = self.cluster.frontend_corbaloc(100).unwrap();
+        ClinicClient::connect(&own, &opts).unwrap()
     }
     fn pid(&self) -> u32 {
         self.frontend_pid
@@ -1314,7 +1318,7 @@ impl Target for Replicated {
         let pid = self.frontend_pid;
         assert!(alive(pid), "the replicated front end (PID {pid}) exited");
         assert_eq!(
-            self.cluster.pid_of("frontend"),
+            self.cluster.pid_of(TARGET_FRONTEND),
             Some(pid),
             "the replicated front end was restarted"
         );
@@ -1351,6 +1355,199 @@ fn python_ft_client_gets_one_execution_per_retention_id() {
         out.status.success() && stdout.starts_with("ok "),
         "ft_client.py failed:\nstdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How many requests front end `id` has taken, from its status file.
+fn requests_of(cluster: &LocalCluster, id: u64) -> u64 {
+    dcms_node::status::read_all(&cluster.data_dir)
+        .into_iter()
+        .find(|s| s.name == format!("frontend-{id}"))
+        .and_then(|s| s.stats["requests"].as_u64())
+        .unwrap_or_else(|| panic!("no status of frontend-{id}"))
+}
+
+/// An omniORBpy client holding the group IOR (`dcms.ior`: one IIOP 1.2
+/// profile for the first front end, the second as a
+/// TAG_ALTERNATE_IIOP_ADDRESS) keeps working when the front end it is
+/// connected to is killed: at most the call in flight fails (COMM_FAILURE
+/// or TRANSIENT, COMPLETED_MAYBE; the script makes that one again), and the
+/// calls after go to the other front end. No ORB option is needed.
+#[test]
+fn python_client_of_the_group_ior_survives_the_kill_of_its_front_end() {
+    python_client_survives_the_kill_of_its_front_end(|cluster| {
+        let ior = std::fs::read_to_string(cluster.data_dir.join("dcms.ior")).unwrap();
+        assert_eq!(ior.trim(), cluster.group_ior());
+        ior.trim().to_string()
+    });
+}
+
+/// The same with the group corbaloc (`corbaloc:iiop:H:P1,:H:P2/DCMS`).
+#[test]
+fn python_client_of_the_group_corbaloc_survives_the_kill_of_its_front_end() {
+    python_client_survives_the_kill_of_its_front_end(|cluster| cluster.corbaloc.clone());
+}
+
+fn python_client_survives_the_kill_of_its_front_end(reference: impl Fn(&LocalCluster) -> String) {
+    let cluster = replicated_cluster_with(&["--frontends", "2", "--restart-after-ms", "5000"]);
+    let reference = reference(&cluster);
+    let victim = cluster.pid_of("frontend-100").expect("frontend-100 runs");
+    let before_100 = requests_of(&cluster, 100);
+    let mut child = python("failover.py")
+        .arg(&reference)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let proc = Proc {
+        child,
+        name: "failover.py",
+    };
+    let fail = |what: &str, stderr: &mut dyn Read| -> ! {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        panic!("{what}; stderr: {err}")
+    };
+    match lines.next() {
+        Some(Ok(l)) if l == "ready" => {}
+        other => fail(
+            &format!("failover.py did not get ready: {other:?}"),
+            &mut stderr,
+        ),
+    }
+    // It is connected to the first front end of the group.
+    let t0 = Instant::now();
+    while requests_of(&cluster, 100) < before_100 + 10 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "frontend-100 took its calls"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let before_101 = requests_of(&cluster, 101);
+    // SAFETY: kill(2) on a PID of a process this test started.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    // Until front end 101 has taken 20 calls (or 15 s have passed).
+    let t0 = Instant::now();
+    while requests_of(&cluster, 101) < before_101 + 20 && t0.elapsed() < Duration::from_secs(15) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    writeln!(stdin, "stop").unwrap();
+    drop(stdin);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let Some(done) = rest.iter().find_map(|l| l.strip_prefix("done ")) else {
+        fail(&format!("no summary: {rest:?}"), &mut stderr)
+    };
+    let n: Vec<u64> = done.split(' ').map(|v| v.parse().unwrap()).collect();
+    let (calls, retried, failed) = (n[0], n[1], n[2]);
+    eprintln!(
+        "failover.py via {reference}: {calls} calls, {retried} retried, {failed} failed: {rest:?}"
+    );
+    assert_eq!(failed, 0, "calls failed: {rest:?}");
+    assert!(
+        retried <= 1,
+        "only the call in flight is made again: {rest:?}"
+    );
+    for e in rest.iter().filter_map(|l| l.strip_prefix("error ")) {
+        assert!(
+            e == "COMM_FAILURE COMPLETED_MAYBE" || e == "TRANSIENT COMPLETED_MAYBE",
+            "{e}"
+        );
+    }
+    // The calls after the kill went to the other front end.
+    let after_101 = requests_of(&cluster, 101);
+    assert!(
+        after_101 >= before_101 + 20,
+        "frontend-101 took {} calls after the kill ({calls} in all)",
+        after_101 - before_101
+    );
+    drop(proc);
+}
+
+/// `dcms frontend --config ... --id N --naming URL` binds the group
+/// reference (every front end of the configuration), not its own: a
+/// client resolving the name gets the first front end's address with the
+/// others as alternates.
+#[test]
+fn a_replicated_front_end_binds_the_group_reference_in_the_naming_service() {
+    let cluster = replicated_cluster_with(&["--frontends", "2", "--restart-after-ms", "0"]);
+    let ports: Vec<u16> = cluster
+        .config
+        .frontends
+        .iter()
+        .map(|f| f.iiop.port())
+        .collect();
+    // Front end 101 is started again by hand, with --naming.
+    let pid = cluster.pid_of("frontend-101").expect("frontend-101 runs");
+    // SAFETY: kill(2) on a PID of a process this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let t0 = Instant::now();
+    while alive(pid) || TcpStream::connect(("127.0.0.1", ports[1])).is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "frontend-101 exits");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_names, nport) = start_omninames(tmp.path());
+    let naming = format!("corbaloc:iiop:127.0.0.1:{nport}/NameService");
+    let mut child = Command::new(DCMS)
+        .arg("frontend")
+        .arg("--config")
+        .arg(cluster.data_dir.join("frontend-101.toml"))
+        .args(["--id", "101", "--naming", &naming])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _fe = Proc {
+        child,
+        name: "dcms frontend --id 101",
+    };
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("naming "))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l == &format!("port {}", ports[1])),
+        "{lines:?}"
+    );
+    let corbaname = format!("corbaname:iiop:127.0.0.1:{nport}#DCMS/ClinicManagement");
+    let client = ClinicClient::connect(&corbaname, &ClientOptions::default()).unwrap();
+    let ior = client.object().ior();
+    assert_eq!(ior.profiles.len(), 1, "{ior:?}");
+    let profile = ior.profiles[0].iiop().unwrap();
+    assert_eq!(profile.port, ports[0], "the first front end's address");
+    let alternates: Vec<u16> = profile
+        .alternate_addresses()
+        .unwrap()
+        .iter()
+        .map(|a| a.port)
+        .collect();
+    assert_eq!(
+        alternates,
+        [ports[1]],
+        "the other front end as an alternate"
+    );
+    let group = client
+        .orb()
+        .string_to_object(&cluster.group_ior())
+        .unwrap()
+        .unwrap();
+    assert_eq!(ior, group.ior(), "the group IOR itself");
+    assert_eq!(
+        client.get_record_counts("MTL0001").unwrap(),
+        "MTL 0, LVL 0, DDO 0"
     );
 }
 

@@ -12,13 +12,16 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct ClientArgs {
-    /// corbaloc:iiop:HOST:PORT/DCMS or corbaname:... URL of the object.
+    /// corbaloc:iiop:HOST:PORT/DCMS (or the group corbaloc `dcms up`
+    /// prints, corbaloc:iiop:H1:P1,:H2:P2/DCMS) or corbaname:... URL of the object.
     #[arg(long, env = "DCMS_URL", conflicts_with_all = ["ior", "ior_file"])]
     url: Option<String>,
     /// Stringified IOR of the object.
     #[arg(long, conflicts_with = "ior_file")]
     ior: Option<String>,
-    /// File holding the stringified IOR (as `dcms frontend --ior-file` writes it).
+    /// File holding the stringified IOR (`dcms up` writes the group IOR,
+    /// every front end, to <data-dir>/dcms.ior; `dcms frontend --ior-file`
+    /// its own).
     #[arg(long)]
     ior_file: Option<PathBuf>,
     /// The calling manager (clinic code and four digits, like MTL1234).

@@ -3,16 +3,21 @@
 //!
 //! - `--standalone --data-dir DIR`: requests run in this process on one
 //!   SQLite store (`DIR/standalone.sqlite`), no replication.
-//! - `--config FILE` (as `dcms up` writes it): the replicated front end,
-//!   which sequences requests to the leader replica over UDP.
+//! - `--config FILE [--id N]` (as `dcms up` writes it): the replicated
+//!   front end `N` (without `--id`, the configuration's only one), which
+//!   sequences requests to the leader replica over UDP.
 //!
 //! At start it prints `ior IOR:...`, `corbaloc corbaloc:iiop:...` and
-//! `port N` lines on standard output, writes `--ior-file`, and binds the
-//! object in CosNaming with `--naming`. It runs until SIGINT or SIGTERM.
+//! `port N` lines on standard output (its own reference), writes
+//! `--ior-file`, and binds an object in CosNaming with `--naming`: its own
+//! reference standalone, the group reference (every front end of the
+//! configuration, `dcms_corba::group`) when replicated. It runs until
+//! SIGINT or SIGTERM.
 
 use super::common::{runtime, shutdown_signal, ClusterArgs, FaultArgs};
 use anyhow::Context;
 use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
+use dcms_node::config::ClusterConfig;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +32,10 @@ pub struct FrontendArgs {
     /// The cluster configuration (TOML) of the replicated front end.
     #[arg(long, env = "DCMS_CONFIG")]
     config: Option<PathBuf>,
+    /// With --config: which front end of the configuration this is (its
+    /// `[[frontends]]` id). Needed when it lists several.
+    #[arg(long, requires = "config")]
+    id: Option<u64>,
     /// The standalone store's folder; with --config, overrides its data folder.
     #[arg(long, env = "DCMS_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -41,7 +50,8 @@ pub struct FrontendArgs {
     #[arg(long)]
     ior_file: Option<PathBuf>,
     /// A CosNaming root context (corbaloc:iiop:HOST:PORT/NameService or an
-    /// IOR) to bind the object in.
+    /// IOR) to bind the object in; a replicated front end binds the group
+    /// reference (every front end), not its own.
     #[arg(long)]
     naming: Option<String>,
     /// The name to bind with --naming (contexts are created as needed).
@@ -97,6 +107,8 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         ..ServeOptions::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Replicated: the group IOR, which --naming binds.
+    let mut group: Option<String> = None;
     let service: Arc<dyn ClinicService> = if let Some(config) = &args.config {
         let config = ClusterArgs {
             config: config.clone(),
@@ -105,15 +117,19 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
             faults: args.faults.clone(),
         }
         .load()?;
+        let id = which_frontend(&config, args.id)?;
+        let me = config.frontend(id)?;
         if args.listen.is_none() {
-            opts.listen = config.frontend.iiop;
+            opts.listen = me.iiop;
         }
+        group = Some(dcms_corba::group_ior(&config.frontend_iiops()));
         opts.admission.max_running = args.max_running.unwrap_or(96).max(1);
         opts.admission.max_waiting = args.max_waiting.unwrap_or(160);
         let _guard = rt.enter();
-        let (service, event_loop) = dcms_node::frontend::start_frontend(&config, async move {
+        let (service, event_loop) = dcms_node::frontend::start_frontend(&config, id, async move {
             let _ = stop_rx.await;
-        })?;
+        })
+        .with_context(|| format!("starting front end {id}"))?;
         rt.spawn(event_loop);
         Arc::new(service)
     } else if args.standalone {
@@ -130,8 +146,22 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
             "give --standalone --data-dir DIR, or --config FILE for the replicated front end"
         );
     };
+    // A replicated front end binds the group reference itself, below.
+    if group.is_some() {
+        opts.naming = None;
+    }
 
     let server = serve(service, &opts).with_context(|| format!("serving on {}", opts.listen))?;
+    if let (Some(url), Some(group)) = (&args.naming, &group) {
+        let object = server
+            .orb()
+            .string_to_object(group)
+            .ok()
+            .flatten()
+            .context("the group IOR does not parse")?;
+        dcms_corba::server::bind_in_naming(server.orb(), url, &args.naming_name, &object)
+            .map_err(|what| anyhow::anyhow!("naming service {url}: {what}"))?;
+    }
     if let Some(path) = &args.ior_file {
         write_atomically(path, &format!("{}\n", server.ior()))
             .with_context(|| format!("writing the IOR file {}", path.display()))?;
@@ -146,8 +176,8 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
             server.corbaloc(),
             server.port()
         );
-        if let Some(url) = &opts.naming {
-            text.push_str(&format!("naming {} {}\n", opts.naming_name, url));
+        if let Some(url) = &args.naming {
+            text.push_str(&format!("naming {} {}\n", args.naming_name, url));
         }
         let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     }
@@ -159,6 +189,23 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
     drop(server);
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The front end a replicated process is: `--id`, else the configuration's
+/// only one.
+fn which_frontend(config: &ClusterConfig, id: Option<u64>) -> anyhow::Result<u64> {
+    match (id, config.frontends.as_slice()) {
+        (Some(id), _) => {
+            config.frontend(id)?;
+            Ok(id)
+        }
+        (None, [only]) => Ok(only.id),
+        (None, _) => anyhow::bail!(
+            "the configuration lists {} front ends (IDs {}): say which this is with --id",
+            config.frontends.len(),
+            config.frontend_ids_text()
+        ),
+    }
 }
 
 /// Writes `path` through a temporary file and a rename, so that a reader

@@ -1,7 +1,8 @@
 //! `dcms status`: every process of a cluster — role, PID, epoch, leader,
-//! group, positions, digest — read from the status files the processes write
-//! in the data folder. A process whose PID is gone or whose file is stale is
-//! shown as down.
+//! group, positions, digest, and each front end's IIOP address — read from
+//! the status files the processes write in the data folder
+//! (`replica-<id>`, `frontend-<id>`). A process whose PID is gone or whose
+//! file is stale is shown as down.
 
 use dcms_node::status::{read_all, ProcessStatus};
 use std::path::PathBuf;
@@ -63,7 +64,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} HEARD FROM (replica:ms ago, ! suspected)",
+        "{:<13} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} HEARD FROM (replica:ms ago, ! suspected) / IIOP",
         "PROCESS",
         "ROLE",
         "PID",
@@ -82,22 +83,25 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let heard = s
-            .peers
-            .iter()
-            .filter(|p| p.replica && p.node != s.id)
-            .map(|p| {
-                format!(
-                    "{}:{}{}",
-                    p.node,
-                    p.heard_ms_ago,
-                    if p.suspected { "!" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
+        let heard = match &s.iiop {
+            Some(iiop) => format!("iiop {iiop}"),
+            None => s
+                .peers
+                .iter()
+                .filter(|p| p.replica && p.node != s.id)
+                .map(|p| {
+                    format!(
+                        "{}:{}{}",
+                        p.node,
+                        p.heard_ms_ago,
+                        if p.suspected { "!" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
         println!(
-            "{:<11} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} {}",
+            "{:<13} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} {}",
             s.name,
             if *up { s.role.as_str() } else { "down" },
             s.pid,

@@ -1,17 +1,22 @@
-//! `dcms up`: a whole cluster on 127.0.0.1 — a front end and N replicas, each
-//! its own OS process (so any one can be killed), their log lines prefixed
-//! with their names, all stopped on Ctrl-C.
+//! `dcms up`: a whole cluster on 127.0.0.1 — N front ends (`--frontends`,
+//! 2 by default, IDs 100, 101, ...) and M replicas, each its own OS process
+//! (so any one can be killed), their log lines prefixed with their names,
+//! all stopped on Ctrl-C.
 //!
 //! The configuration is written to `<data-dir>/cluster.toml` on first start
-//! (free ports, fresh keys) and reused afterwards, so the corbaloc URL and
-//! the data survive restarts. Each process holds only the keys it needs: the
-//! replicas read `cluster.toml` (the replicas' key and the front end's), the
-//! front end `frontend.toml` (its own key only). Both files are readable by
-//! their owner only, in a folder that is too (0600, 0700).
+//! (free ports, fresh keys) and reused afterwards, so the references and the
+//! data survive restarts; a file with fewer front ends than asked for gets
+//! new ones added. Each process holds only the keys it needs: the replicas
+//! read `cluster.toml` (the replicas' key and every front end's), front end
+//! N `frontend-N.toml` (its own key only). The files are readable by their
+//! owner only, in a folder that is too (0600, 0700).
+//!
+//! Clients use the group reference, which names every front end: the
+//! corbaloc printed at start, or the IOR in `<data-dir>/dcms.ior`.
 
 use super::common::FaultArgs;
 use anyhow::Context;
-use dcms_node::config::ClusterConfig;
+use dcms_node::config::{ClusterConfig, FrontendConfig, FIRST_FRONTEND_ID};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -28,7 +33,12 @@ pub struct UpArgs {
     /// Number of replicas (1 runs a single replica with no backups).
     #[arg(long, default_value_t = 3)]
     replicas: u64,
-    /// IIOP port of the front end on first start (0: any free port).
+    /// Number of front ends (1 to 9). An existing cluster.toml with fewer
+    /// gets new ones; one with more keeps them all.
+    #[arg(long, default_value_t = 2)]
+    frontends: u64,
+    /// IIOP port of the first front end on first start (0: any free port;
+    /// the others take free ports).
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// SQLite durability on first start: full or normal.
@@ -56,15 +66,31 @@ struct Managed {
     died_at: Option<Instant>,
 }
 
-/// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel.
-fn free_port() -> anyhow::Result<u16> {
+/// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel,
+/// and not in `taken` (ports of processes that are not running yet).
+fn free_port(taken: &[u16]) -> anyhow::Result<u16> {
     loop {
         let tcp = TcpListener::bind("127.0.0.1:0")?;
         let port = tcp.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
         }
     }
+}
+
+/// Every port a configuration names.
+fn ports_of(config: &ClusterConfig) -> Vec<u16> {
+    config
+        .replicas
+        .iter()
+        .map(|r| r.udp.port())
+        .chain(
+            config
+                .frontends
+                .iter()
+                .flat_map(|f| [f.udp.port(), f.iiop.port()]),
+        )
+        .collect()
 }
 
 fn fresh_key() -> String {
@@ -74,10 +100,11 @@ fn fresh_key() -> String {
     hex::encode(bytes)
 }
 
-/// The configurations `dcms up` writes: the replicas' and the front end's.
+/// The configurations `dcms up` writes: the replicas' and each front end's.
 pub struct Prepared {
     pub replicas_config: PathBuf,
-    pub frontend_config: PathBuf,
+    /// Each front end's ID and configuration file.
+    pub frontend_configs: Vec<(u64, PathBuf)>,
     pub config: ClusterConfig,
     /// The group's first start.
     pub first_start: bool,
@@ -104,24 +131,79 @@ fn narrow_own_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the front end's configuration: the replicas' without their key.
-fn write_frontend_config(data_dir: &Path, config: &ClusterConfig) -> anyhow::Result<PathBuf> {
-    let path = data_dir.join("frontend.toml");
-    config
-        .for_frontend()
-        .write(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+/// Writes each front end's configuration (`frontend-<id>.toml`: the
+/// replicas' without their key and the other front ends' keys), and removes
+/// the single `frontend.toml` an older version wrote.
+fn write_frontend_configs(
+    data_dir: &Path,
+    config: &ClusterConfig,
+) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for f in &config.frontends {
+        let path = data_dir.join(format!("{}.toml", dcms_node::frontend::status_name(f.id)));
+        config
+            .for_frontend(f.id)?
+            .write(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.push((f.id, path));
+    }
+    // An older version's front end had one status file, `frontend.json`:
+    // it would show as a process down for ever.
+    let _ = std::fs::remove_file(dcms_node::status::status_dir(data_dir).join("frontend.json"));
+    let old = data_dir.join("frontend.toml");
+    if old.exists() {
+        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))?;
+        println!(
+            "dcms: removed {} (each front end has its own frontend-<id>.toml now)",
+            old.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Adds front ends to `config` until it has `want` (IDs after the highest,
+/// free ports not named in it, fresh keys); returns the IDs added.
+fn add_frontends(config: &mut ClusterConfig, want: u64) -> anyhow::Result<Vec<u64>> {
+    let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let mut added = Vec::new();
+    while (config.frontends.len() as u64) < want {
+        let id = config
+            .frontends
+            .iter()
+            .map(|f| f.id + 1)
+            .chain(config.replicas.iter().map(|r| r.id + 1))
+            .chain([FIRST_FRONTEND_ID])
+            .max()
+            .expect("not empty");
+        let iiop = addr(free_port(&ports_of(config))?);
+        let mut taken = ports_of(config);
+        taken.push(iiop.port());
+        let udp = addr(free_port(&taken)?);
+        config.frontends.push(FrontendConfig {
+            id,
+            udp,
+            iiop,
+            key: Some(fresh_key()),
+        });
+        added.push(id);
+    }
+    Ok(added)
 }
 
 /// Loads `<data-dir>/cluster.toml`, or writes a new one (then
-/// `first_start`), and writes the front end's `frontend.toml` from it.
+/// `first_start`), with `frontends` front ends at least, and writes each
+/// front end's `frontend-<id>.toml` from it.
 pub fn prepare_config(
     data_dir: &Path,
     replicas: u64,
+    frontends: u64,
     port: u16,
     sync: &str,
 ) -> anyhow::Result<Prepared> {
+    anyhow::ensure!(
+        (1..=9).contains(&frontends),
+        "--frontends must be between 1 and 9, not {frontends}"
+    );
     dcms_node::config::create_private_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let path = data_dir.join("cluster.toml");
@@ -134,20 +216,42 @@ pub fn prepare_config(
             path.display(),
             config.replicas.len()
         );
-        if config.frontend.key.is_none() {
+        let mut changed = false;
+        for f in config.frontends.iter_mut().filter(|f| f.key.is_none()) {
             // Written by a version with one key for everything.
-            config.frontend.key = Some(fresh_key());
-            config
-                .write(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
+            f.key = Some(fresh_key());
+            changed = true;
             println!(
-                "dcms: gave the front end a key of its own in {}",
+                "dcms: gave front end {} a key of its own in {}",
+                f.id,
                 path.display()
             );
         }
+        let had = config.frontends.len();
+        let added = add_frontends(&mut config, frontends)?;
+        if !added.is_empty() {
+            changed = true;
+            let ids: Vec<String> = added.iter().map(u64::to_string).collect();
+            println!(
+                "dcms: {} listed {had} front end(s); added {} (free ports, fresh keys) for --frontends {frontends}",
+                path.display(),
+                ids.join(", ")
+            );
+        } else if had as u64 > frontends {
+            println!(
+                "dcms: {} lists {had} front ends (IDs {}), more than --frontends {frontends}: starting all {had}",
+                path.display(),
+                config.frontend_ids_text()
+            );
+        }
         config.validate_for(dcms_node::config::Role::Replica)?;
+        if changed {
+            config
+                .write(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         return Ok(Prepared {
-            frontend_config: write_frontend_config(data_dir, &config)?,
+            frontend_configs: write_frontend_configs(data_dir, &config)?,
             replicas_config: path,
             config,
             first_start: false,
@@ -158,21 +262,35 @@ pub fn prepare_config(
         "--replicas must be between 1 and 9"
     );
     let abs = std::path::absolute(data_dir)?;
-    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_key(), fresh_key());
+    let keys = (0..frontends).map(|_| fresh_key()).collect();
+    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_key(), keys);
     config.cluster_id = rand::random::<u64>() >> 1;
     config.sync = sync.to_string();
+    // Every port afresh: none of the placeholders of `local` is kept.
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    config.frontend.iiop = addr(if port == 0 { free_port()? } else { port });
-    config.frontend.udp = addr(free_port()?);
+    let mut taken = Vec::new();
+    let mut pick = |fixed: u16| -> anyhow::Result<SocketAddr> {
+        let p = if fixed != 0 {
+            fixed
+        } else {
+            free_port(&taken)?
+        };
+        taken.push(p);
+        Ok(addr(p))
+    };
+    for (i, f) in config.frontends.iter_mut().enumerate() {
+        f.iiop = pick(if i == 0 { port } else { 0 })?;
+        f.udp = pick(0)?;
+    }
     for r in &mut config.replicas {
-        r.udp = addr(free_port()?);
+        r.udp = pick(0)?;
     }
     config.validate_for(dcms_node::config::Role::Replica)?;
     config
         .write(&path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(Prepared {
-        frontend_config: write_frontend_config(data_dir, &config)?,
+        frontend_configs: write_frontend_configs(data_dir, &config)?,
         replicas_config: path,
         config,
         first_start: true,
@@ -213,7 +331,7 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Resul
         let name = name.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                println!("[{name:<9}] {line}");
+                println!("[{name:<12}] {line}");
             }
         });
     }
@@ -223,10 +341,16 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Resul
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let Prepared {
         replicas_config: config_path,
-        frontend_config,
+        frontend_configs,
         mut config,
         first_start,
-    } = prepare_config(&args.data_dir, args.replicas, args.port, &args.sync)?;
+    } = prepare_config(
+        &args.data_dir,
+        args.replicas,
+        args.frontends,
+        args.port,
+        &args.sync,
+    )?;
     args.faults.apply(&mut config.faults);
     config.validate()?;
     let config_arg = config_path.display().to_string();
@@ -256,38 +380,61 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             died_at: None,
         });
     }
+    // The group reference: every front end, in the configuration's order.
+    let group = config.frontend_iiops();
+    let corbaloc = dcms_corba::group_corbaloc(&group);
     let ior_file = config.data_dir.join("dcms.ior");
-    let mut a = vec![
-        "frontend".into(),
-        "--config".into(),
-        frontend_config.display().to_string(),
-        "--ior-file".into(),
-        ior_file.display().to_string(),
-    ];
-    if let Some(secs) = args.message_deadline_secs {
-        a.extend(["--message-deadline-secs".into(), secs.to_string()]);
+    write_atomically(&ior_file, &format!("{}\n", dcms_corba::group_ior(&group)))
+        .with_context(|| format!("writing {}", ior_file.display()))?;
+    for (id, path) in &frontend_configs {
+        let name = dcms_node::frontend::status_name(*id);
+        let mut a = vec![
+            "frontend".into(),
+            "--config".into(),
+            path.display().to_string(),
+            "--id".into(),
+            id.to_string(),
+            "--ior-file".into(),
+            config
+                .data_dir
+                .join(format!("{name}.ior"))
+                .display()
+                .to_string(),
+        ];
+        if let Some(secs) = args.message_deadline_secs {
+            a.extend(["--message-deadline-secs".into(), secs.to_string()]);
+        }
+        a.extend(fault_args.iter().cloned());
+        let child = spawn(&name, &a, &[])?;
+        children.push(Managed {
+            name,
+            args: a,
+            child,
+            died_at: None,
+        });
     }
-    a.extend(fault_args.iter().cloned());
-    let child = spawn("frontend", &a, &[])?;
-    children.push(Managed {
-        name: "frontend".into(),
-        args: a,
-        child,
-        died_at: None,
-    });
 
-    let corbaloc = format!("corbaloc:iiop:{}/DCMS", config.frontend.iiop);
     println!(
-        "dcms: {} replicas and a front end on 127.0.0.1",
-        config.replicas.len()
+        "dcms: {} replicas and {} front ends on 127.0.0.1",
+        config.replicas.len(),
+        config.frontends.len()
     );
     println!("dcms: corbaloc  {corbaloc}");
-    println!("dcms: IOR file  {}", ior_file.display());
+    println!(
+        "dcms: IOR file  {} (the same group: every front end)",
+        ior_file.display()
+    );
+    for f in &config.frontends {
+        println!(
+            "dcms: {:<13} {}",
+            dcms_node::frontend::status_name(f.id),
+            dcms_corba::group_corbaloc(&[f.iiop])
+        );
+    }
     println!("dcms: data      {}", config.data_dir.display());
     println!(
-        "dcms: config    {} (replicas), {} (front end)",
-        config_path.display(),
-        frontend_config.display()
+        "dcms: config    {} (replicas), frontend-<id>.toml (front ends)",
+        config_path.display()
     );
     println!("dcms: try       dcms client --url {corbaloc} counts --manager MTL0001");
     println!("dcms: Ctrl-C stops the cluster");
@@ -347,4 +494,138 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes `path` through a temporary file and a rename, so that a reader
+/// never sees half an IOR.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("ior.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcms_node::config::Role;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Each front end's file holds its own key only, and is private.
+    fn check_frontend_files(p: &Prepared) {
+        for (id, path) in &p.frontend_configs {
+            assert_eq!(
+                path.file_name().unwrap().to_str().unwrap(),
+                format!("frontend-{id}.toml")
+            );
+            assert_eq!(mode(path), 0o600, "{}", path.display());
+            let own = ClusterConfig::load(path).unwrap();
+            own.validate_for(Role::FrontEnd(*id)).unwrap();
+            assert_eq!(own.frontend_iiops(), p.config.frontend_iiops());
+            assert_eq!(
+                own.frontend(*id).unwrap().key,
+                p.config.frontend(*id).unwrap().key
+            );
+        }
+    }
+
+    fn all_ports(c: &ClusterConfig) -> Vec<u16> {
+        let mut ports = ports_of(c);
+        ports.sort_unstable();
+        ports
+    }
+
+    #[test]
+    fn a_first_start_writes_one_file_per_front_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let p = prepare_config(&data, 3, 3, 0, "normal").unwrap();
+        assert!(p.first_start);
+        let ids: Vec<u64> = p.config.frontends.iter().map(|f| f.id).collect();
+        assert_eq!(ids, [100, 101, 102]);
+        assert_eq!(p.frontend_configs.len(), 3);
+        check_frontend_files(&p);
+        assert_eq!(mode(&p.replicas_config), 0o600);
+        let mut ports = all_ports(&p.config);
+        let n = ports.len();
+        ports.dedup();
+        assert_eq!(ports.len(), n, "every port differs");
+        // The next start finds the same configuration.
+        let again = prepare_config(&data, 3, 3, 0, "normal").unwrap();
+        assert!(!again.first_start);
+        assert_eq!(again.config, p.config);
+    }
+
+    #[test]
+    fn bad_front_end_counts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 10] {
+            let err = prepare_config(dir.path(), 3, n, 0, "full")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("--frontends must be between 1 and 9"), "{err}");
+        }
+    }
+
+    /// A cluster.toml from before several front ends (one `[frontend]`,
+    /// and a `frontend.toml` beside it) gets the front ends it lacks.
+    #[test]
+    fn an_older_file_gets_the_front_ends_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = prepare_config(&data, 3, 1, 0, "normal").unwrap();
+        let old_text = first
+            .config
+            .to_toml()
+            .replace("[[frontends]]", "[frontend]");
+        let path = data.join("cluster.toml");
+        std::fs::write(&path, &old_text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(data.join("frontend.toml"), "old").unwrap();
+        let p = prepare_config(&data, 3, 2, 0, "normal").unwrap();
+        assert!(!p.first_start);
+        assert_eq!(mode(&path), 0o600, "narrowed and rewritten private");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("[[frontends]]").count(), 2, "{text}");
+        let reloaded = ClusterConfig::load(&path).unwrap();
+        assert_eq!(reloaded, p.config);
+        // What was there stays; the new one is new.
+        assert_eq!(p.config.cluster_id, first.config.cluster_id);
+        assert_eq!(p.config.replica_key, first.config.replica_key);
+        assert_eq!(p.config.replicas, first.config.replicas);
+        assert_eq!(p.config.frontends[0], first.config.frontends[0]);
+        let added = &p.config.frontends[1];
+        assert_eq!(added.id, 101);
+        assert!(!all_ports(&first.config).contains(&added.iiop.port()));
+        assert!(!all_ports(&first.config).contains(&added.udp.port()));
+        p.config.validate_for(Role::Replica).unwrap();
+        check_frontend_files(&p);
+        assert!(!data.join("frontend.toml").exists(), "the old file is gone");
+        // A file with more front ends than asked for is used as it is.
+        let before = std::fs::read(&path).unwrap();
+        let fewer = prepare_config(&data, 3, 1, 0, "normal").unwrap();
+        assert_eq!(fewer.config.frontends.len(), 2);
+        assert_eq!(fewer.frontend_configs.len(), 2);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "not rewritten");
+    }
+
+    /// A configuration from the version with one key for everything: the
+    /// front end gets a key of its own.
+    #[test]
+    fn a_front_end_without_a_key_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let first = prepare_config(&data, 1, 1, 0, "normal").unwrap();
+        let mut old = first.config.clone();
+        old.frontends[0].key = None;
+        old.write(&data.join("cluster.toml")).unwrap();
+        let p = prepare_config(&data, 1, 1, 0, "normal").unwrap();
+        let key = p.config.frontends[0].key.clone().expect("a key");
+        assert_ne!(Some(key), first.config.frontends[0].key, "a fresh key");
+        check_frontend_files(&p);
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`ft`]: FT-CORBA's `FT_REQUEST` context (client ID, retention ID,
 //!   expiration): interceptors that carry it between the wire and the
 //!   servant or the client.
+//! - [`group`]: the group reference naming every front end of a cluster
+//!   ([`group_corbaloc`], [`group_ior`]).
 //!
 //! Built on rustorb-core 0.2 (a patched copy: `vendor/rustorb-core`, see
 //! its PATCHES.md); the stubs and skeleton are hand-written.
@@ -24,12 +26,14 @@
 
 pub mod client;
 pub mod ft;
+pub mod group;
 pub mod idl;
 pub mod servant;
 pub mod server;
 pub mod service;
 
 pub use client::{CallError, ClientOptions, ClinicClient};
+pub use group::{group_corbaloc, group_ior};
 pub use idl::{DcmsException, IdlRecord, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions};

@@ -1,25 +1,35 @@
 //! The cluster configuration: one TOML file that names every process's
 //! addresses, the data folder, the timeouts, the keys and the
 //! fault-injection settings. `dcms up` writes one for a local cluster
-//! (`cluster.toml`, for the replicas) and the same without the replicas'
-//! key for the front end (`frontend.toml`); command-line flags and `DCMS_*`
-//! variables override single values.
+//! (`cluster.toml`, for the replicas) and, for each front end, the same
+//! without the replicas' key and the other front ends' keys
+//! (`frontend-<id>.toml`, [`ClusterConfig::for_frontend`]); command-line
+//! flags and `DCMS_*` variables override single values.
 //!
 //! ```toml
 //! cluster_id = 7
 //! replica_key = "3f1c..."       # hex; only replicas hold it
 //! data_dir = "dcms-data"
 //!
-//! [frontend]
+//! [[frontends]]
 //! id = 100                      # its key's ID (its streams are random)
 //! udp = "127.0.0.1:7100"
-//! iiop = "127.0.0.1:7000"
-//! key = "9a0b..."               # hex; the front end's own key (replicas hold it too)
+//! iiop = "127.0.0.1:7000"       # where CORBA clients connect
+//! key = "9a0b..."               # hex; this front end's own key (replicas hold every one)
+//!
+//! [[frontends]]
+//! id = 101
+//! udp = "127.0.0.1:7102"
+//! iiop = "127.0.0.1:7001"
+//! key = "51d7..."
 //!
 //! [[replicas]]
 //! id = 1
 //! udp = "127.0.0.1:7101"
 //! ```
+//!
+//! A file from before there were several front ends has one `[frontend]`
+//! table instead of `[[frontends]]`; it loads as a list of one.
 
 use crate::faults::FaultConfig;
 use serde::{Deserialize, Serialize};
@@ -52,14 +62,15 @@ pub enum ConfigError {
 /// Which process a configuration is for: each holds only the keys it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Holds the replicas' key and the front end's key.
+    /// Holds the replicas' key and every front end's key.
     Replica,
-    /// Holds its own key only, never the replicas'.
-    FrontEnd,
+    /// The front end with this ID: holds its own key only, never the
+    /// replicas' nor another front end's.
+    FrontEnd(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawClusterConfig")]
 pub struct ClusterConfig {
     /// Datagrams of another cluster are refused.
     pub cluster_id: u64,
@@ -67,9 +78,13 @@ pub struct ClusterConfig {
     /// Only replicas hold it (`secret` in older files).
     #[serde(default, alias = "secret", skip_serializing_if = "Option::is_none")]
     pub replica_key: Option<String>,
-    /// Where each replica keeps `replica-N.db` and the front end its IOR file.
+    /// Where each replica keeps `replica-N.db` and the front ends their
+    /// IOR files.
     pub data_dir: PathBuf,
-    pub frontend: FrontendConfig,
+    /// Every front end (`[[frontends]]`; an older file's single
+    /// `[frontend]` loads as one). Clients may use any: the group reference
+    /// lists them all (`dcms_corba::group`).
+    pub frontends: Vec<FrontendConfig>,
     pub replicas: Vec<ReplicaAddr>,
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -91,6 +106,66 @@ pub struct ClusterConfig {
     pub max_streams: usize,
 }
 
+/// The file as written: either the older `[frontend]` or `[[frontends]]`.
+/// Unknown fields are refused (a misspelt name would otherwise be a
+/// default silently taken).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusterConfig {
+    cluster_id: u64,
+    #[serde(default, alias = "secret")]
+    replica_key: Option<String>,
+    data_dir: PathBuf,
+    /// Files written before there were several front ends.
+    #[serde(default)]
+    frontend: Option<FrontendConfig>,
+    #[serde(default)]
+    frontends: Vec<FrontendConfig>,
+    replicas: Vec<ReplicaAddr>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    faults: FaultConfig,
+    #[serde(default = "default_max_datagram")]
+    max_datagram: usize,
+    #[serde(default = "default_sync")]
+    sync: String,
+    #[serde(default = "default_true")]
+    adaptive_redundancy: bool,
+    #[serde(default = "default_max_streams")]
+    max_streams: usize,
+}
+
+impl TryFrom<RawClusterConfig> for ClusterConfig {
+    type Error = String;
+
+    fn try_from(raw: RawClusterConfig) -> Result<ClusterConfig, String> {
+        let frontends = match (raw.frontend, raw.frontends) {
+            (Some(_), list) if !list.is_empty() => {
+                return Err(
+                    "both [frontend] and [[frontends]]: list every front end as [[frontends]]"
+                        .into(),
+                )
+            }
+            (Some(one), _) => vec![one],
+            (None, list) => list,
+        };
+        Ok(ClusterConfig {
+            cluster_id: raw.cluster_id,
+            replica_key: raw.replica_key,
+            data_dir: raw.data_dir,
+            frontends,
+            replicas: raw.replicas,
+            timeouts: raw.timeouts,
+            faults: raw.faults,
+            max_datagram: raw.max_datagram,
+            sync: raw.sync,
+            adaptive_redundancy: raw.adaptive_redundancy,
+            max_streams: raw.max_streams,
+        })
+    }
+}
+
 fn default_max_streams() -> usize {
     dcms_repl::replica::DEFAULT_MAX_STREAMS
 }
@@ -107,6 +182,11 @@ fn default_sync() -> String {
     "full".into()
 }
 
+/// The ID `dcms up` gives its first front end; the next get 101, 102, ...
+pub const FIRST_FRONTEND_ID: u64 = 100;
+
+/// One front end: its key's ID, its UDP address (towards the replicas) and
+/// its IIOP address (towards CORBA clients).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
@@ -181,30 +261,37 @@ impl Default for Timeouts {
 }
 
 impl ClusterConfig {
-    /// A local cluster on 127.0.0.1: front end on `base_port` (IIOP) and
-    /// `base_port + 1` (UDP), replicas on the ports after.
+    /// A local cluster on 127.0.0.1 with one front end per key in
+    /// `frontend_keys` (IDs 100, 101, ...): front end `i` on `base_port + i`
+    /// (IIOP) and `base_port + n + i` (UDP), replica `id` on
+    /// `base_port + 2n + id - 1`, for `n` front ends.
     pub fn local(
         base_port: u16,
         replicas: u64,
         data_dir: PathBuf,
         replica_key: String,
-        frontend_key: String,
+        frontend_keys: Vec<String>,
     ) -> ClusterConfig {
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let n = frontend_keys.len() as u16;
         ClusterConfig {
             cluster_id: u64::from(base_port) << 16 | 0xdc,
             replica_key: Some(replica_key),
             data_dir,
-            frontend: FrontendConfig {
-                id: 100,
-                udp: addr(base_port + 1),
-                iiop: addr(base_port),
-                key: Some(frontend_key),
-            },
+            frontends: frontend_keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, key)| FrontendConfig {
+                    id: FIRST_FRONTEND_ID + i as u64,
+                    udp: addr(base_port + n + i as u16),
+                    iiop: addr(base_port + i as u16),
+                    key: Some(key),
+                })
+                .collect(),
             replicas: (1..=replicas)
                 .map(|id| ReplicaAddr {
                     id,
-                    udp: addr(base_port + 1 + id as u16),
+                    udp: addr(base_port + 2 * n + id as u16 - 1),
                 })
                 .collect(),
             timeouts: Timeouts::default(),
@@ -228,7 +315,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        if config.replica_key.is_some() || config.frontend.key.is_some() {
+        if config.replica_key.is_some() || config.frontends.iter().any(|f| f.key.is_some()) {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path).map_err(read)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
@@ -247,13 +334,20 @@ impl ClusterConfig {
         write_private(path, self.to_toml().as_bytes())
     }
 
-    /// The same configuration without the replicas' key: what a front end
-    /// gets.
-    pub fn for_frontend(&self) -> ClusterConfig {
-        ClusterConfig {
+    /// What front end `id` gets: the same configuration without the
+    /// replicas' key and without the other front ends' keys (their entries
+    /// stay, so that it knows every front end's address for the group
+    /// reference).
+    pub fn for_frontend(&self, id: u64) -> Result<ClusterConfig, ConfigError> {
+        self.frontend(id)?;
+        let mut config = ClusterConfig {
             replica_key: None,
             ..self.clone()
+        };
+        for f in config.frontends.iter_mut().filter(|f| f.id != id) {
+            f.key = None;
         }
+        Ok(config)
     }
 
     pub fn to_toml(&self) -> String {
@@ -270,36 +364,72 @@ impl ClusterConfig {
         key_bytes("replica_key", text)
     }
 
-    /// The front end's key.
-    pub fn frontend_key_bytes(&self) -> Result<Vec<u8>, ConfigError> {
-        let text = self.frontend.key.as_deref().ok_or_else(|| {
-            ConfigError::Invalid(
-                "frontend.key is missing: the front end and the replicas need the front end's key (dcms up writes it)".into(),
-            )
+    /// The key of front end `id`.
+    pub fn frontend_key_bytes(&self, id: u64) -> Result<Vec<u8>, ConfigError> {
+        let text = self.frontend(id)?.key.as_deref().ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "the key of front end {id} is missing: that front end and the replicas need it (dcms up writes it)"
+            ))
         })?;
-        key_bytes("frontend.key", text)
+        key_bytes(&format!("the key of front end {id}"), text)
+    }
+
+    /// Front end `id`'s entry.
+    pub fn frontend(&self, id: u64) -> Result<&FrontendConfig, ConfigError> {
+        self.frontends.iter().find(|f| f.id == id).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "no front end with id {id} in the configuration (front ends: {})",
+                self.frontend_ids_text()
+            ))
+        })
+    }
+
+    /// The front ends' IDs, as `100, 101`.
+    pub fn frontend_ids_text(&self) -> String {
+        self.frontends
+            .iter()
+            .map(|f| f.id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Every front end's IIOP address, in order: what the group reference
+    /// lists (`dcms_corba::group_corbaloc`, `group_ior`).
+    pub fn frontend_iiops(&self) -> Vec<SocketAddr> {
+        self.frontends.iter().map(|f| f.iiop).collect()
     }
 
     /// Checks that this configuration holds exactly the keys `role` needs:
-    /// a replica both; a front end its own and never the replicas'.
+    /// a replica its own and every front end's; a front end its own only,
+    /// never the replicas' nor another front end's.
     pub fn validate_for(&self, role: Role) -> Result<(), ConfigError> {
         self.validate()?;
-        self.frontend_key_bytes()?;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
         match role {
             Role::Replica => {
                 self.replica_key_bytes()?;
+                for f in &self.frontends {
+                    self.frontend_key_bytes(f.id)?;
+                }
             }
-            Role::FrontEnd if self.replica_key.is_some() => {
-                return Err(ConfigError::Invalid(
-                    "a front end must not hold the replicas' key: remove replica_key from its configuration (dcms up writes frontend.toml without it)".into(),
-                ))
+            Role::FrontEnd(id) => {
+                self.frontend_key_bytes(id)?;
+                if self.replica_key.is_some() {
+                    return bad(
+                        "a front end must not hold the replicas' key: remove replica_key from its configuration (dcms up writes frontend-<id>.toml without it)".into(),
+                    );
+                }
+                if let Some(other) = self
+                    .frontends
+                    .iter()
+                    .find(|f| f.id != id && f.key.is_some())
+                {
+                    return bad(format!(
+                        "front end {id} must not hold the key of front end {}: remove that key from its configuration (dcms up writes frontend-{id}.toml with its own key only)",
+                        other.id
+                    ));
+                }
             }
-            Role::FrontEnd => {}
-        }
-        if self.replica_key.is_some() && self.replica_key == self.frontend.key {
-            return Err(ConfigError::Invalid(
-                "replica_key and frontend.key must differ".into(),
-            ));
         }
         Ok(())
     }
@@ -323,15 +453,30 @@ impl ClusterConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        // Every key present is well formed, and no two are the same: a
+        // shared key would let one process speak as another.
+        let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
         if let Some(k) = &self.replica_key {
-            key_bytes("replica_key", k)?;
+            keys.push(("replica_key".into(), key_bytes("replica_key", k)?));
         }
-        if let Some(k) = &self.frontend.key {
-            key_bytes("frontend.key", k)?;
+        for f in &self.frontends {
+            if let Some(k) = &f.key {
+                let name = format!("the key of front end {}", f.id);
+                let bytes = key_bytes(&name, k)?;
+                if let Some((same, _)) = keys.iter().find(|(_, b)| *b == bytes) {
+                    return bad(format!(
+                        "{name} is the same as {same}: every key must differ"
+                    ));
+                }
+                keys.push((name, bytes));
+            }
         }
         self.sync_mode()?;
         if self.replicas.is_empty() {
             return bad("at least one replica is needed".into());
+        }
+        if self.frontends.is_empty() {
+            return bad("at least one front end is needed ([[frontends]])".into());
         }
         let mut ids: Vec<u64> = self.replicas.iter().map(|r| r.id).collect();
         ids.sort_unstable();
@@ -339,21 +484,50 @@ impl ClusterConfig {
         if ids.len() != self.replicas.len() {
             return bad("replica IDs must be unique".into());
         }
-        if ids.contains(&self.frontend.id) {
-            return bad(format!(
-                "front end ID {} is also a replica ID",
-                self.frontend.id
-            ));
-        }
-        if ids.contains(&0) || self.frontend.id == 0 {
+        if ids.contains(&0) {
             return bad("ID 0 is reserved (the replicas' key)".into());
         }
-        let mut addrs: Vec<SocketAddr> = self.replicas.iter().map(|r| r.udp).collect();
-        addrs.push(self.frontend.udp);
-        addrs.sort_unstable();
-        addrs.dedup();
-        if addrs.len() != self.replicas.len() + 1 {
-            return bad("every process needs its own UDP address".into());
+        let mut fe_ids: Vec<u64> = Vec::new();
+        for f in &self.frontends {
+            if f.id == 0 {
+                return bad("front end ID 0 is reserved (the replicas' key)".into());
+            }
+            if ids.contains(&f.id) {
+                return bad(format!("front end ID {} is also a replica ID", f.id));
+            }
+            if fe_ids.contains(&f.id) {
+                return bad(format!(
+                    "front end ID {} appears twice: front end IDs must be unique",
+                    f.id
+                ));
+            }
+            fe_ids.push(f.id);
+        }
+        let mut udp: Vec<(SocketAddr, String)> = Vec::new();
+        let processes = self
+            .replicas
+            .iter()
+            .map(|r| (r.udp, format!("replica {}", r.id)))
+            .chain(
+                self.frontends
+                    .iter()
+                    .map(|f| (f.udp, format!("front end {}", f.id))),
+            );
+        for (addr, who) in processes {
+            if let Some((_, first)) = udp.iter().find(|(a, _)| *a == addr) {
+                return bad(format!(
+                    "{who} and {first} share the UDP address {addr}: every process needs its own UDP address"
+                ));
+            }
+            udp.push((addr, who));
+        }
+        for (i, f) in self.frontends.iter().enumerate() {
+            if let Some(g) = self.frontends[..i].iter().find(|g| g.iiop == f.iiop) {
+                return bad(format!(
+                    "front ends {} and {} share the IIOP address {}: each needs its own",
+                    g.id, f.id, f.iiop
+                ));
+            }
         }
         if !(dcms_repl::wire::MIN_MAX_DATAGRAM..=dcms_repl::wire::MAX_MAX_DATAGRAM)
             .contains(&self.max_datagram)
@@ -474,107 +648,238 @@ mod tests {
             3,
             "d".into(),
             "00112233445566778899aabbccddeeff".into(),
-            "ffeeddccbbaa99887766554433221100".into(),
+            vec![
+                "ffeeddccbbaa99887766554433221100".into(),
+                "0f0e0d0c0b0a09080706050403020100".into(),
+            ],
         )
+    }
+
+    fn invalid(c: &ClusterConfig) -> String {
+        c.validate().unwrap_err().to_string()
     }
 
     #[test]
     fn a_local_configuration_round_trips_through_toml() {
         let c = local();
         c.validate().unwrap();
-        let back: ClusterConfig = toml::from_str(&c.to_toml()).unwrap();
+        let text = c.to_toml();
+        assert_eq!(text.matches("[[frontends]]").count(), 2, "{text}");
+        let back: ClusterConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, c);
-        assert_eq!(c.replica(3).unwrap().udp.port(), 7004);
+        assert_eq!(c.replica(3).unwrap().udp.port(), 7006);
+        assert_eq!(
+            c.frontends.iter().map(|f| f.id).collect::<Vec<_>>(),
+            [100, 101]
+        );
+        assert_eq!(c.frontend(101).unwrap().iiop.port(), 7001);
+        assert_eq!(c.frontend_iiops().len(), 2);
         assert_eq!(c.replica_db(2), PathBuf::from("d/replica-2.db"));
+        let one = ClusterConfig::local(7000, 3, "d".into(), "00".repeat(16), vec!["11".repeat(16)]);
+        assert_eq!(one.replica(3).unwrap().udp.port(), 7004);
+        one.validate().unwrap();
+    }
+
+    /// A file written before there were several front ends: one `[frontend]`.
+    #[test]
+    fn an_older_file_with_one_frontend_table_still_loads() {
+        let old = r#"
+cluster_id = 7
+secret = "00112233445566778899aabbccddeeff"
+data_dir = "d"
+
+[frontend]
+id = 100
+udp = "127.0.0.1:7001"
+iiop = "127.0.0.1:7000"
+key = "ffeeddccbbaa99887766554433221100"
+
+[[replicas]]
+id = 1
+udp = "127.0.0.1:7002"
+"#;
+        let c: ClusterConfig = toml::from_str(old).unwrap();
+        c.validate_for(Role::Replica).unwrap();
+        assert_eq!(c.frontends.len(), 1);
+        assert_eq!(c.frontends[0].id, 100);
+        assert_eq!(c.frontends[0].iiop.port(), 7000);
+        assert_eq!(
+            c.replica_key.as_deref(),
+            Some("00112233445566778899aabbccddeeff")
+        );
+        // Written back, it is in the new form.
+        let text = c.to_toml();
+        assert!(
+            text.contains("[[frontends]]") && !text.contains("[frontend]"),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<ClusterConfig>(&text).unwrap(), c);
+        // Both forms at once is a mistake.
+        let both = format!(
+            "{old}\n[[frontends]]\nid = 101\nudp = \"127.0.0.1:7003\"\niiop = \"127.0.0.1:7004\"\n"
+        );
+        let err = toml::from_str::<ClusterConfig>(&both)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("both [frontend] and [[frontends]]"), "{err}");
+        // An unknown field is still refused, in the new form and the old.
+        let err = toml::from_str::<ClusterConfig>(&format!("{old}\nbogus = 2")).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err =
+            toml::from_str::<ClusterConfig>(&old.replace("key = \"ff", "kee = \"ff")).unwrap_err();
+        assert!(err.to_string().contains("kee"), "{err}");
+        // No front end at all.
+        let none = old.replace("[frontend]", "[unused]");
+        assert!(toml::from_str::<ClusterConfig>(&none).is_err());
+        let mut c = local();
+        c.frontends.clear();
+        assert!(invalid(&c).contains("at least one front end"));
     }
 
     #[test]
     fn bad_configurations_say_what_is_wrong() {
         let mut c = local();
         c.replica_key = Some("zz".into());
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("replica_key is not hex"));
+        assert!(invalid(&c).contains("replica_key is not hex"));
         let mut c = local();
-        c.frontend.key = Some("0011".into());
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("at least 16"));
+        c.frontends[1].key = Some("0011".into());
+        let err = invalid(&c);
+        assert!(
+            err.contains("front end 101") && err.contains("at least 16"),
+            "{err}"
+        );
         let mut c = local();
         c.replicas[1].id = 1;
-        assert!(c.validate().unwrap_err().to_string().contains("unique"));
+        assert!(invalid(&c).contains("unique"));
         let mut c = local();
-        c.frontend.id = 2;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("also a replica"));
+        c.frontends[1].id = 2;
+        assert!(invalid(&c).contains("front end ID 2 is also a replica"));
         let mut c = local();
-        c.replicas[0].udp = c.frontend.udp;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("own UDP address"));
+        c.frontends[1].id = 100;
+        let err = invalid(&c);
+        assert!(err.contains("front end ID 100 appears twice"), "{err}");
+        let mut c = local();
+        c.frontends[0].id = 0;
+        assert!(invalid(&c).contains("ID 0 is reserved"));
+        let mut c = local();
+        c.replicas[0].udp = c.frontends[0].udp;
+        let err = invalid(&c);
+        assert!(
+            err.contains("own UDP address") && err.contains("front end 100"),
+            "{err}"
+        );
+        let mut c = local();
+        c.frontends[1].udp = c.frontends[0].udp;
+        let err = invalid(&c);
+        assert!(err.contains("front end 101 and front end 100"), "{err}");
+        let mut c = local();
+        c.frontends[1].iiop = c.frontends[0].iiop;
+        let err = invalid(&c);
+        assert!(
+            err.contains("front ends 100 and 101 share the IIOP address"),
+            "{err}"
+        );
         let mut c = local();
         c.sync = "sometimes".into();
-        assert!(c.validate().unwrap_err().to_string().contains("sync"));
+        assert!(invalid(&c).contains("sync"));
         let mut c = local();
         c.faults.drop = 1.5;
         assert!(c.validate().is_err());
         let mut c = local();
         c.timeouts.stream_expiry_ms = 500;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("stream_expiry_ms"));
+        assert!(invalid(&c).contains("stream_expiry_ms"));
         let mut c = local();
         c.max_streams = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("max_streams"));
+        assert!(invalid(&c).contains("max_streams"));
         let mut c = local();
         c.timeouts.election_ms = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("election_ms"));
+        assert!(invalid(&c).contains("election_ms"));
         let err = toml::from_str::<ClusterConfig>("cluster_id = 1\nbogus = 2").unwrap_err();
         assert!(err.to_string().contains("bogus") || err.to_string().contains("missing"));
+    }
+
+    #[test]
+    fn every_key_differs_from_every_other() {
+        let mut c = local();
+        c.frontends[1].key = c.frontends[0].key.clone();
+        let err = invalid(&c);
+        assert!(
+            err.contains("the key of front end 101 is the same as the key of front end 100"),
+            "{err}"
+        );
+        let mut c = local();
+        c.frontends[0].key = c.replica_key.clone();
+        let err = invalid(&c);
+        assert!(
+            err.contains("front end 100 is the same as replica_key"),
+            "{err}"
+        );
+        // The same bytes in other letters are the same key.
+        let mut c = local();
+        c.frontends[1].key = c.frontends[0].key.as_ref().map(|k| k.to_uppercase());
+        assert!(invalid(&c).contains("must differ"));
+        // Each front end's configuration holds one key: no clash to see
+        // there, and none hidden either.
+        let c = local();
+        for f in &c.frontends {
+            c.for_frontend(f.id).unwrap().validate().unwrap();
+        }
     }
 
     #[test]
     fn each_role_holds_exactly_the_keys_it_needs() {
         let c = local();
         c.validate_for(Role::Replica).unwrap();
-        let err = c.validate_for(Role::FrontEnd).unwrap_err().to_string();
+        let err = c.validate_for(Role::FrontEnd(100)).unwrap_err().to_string();
         assert!(err.contains("must not hold the replicas' key"), "{err}");
-        let fe = c.for_frontend();
-        fe.validate_for(Role::FrontEnd).unwrap();
-        let err = fe.validate_for(Role::Replica).unwrap_err().to_string();
-        assert!(err.contains("replica_key is missing"), "{err}");
-        let mut no_fe_key = c.clone();
-        no_fe_key.frontend.key = None;
-        for role in [Role::Replica, Role::FrontEnd] {
-            let err = no_fe_key.for_frontend().validate_for(role).unwrap_err();
-            assert!(err.to_string().contains("frontend.key is missing"), "{err}");
+        for id in [100, 101] {
+            let fe = c.for_frontend(id).unwrap();
+            fe.validate_for(Role::FrontEnd(id)).unwrap();
+            assert!(fe.replica_key.is_none());
+            for f in &fe.frontends {
+                assert_eq!(
+                    f.key.is_some(),
+                    f.id == id,
+                    "front end {id} holds only its key"
+                );
+            }
+            // The others' addresses stay: the group reference needs them.
+            assert_eq!(fe.frontend_iiops(), c.frontend_iiops());
+            let err = fe.validate_for(Role::Replica).unwrap_err().to_string();
+            assert!(err.contains("replica_key is missing"), "{err}");
+            let other = 201 - id;
+            let err = fe
+                .validate_for(Role::FrontEnd(other))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("the key of front end {other} is missing")),
+                "{err}"
+            );
         }
-        let mut same = c.clone();
-        same.frontend.key = same.replica_key.clone();
-        assert!(same
-            .validate_for(Role::Replica)
+        // A front end given another's key as well is refused.
+        let mut both = c.clone();
+        both.replica_key = None;
+        let err = both
+            .validate_for(Role::FrontEnd(100))
             .unwrap_err()
-            .to_string()
-            .contains("must differ"));
+            .to_string();
+        assert!(
+            err.contains("front end 100 must not hold the key of front end 101"),
+            "{err}"
+        );
+        let err = c.for_frontend(7).unwrap_err().to_string();
+        assert!(
+            err.contains("no front end with id 7") && err.contains("100, 101"),
+            "{err}"
+        );
+        let err = c.validate_for(Role::FrontEnd(7)).unwrap_err().to_string();
+        assert!(err.contains("no front end with id 7"), "{err}");
+        // A replica needs every front end's key.
+        let mut missing = c.clone();
+        missing.frontends[1].key = None;
+        let err = missing.validate_for(Role::Replica).unwrap_err().to_string();
+        assert!(err.contains("the key of front end 101 is missing"), "{err}");
         // Older files call the replicas' key `secret`.
         let old = c.to_toml().replace("replica_key", "secret");
         let back: ClusterConfig = toml::from_str(&old).unwrap();
@@ -605,5 +910,11 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         local().write(&path).unwrap();
         assert_eq!(mode(&path), 0o600, "rewriting narrows it again");
+        // A front end's file holds a key too.
+        let fe = data.join("frontend-101.toml");
+        local().for_frontend(101).unwrap().write(&fe).unwrap();
+        std::fs::set_permissions(&fe, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = ClusterConfig::load(&fe).unwrap_err();
+        assert!(matches!(err, ConfigError::TooOpen { .. }), "{err}");
     }
 }

@@ -73,23 +73,30 @@ impl ClinicService for ReplicatedService {
     }
 }
 
-/// Binds the front end's UDP socket and returns the service plus the event
-/// loop to run (until `shutdown`).
+/// The name of front end `id`'s status file and log prefix: `frontend-<id>`.
+pub fn status_name(id: u64) -> String {
+    format!("frontend-{id}")
+}
+
+/// Binds front end `id`'s UDP socket and returns the service plus the
+/// event loop to run (until `shutdown`). `config` is that front end's
+/// ([`ClusterConfig::for_frontend`]): its own key only.
 pub fn start_frontend(
     config: &ClusterConfig,
+    id: u64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(ReplicatedService, impl Future<Output = ()> + Send + 'static), NodeError> {
-    config.validate_for(Role::FrontEnd)?;
-    let id = config.frontend.id;
+    config.validate_for(Role::FrontEnd(id))?;
+    let me = config.frontend(id)?.clone();
     let mut link = Link::bind(
-        config.frontend.udp,
+        me.udp,
         address_book(config),
         &config.faults,
         id,
         config.max_datagram,
     )
     .map_err(|e| NodeError::Io {
-        what: format!("binding UDP {}", config.frontend.udp),
+        what: format!("binding UDP {} (front end {id})", me.udp),
         source: e,
     })?;
     // A new random stream at every start: sequence numbers restart at 1,
@@ -97,7 +104,7 @@ pub fn start_frontend(
     // replies they still hold), nor may an old stream's late replies reach
     // this one (every datagram names its addressee).
     let stream = dcms_repl::frontend::random_stream(rand::random());
-    let wire = wire_config(config, Role::FrontEnd)?;
+    let wire = wire_config(config, Role::FrontEnd(id))?;
     let mut fc = FrontEndConfig::new(wire, stream, initial_leader(config));
     fc.incarnation = Clock::wall_us();
     // The replicas it hears from (and, with failover, heartbeats to learn
@@ -122,9 +129,12 @@ pub fn start_frontend(
         let clock = Clock::new();
         let mut fe = FrontEnd::new(fc);
         let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
-        let mut status = StatusWriter::new(&data_dir, "frontend");
+        let name = status_name(id);
+        let mut status = StatusWriter::new(&data_dir, &name);
         let mut redundancy = Redundancy::default();
         let mut refusals = Refusals::default();
+        // Requests its CORBA clients handed in since the start.
+        let mut requests: u64 = 0;
         tokio::pin!(shutdown);
         let mut status_tick = crate::status::ticker();
         info!(frontend = id, stream, leader = %leader, "front end sequencer running with a new stream");
@@ -135,8 +145,10 @@ pub fn start_frontend(
                 _ = &mut shutdown => break,
                 Some(s) = rx.recv() => {
                     let now = clock.now_ms();
+                    requests += 1;
                     submit(&mut fe, &mut waiters, now, s);
                     while let Ok(s) = rx.try_recv() {
+                        requests += 1;
                         submit(&mut fe, &mut waiters, now, s);
                     }
                 }
@@ -198,7 +210,7 @@ pub fn start_frontend(
                 );
             }
             status.maybe_write(clock.now_ms(), || ProcessStatus {
-                name: "frontend".into(),
+                name: name.clone(),
                 id,
                 role: "frontend".into(),
                 pid: std::process::id(),
@@ -210,7 +222,9 @@ pub fn start_frontend(
                 durable: 0,
                 committed: None,
                 digest: String::new(),
+                iiop: Some(me.iiop.to_string()),
                 stats: serde_json::json!({
+                    "requests": requests,
                     "unanswered": fe.unanswered(),
                     "rto_ms": fe.rto_ms(),
                     "protocol": format!("{:?}", fe.stats()),

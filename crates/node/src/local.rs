@@ -12,6 +12,8 @@ pub struct LocalCluster {
     child: Child,
     _dir: Option<tempfile::TempDir>,
     pub data_dir: PathBuf,
+    /// The group corbaloc: every front end's address
+    /// (`corbaloc:iiop::H1:P1,iiop::H2:P2/DCMS`).
     pub corbaloc: String,
     pub config: ClusterConfig,
 }
@@ -33,7 +35,7 @@ pub enum LocalClusterError {
 impl LocalCluster {
     /// Runs `exe up --data-dir DIR <args>` (DIR: a new temporary folder
     /// unless `data_dir` is given) and waits up to 30 s until a read goes
-    /// through the front end, the leader and back.
+    /// through every front end, the leader and back.
     pub fn start(
         exe: &Path,
         data_dir: Option<&Path>,
@@ -89,12 +91,11 @@ impl LocalCluster {
             _dir: dir,
             data_dir,
             corbaloc: String::new(),
-            config: ClusterConfig::local(0, 1, PathBuf::new(), String::new(), String::new()),
+            config: ClusterConfig::local(0, 1, PathBuf::new(), String::new(), vec![String::new()]),
         };
         loop {
             if let Ok(config) = ClusterConfig::load(&config_path) {
-                partial.corbaloc = format!("corbaloc:iiop:{}/DCMS", config.frontend.iiop);
-                partial.config = config;
+                partial.set_config(config);
                 break;
             }
             if Instant::now() > deadline {
@@ -114,13 +115,21 @@ impl LocalCluster {
         Ok(partial)
     }
 
-    /// Waits until `getRecordCounts` succeeds.
+    fn set_config(&mut self, config: ClusterConfig) {
+        self.corbaloc = dcms_corba::group_corbaloc(&config.frontend_iiops());
+        self.config = config;
+    }
+
+    /// Waits until `getRecordCounts` succeeds through every front end.
+    /// The configuration is read again meanwhile: `dcms up` rewrites an
+    /// older one (adding front ends) before it starts any process.
     pub fn wait_ready(&mut self, deadline: Instant) -> Result<(), LocalClusterError> {
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(2),
             ..ClientOptions::default()
         };
+        let config_path = self.data_dir.join("cluster.toml");
         let mut last = String::new();
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -128,11 +137,20 @@ impl LocalCluster {
                     "dcms up exited: {status}"
                 )));
             }
-            match ClinicClient::connect(&self.corbaloc, &opts)
-                .and_then(|c| c.get_record_counts("MTL0001"))
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
+            if let Ok(config) = ClusterConfig::load(&config_path) {
+                if config != self.config {
+                    self.set_config(config);
+                }
+            }
+            let not_ready = self.config.frontends.iter().find_map(|f| {
+                ClinicClient::connect(&self.frontend_corbaloc(f.id)?, &opts)
+                    .and_then(|c| c.get_record_counts("MTL0001"))
+                    .err()
+                    .map(|e| format!("front end {}: {e}", f.id))
+            });
+            match not_ready {
+                None => return Ok(()),
+                Some(e) => last = e,
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -141,13 +159,26 @@ impl LocalCluster {
         )))
     }
 
-    /// A client of the front end.
+    /// A client of the group reference (any front end).
     pub fn client(&self) -> ClinicClient {
         ClinicClient::connect(&self.corbaloc, &ClientOptions::default())
             .expect("a corbaloc reference always parses")
     }
 
-    /// PID of the process named `name` (`replica-3`, `frontend`), from its status file.
+    /// The group IOR (as `dcms up` writes it to `<data-dir>/dcms.ior`).
+    pub fn group_ior(&self) -> String {
+        dcms_corba::group_ior(&self.config.frontend_iiops())
+    }
+
+    /// Front end `id`'s own corbaloc (`corbaloc:iiop:HOST:PORT/DCMS`), if
+    /// there is such a front end.
+    pub fn frontend_corbaloc(&self, id: u64) -> Option<String> {
+        let f = self.config.frontend(id).ok()?;
+        Some(dcms_corba::group_corbaloc(&[f.iiop]))
+    }
+
+    /// PID of the process named `name` (`replica-3`, `frontend-100`), from
+    /// its status file.
     pub fn pid_of(&self, name: &str) -> Option<u32> {
         crate::status::read_all(&self.data_dir)
             .into_iter()

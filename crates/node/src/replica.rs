@@ -37,14 +37,18 @@ pub fn initial_leader(config: &ClusterConfig) -> NodeId {
 }
 
 /// What `role` needs to sign and check datagrams: a replica the replicas'
-/// key and the front end's; a front end its own key only.
+/// key and every front end's; a front end its own key only.
 pub fn wire_config(config: &ClusterConfig, role: ConfigRole) -> Result<WireConfig, NodeError> {
-    let frontend_key = config.frontend_key_bytes()?;
     let mut wire = match role {
-        ConfigRole::Replica => WireConfig::new(config.cluster_id, config.replica_key_bytes()?)
-            .with_key(config.frontend.id, frontend_key),
-        ConfigRole::FrontEnd => {
-            WireConfig::frontend(config.cluster_id, config.frontend.id, frontend_key)
+        ConfigRole::Replica => {
+            let mut wire = WireConfig::new(config.cluster_id, config.replica_key_bytes()?);
+            for f in &config.frontends {
+                wire = wire.with_key(f.id, config.frontend_key_bytes(f.id)?);
+            }
+            wire
+        }
+        ConfigRole::FrontEnd(id) => {
+            WireConfig::frontend(config.cluster_id, id, config.frontend_key_bytes(id)?)
         }
     };
     wire.max_datagram = config.max_datagram;
@@ -299,6 +303,7 @@ pub async fn run_replica(
                 durable: replica.durable(),
                 committed: Some(replica.committed()),
                 digest: replica.digest().to_hex(),
+                iiop: None,
                 stats: serde_json::json!({
                     "protocol": format!("{:?}", replica.stats()),
                     "link": format!("{:?}", link.stats),

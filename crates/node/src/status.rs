@@ -1,4 +1,5 @@
 //! Status files: each process writes `status/<name>.json` in the data folder
+//! (`replica-<id>`, `frontend-<id>`)
 //! a few times a second; `dcms status` reads them and checks that each PID
 //! is alive. Written to a temporary file and renamed, so a reader never sees
 //! half a file.
@@ -27,6 +28,9 @@ pub struct ProcessStatus {
     pub durable: u64,
     pub committed: Option<u64>,
     pub digest: String,
+    /// A front end: where CORBA clients reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iiop: Option<String>,
     pub stats: serde_json::Value,
     /// When this was written (ms since the Unix epoch).
     pub updated_ms: u64,

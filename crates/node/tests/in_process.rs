@@ -1,7 +1,7 @@
 //! The tokio shells end to end, in one process: three replica event loops
-//! and the front-end sequencer on loopback UDP ports, requests through
-//! [`ReplicatedService`] from many threads. No CORBA here: that path has its
-//! own multi-process tests.
+//! and one or more front-end sequencers on loopback UDP ports, requests
+//! through [`ReplicatedService`] from many threads. No CORBA here: that
+//! path has its own multi-process tests.
 
 use dcms_corba::ClinicService;
 use dcms_core::workload::{Mix, Workload};
@@ -18,16 +18,22 @@ fn free_udp() -> SocketAddr {
         .unwrap()
 }
 
-fn config(dir: &std::path::Path, replicas: u64) -> ClusterConfig {
+/// A configuration of `replicas` replicas and `frontends` front ends.
+fn config(dir: &std::path::Path, replicas: u64, frontends: usize) -> ClusterConfig {
+    let keys = (0..frontends)
+        .map(|i| format!("fedcba9876543210fedcba98765432{i:02x}"))
+        .collect();
     let mut c = ClusterConfig::local(
         0,
         replicas,
         dir.to_path_buf(),
         "0123456789abcdef0123456789abcdef".into(),
-        "fedcba9876543210fedcba9876543210".into(),
+        keys,
     );
-    c.frontend.udp = free_udp();
-    c.frontend.iiop = free_udp();
+    for f in &mut c.frontends {
+        f.udp = free_udp();
+        f.iiop = free_udp();
+    }
     for r in &mut c.replicas {
         r.udp = free_udp();
     }
@@ -36,7 +42,8 @@ fn config(dir: &std::path::Path, replicas: u64) -> ClusterConfig {
 }
 
 /// Runs `requests` creates from `threads` threads against an in-process
-/// cluster; returns the IDs and the replicas' digests after a clean stop.
+/// cluster (thread `t` through front end `t mod n`); returns the IDs and
+/// the replicas' digests after a clean stop.
 fn run_cluster(
     config: ClusterConfig,
     threads: usize,
@@ -60,20 +67,24 @@ fn run_cluster(
             .unwrap()
         }));
     }
-    let mut stop = stop_tx.subscribe();
-    let (service, event_loop) = {
-        let _g = rt.enter();
-        dcms_node::frontend::start_frontend(&config.for_frontend(), async move {
-            let _ = stop.recv().await;
-        })
-        .unwrap()
-    };
-    handles.push(rt.spawn(event_loop));
-    let service = Arc::new(service);
+    let mut services = Vec::new();
+    for f in &config.frontends {
+        let mut stop = stop_tx.subscribe();
+        let (service, event_loop) = {
+            let _g = rt.enter();
+            let own = config.for_frontend(f.id).unwrap();
+            dcms_node::frontend::start_frontend(&own, f.id, async move {
+                let _ = stop.recv().await;
+            })
+            .unwrap()
+        };
+        handles.push(rt.spawn(event_loop));
+        services.push(Arc::new(service));
+    }
     let per = requests / threads;
     let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let service = service.clone();
+            let service = services[t % services.len()].clone();
             std::thread::spawn(move || {
                 let mut w = Workload::new(t as u64 + 1, Mix::AllCreates);
                 (0..per)
@@ -115,7 +126,7 @@ fn run_cluster(
 #[test]
 fn three_replicas_agree_and_every_create_is_answered_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (ids, digests) = run_cluster(config(dir.path(), 3), 8, 400);
+    let (ids, digests) = run_cluster(config(dir.path(), 3, 1), 8, 400);
     assert_eq!(ids.len(), 400);
     assert_eq!(
         ids.iter().collect::<HashSet<_>>().len(),
@@ -128,10 +139,88 @@ fn three_replicas_agree_and_every_create_is_answered_once() {
     );
 }
 
+/// Two front ends, each with its own key and streams, share the replicas:
+/// requests through both execute once each, in one log.
+#[test]
+fn two_front_ends_share_the_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, digests) = run_cluster(config(dir.path(), 3, 2), 8, 400);
+    assert_eq!(
+        ids.iter().collect::<HashSet<_>>().len(),
+        400,
+        "every ID returned once"
+    );
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "digests differ: {digests:?}"
+    );
+}
+
+/// A replica refuses a front end whose key it does not hold: a front end
+/// missing from the replicas' configuration gets no answer.
+#[test]
+fn a_front_end_the_replicas_do_not_know_is_not_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 1, 2);
+    config.timeouts.outcome_ms = 300;
+    let mut replicas_view = config.clone();
+    replicas_view.frontends.truncate(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stop = stop_tx.subscribe();
+    let replica = rt.spawn(async move {
+        dcms_node::replica::run_replica(replicas_view, 1, true, async move {
+            let _ = stop.recv().await;
+        })
+        .await
+        .unwrap()
+    });
+    let mut results = Vec::new();
+    let mut handles = Vec::new();
+    for id in [100, 101] {
+        let mut stop = stop_tx.subscribe();
+        let (service, event_loop) = {
+            let _g = rt.enter();
+            dcms_node::frontend::start_frontend(&config.for_frontend(id).unwrap(), id, async move {
+                let _ = stop.recv().await;
+            })
+            .unwrap()
+        };
+        handles.push(rt.spawn(event_loop));
+        let mut w = Workload::new(id, Mix::CreatesOnly);
+        results.push(service.call(w.next_request()));
+    }
+    assert!(
+        matches!(results[0], Ok(Ok(Outcome::RecordId(_)))),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(
+        results[1],
+        Err(dcms_corba::ServiceError::OutcomeUnknown),
+        "the unknown front end was answered"
+    );
+    let _ = stop_tx.send(());
+    for h in handles {
+        rt.block_on(h).unwrap();
+    }
+    rt.block_on(replica).unwrap();
+    let store = Store::open(config.replica_db(1), SyncMode::Normal).unwrap();
+    assert_eq!(
+        store.records().unwrap().len(),
+        1,
+        "only front end 100's create"
+    );
+}
+
 #[test]
 fn twenty_percent_loss_everywhere_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), 3);
+    let mut c = config(dir.path(), 3, 2);
     c.faults.drop = 0.2;
     c.faults.dup = 0.05;
     c.faults.reorder = 0.05;
@@ -151,7 +240,7 @@ fn twenty_percent_loss_everywhere_loses_and_doubles_nothing() {
 #[test]
 fn a_restarted_front_end_starts_a_new_stream_and_is_never_answered_from_the_old_one() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 3);
+    let config = config(dir.path(), 3, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -178,9 +267,13 @@ fn a_restarted_front_end_starts_a_new_stream_and_is_never_answered_from_the_old_
         let (stop_fe, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (service, event_loop) = {
             let _g = rt.enter();
-            dcms_node::frontend::start_frontend(&config.for_frontend(), async move {
-                let _ = stop_rx.await;
-            })
+            dcms_node::frontend::start_frontend(
+                &config.for_frontend(100).unwrap(),
+                100,
+                async move {
+                    let _ = stop_rx.await;
+                },
+            )
             .unwrap()
         };
         let fe = rt.spawn(event_loop);

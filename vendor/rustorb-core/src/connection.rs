@@ -62,6 +62,23 @@ pub(crate) type EndpointKey = (String, u16, bool);
 /// The ORB's client connections, one per endpoint.
 pub(crate) type ConnectionPool = Mutex<HashMap<EndpointKey, Arc<Connection>>>;
 
+/// (dcms patch.) When a connection to each endpoint last failed (could not
+/// be made, or broke). A call tries the addresses of its target that did
+/// not fail within [`FAILURE_MEMORY`] first, and the others after, in
+/// their order.
+pub(crate) type EndpointFailures = Mutex<HashMap<EndpointKey, Instant>>;
+
+/// (dcms patch.) How long a failed endpoint is tried after the others.
+pub(crate) const FAILURE_MEMORY: Duration = Duration::from_secs(10);
+
+/// (dcms patch.) Records that a connection to `endpoint` failed now.
+pub(crate) fn note_failure(failures: &EndpointFailures, endpoint: &EndpointKey) {
+    failures
+        .lock()
+        .unwrap()
+        .insert(endpoint.clone(), Instant::now());
+}
+
 /// What a waiting caller receives.
 pub(crate) type Delivery = Result<Message, Closed>;
 
@@ -90,6 +107,8 @@ pub(crate) struct Connection {
     last_used: Stamp,
     /// The pool the connection leaves when it ends.
     pool: Weak<ConnectionPool>,
+    /// Where a connection that breaks is recorded (dcms patch).
+    failures: Weak<EndpointFailures>,
 }
 
 impl Connection {
@@ -102,6 +121,7 @@ impl Connection {
         tls: Option<Arc<rustls::ClientConfig>>,
         options: &OrbOptions,
         pool: Weak<ConnectionPool>,
+        failures: Weak<EndpointFailures>,
     ) -> io::Result<Arc<Connection>> {
         let max_message_size = options.max_message_size;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
@@ -160,6 +180,7 @@ impl Connection {
             closing: AtomicBool::new(false),
             last_used: Stamp::new(),
             pool,
+            failures,
         });
         tokio::spawn(read_loop(Arc::clone(&conn)));
         Ok(conn)
@@ -507,6 +528,15 @@ async fn read_loop(conn: Arc<Connection>) {
         Ok(why) => why,
         Err(e) => Closed::Failed(e),
     };
+    // dcms patch: a connection that broke (not one closed by this side, nor
+    // one the server closed with CloseConnection) makes its endpoint the
+    // last one tried for a while: the server may be dying, and its
+    // listening socket can outlive this connection by a moment.
+    if matches!(why, Closed::Failed(_)) && !conn.closing.load(Ordering::Acquire) {
+        if let Some(failures) = conn.failures.upgrade() {
+            note_failure(&failures, &conn.endpoint);
+        }
+    }
     conn.fail(why);
     let _ = conn.writer.lock().await.shutdown().await;
     // The socket closes once the last caller holding the connection is

@@ -573,9 +573,17 @@ fn endpoints(ior: &Ior, can_tls: bool) -> Vec<Endpoint> {
             addrs.push((iiop.host.clone(), ssl.port, true));
         } else {
             addrs.push((iiop.host.clone(), iiop.port, false));
+            // dcms patch: alternate addresses in a TAG_MULTIPLE_COMPONENTS
+            // profile count for an IIOP 1.1+ profile too (for 1.0 they are
+            // `components` already), as omniORB reads them. A multi-address
+            // corbaloc puts them there (its IIOP 1.0 profile cannot hold
+            // them), and a client that raises such a profile to 1.2 must
+            // not lose them.
+            let shared_too: &[_] = if iiop.version.minor == 0 { &[] } else { &shared };
             addrs.extend(
                 components
                     .iter()
+                    .chain(shared_too)
                     .filter(|c| c.tag == component_tag::ALTERNATE_IIOP_ADDRESS)
                     .filter_map(|c| AlternateIiopAddress::from_component(c).ok())
                     .map(|a| (a.host, a.port, false)),
@@ -640,7 +648,17 @@ impl<'o> Walk<'o> {
     }
 
     fn retarget(&mut self, ior: Arc<Ior>) {
-        self.endpoints = endpoints(&ior, self.obj.orb.has_tls_client()).into_iter();
+        let mut endpoints = endpoints(&ior, self.obj.orb.has_tls_client());
+        // dcms patch: the addresses whose connection failed recently go
+        // last (a stable sort: each group keeps the reference's order), so
+        // that the call after a broken connection goes to another address
+        // of the object, and a dead address is not tried first by every
+        // call.
+        if endpoints.len() > 1 {
+            let orb = &self.obj.orb;
+            endpoints.sort_by_cached_key(|ep| orb.failed_recently(&ep.host, ep.port, ep.tls));
+        }
+        self.endpoints = endpoints.into_iter();
         self.ior = ior;
         self.last = no_usable_profile();
         self.fresh = true;
@@ -1113,6 +1131,8 @@ async fn attempt<A: WriteArgs + ?Sized>(
             }
             Err(Closed::Failed(_)) => {
                 orb.discard(&conn);
+                // dcms patch: the next call tries the other addresses first.
+                orb.note_failed(&conn);
                 return Attempt::Done(Err(sys(
                     SystemExceptionKind::COMM_FAILURE,
                     0,

@@ -11,7 +11,7 @@ use rustorb_cdr::ByteOrder;
 use rustorb_giop::{CorbaName, Corbaloc, Ior, ObjectUrl, Version};
 use tokio::runtime::{Handle, Runtime};
 
-use crate::connection::{Connection, ConnectionPool};
+use crate::connection::{Connection, ConnectionPool, EndpointFailures};
 use crate::poa::{self, MainThreadGuard, Poa};
 use crate::pool::Job;
 use crate::server::Server;
@@ -594,6 +594,8 @@ pub(crate) struct OrbInner {
     call_timeout: AtomicU64,
     connect_timeout: AtomicU64,
     connections: Arc<ConnectionPool>,
+    /// When a connection to each endpoint last failed (dcms patch).
+    endpoint_failures: Arc<EndpointFailures>,
     /// The task closing idle client connections, started with the first
     /// connection when [`OrbOptions::client_idle_timeout`] is set.
     idle_scan: OnceLock<tokio::task::JoinHandle<()>>,
@@ -777,6 +779,7 @@ impl Orb {
                 connect_timeout: AtomicU64::new(timeout::encode(options.connect_timeout)),
                 options,
                 connections: Arc::default(),
+                endpoint_failures: Arc::default(),
                 idle_scan: OnceLock::new(),
                 tls_client: OnceLock::new(),
                 registered: Mutex::default(),
@@ -1445,6 +1448,7 @@ impl Orb {
             config,
             &self.inner.options,
             Arc::downgrade(&self.inner.connections),
+            Arc::downgrade(&self.inner.endpoint_failures),
         );
         let limit = match self.connect_timeout() {
             Some(t) => Some(Instant::now() + t),
@@ -1454,6 +1458,8 @@ impl Orb {
             Some(at) => match tokio::time::timeout_at(at.into(), connect).await {
                 Ok(result) => result,
                 Err(_) => {
+                    // dcms patch: no answer in time is a failure too.
+                    crate::connection::note_failure(&self.inner.endpoint_failures, &key);
                     return Err(SystemException::new(
                         SystemExceptionKind::TIMEOUT,
                         0,
@@ -1463,9 +1469,22 @@ impl Orb {
             },
             None => connect.await,
         };
-        let conn = result.map_err(|_| {
-            SystemException::new(SystemExceptionKind::TRANSIENT, 0, CompletionStatus::No)
-        })?;
+        // dcms patch: an endpoint that cannot be reached is tried last for
+        // a while; one reached again is not.
+        let conn = match result {
+            Ok(conn) => {
+                self.inner.endpoint_failures.lock().unwrap().remove(&key);
+                conn
+            }
+            Err(_) => {
+                crate::connection::note_failure(&self.inner.endpoint_failures, &key);
+                return Err(SystemException::new(
+                    SystemExceptionKind::TRANSIENT,
+                    0,
+                    CompletionStatus::No,
+                ));
+            }
+        };
         let mut conns = self.inner.connections.lock().unwrap();
         match conns.get(&key) {
             // Another caller connected first: use its connection, and
@@ -1479,6 +1498,19 @@ impl Orb {
                 Ok(conn)
             }
         }
+    }
+
+    /// (dcms patch.) Whether a connection to `host:port` (with TLS if
+    /// `tls`) failed within [`FAILURE_MEMORY`](crate::connection::FAILURE_MEMORY).
+    pub(crate) fn failed_recently(&self, host: &str, port: u16, tls: bool) -> bool {
+        let mut failures = self.inner.endpoint_failures.lock().unwrap();
+        failures.retain(|_, at| at.elapsed() < crate::connection::FAILURE_MEMORY);
+        failures.contains_key(&(host.to_owned(), port, tls))
+    }
+
+    /// (dcms patch.) Records that the connection to `conn`'s endpoint broke.
+    pub(crate) fn note_failed(&self, conn: &Connection) {
+        crate::connection::note_failure(&self.inner.endpoint_failures, conn.endpoint());
     }
 
     /// Drops `conn` from the pool, if it is still the pooled one.
