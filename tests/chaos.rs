@@ -39,3 +39,49 @@ fn leader_kills_and_backup_pauses_lose_and_double_nothing() {
     assert!(kills >= 3, "the leader was killed {kills} times:\n{stdout}");
     assert!(stdout.contains("paused a backup"), "{stdout}");
 }
+
+/// Front ends killed under load: the writers (FT-CORBA clients holding the
+/// group reference) fail over to the other front end and retry with the
+/// same `FT_REQUEST` identity, so nothing fails, nothing is lost and no
+/// create executes twice (each has its own last name, checked in the
+/// store), and the replicas' digests are equal.
+#[test]
+fn frontend_kills_with_ft_retries_lose_fail_and_double_nothing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dcms"))
+        .args([
+            "chaos",
+            "--duration",
+            "8",
+            "--clients",
+            "8",
+            "--frontends",
+            "2",
+            "--kill-leader-every",
+            "0",
+            "--kill-frontend-every",
+            "1.5",
+            "--pause-backup-every",
+            "0",
+        ])
+        .output()
+        .expect("run dcms chaos");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "dcms chaos failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("OK — every acknowledged create present"),
+        "{stdout}"
+    );
+    let kills = stdout.matches("killed front end").count();
+    assert!(
+        kills >= 4,
+        "front ends were killed {kills} times:\n{stdout}"
+    );
+    assert!(
+        stdout.contains(" 0 failed"),
+        "every create went through a retry:\n{stdout}"
+    );
+}

@@ -1,12 +1,16 @@
 //! `dcms chaos`: a cluster under write load while its processes are hurt —
 //! the leader killed with SIGKILL again and again (`dcms up` restarts it), a
-//! backup paused with SIGSTOP and resumed with SIGCONT — then checked:
-//! every acknowledged create is present with its fields, no record ID was
-//! returned twice, the counts lie between what was acknowledged and what
-//! may have happened, and all replicas' digests are equal.
+//! front end killed the same way, a backup paused with SIGSTOP and resumed
+//! with SIGCONT — then checked: every acknowledged create is present with
+//! its fields, no record ID was returned twice, no create was executed
+//! twice (each one's last name is unique, and appears at most once in the
+//! store), the counts lie between what was acknowledged and what may have
+//! happened, and all replicas' digests are equal. The writers retry with
+//! FT-CORBA's `FT_REQUEST` (as `dcms client` does) unless `--no-ft`.
 //!
 //! Short runs go in the test suite; longer ones on demand:
-//! `dcms chaos --duration 120 --kill-leader-every 3 --pause-backup-every 7`.
+//! `dcms chaos --duration 120 --kill-leader-every 3 --kill-frontend-every 5
+//! --pause-backup-every 7`.
 
 use anyhow::Context;
 use dcms_corba::{CallError, ClientOptions, ClinicClient};
@@ -29,6 +33,14 @@ pub struct ChaosArgs {
     /// Kill the leader every SECS seconds (0: never).
     #[arg(long, default_value_t = 3.0)]
     kill_leader_every: f64,
+    /// Kill a front end every SECS seconds (0: never), each in turn.
+    #[arg(long, default_value_t = 0.0)]
+    kill_frontend_every: f64,
+    /// Front ends of the cluster.
+    #[arg(long, default_value_t = 2)]
+    frontends: usize,
+    #[command(flatten)]
+    ft: super::common::FtArgs,
     /// Pause a backup every SECS seconds (0: never)...
     #[arg(long, default_value_t = 7.0)]
     pause_backup_every: f64,
@@ -60,7 +72,12 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut cluster = LocalCluster::start_logged(
         &exe,
         Some(&data),
-        &["--sync".into(), "normal".into()],
+        &[
+            "--sync".into(),
+            "normal".into(),
+            "--frontends".into(),
+            args.frontends.to_string(),
+        ],
         false,
         Some(&log),
     )
@@ -77,7 +94,16 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let writers: Vec<_> = (0..args.clients)
         .map(|c| {
             let (stop, acked, maybe) = (stop.clone(), acked.clone(), maybe.clone());
-            let client = ClinicClient::connect(&cluster.corbaloc, &ClientOptions::default())
+            let opts = ClientOptions {
+                ft: args.ft.options(),
+                ..ClientOptions::default()
+            };
+            // Each writer holds the group reference starting at another
+            // front end, so a kill hits some writers and not others.
+            let mut addrs: Vec<_> = cluster.config.frontends.iter().map(|f| f.iiop).collect();
+            let n = addrs.len();
+            addrs.rotate_left(c % n);
+            let client = ClinicClient::connect(&dcms_corba::group::group_corbaloc(&addrs), &opts)
                 .map_err(|e| anyhow::anyhow!("connecting: {e}"));
             std::thread::spawn(move || -> anyhow::Result<()> {
                 let client = client?;
@@ -133,7 +159,9 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
         .then(|| start + Duration::from_secs_f64(args.kill_leader_every));
     let mut next_pause = (args.pause_backup_every > 0.0)
         .then(|| start + Duration::from_secs_f64(args.pause_backup_every));
-    let (mut kills, mut pauses) = (0, 0);
+    let mut next_fe_kill = (args.kill_frontend_every > 0.0)
+        .then(|| start + Duration::from_secs_f64(args.kill_frontend_every));
+    let (mut kills, mut pauses, mut fe_kills) = (0, 0, 0usize);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
@@ -144,6 +172,19 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 kills += 1;
                 println!(
                     "dcms chaos: {:>5.1} s  killed the leader (pid {pid})",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        }
+        if next_fe_kill.is_some_and(|t| now >= t) {
+            next_fe_kill = Some(now + Duration::from_secs_f64(args.kill_frontend_every));
+            let frontends = live_with_role(&cluster, "frontend");
+            if !frontends.is_empty() {
+                let (name, pid) = &frontends[fe_kills % frontends.len()];
+                signal(*pid, libc::SIGKILL);
+                fe_kills += 1;
+                println!(
+                    "dcms chaos: {:>5.1} s  killed front end {name} (pid {pid})",
                     start.elapsed().as_secs_f64()
                 );
             }
@@ -171,7 +212,7 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let acked = std::mem::take(&mut *acked.lock().expect("not poisoned"));
     let maybe = std::mem::take(&mut *maybe.lock().expect("not poisoned"));
     let maybe_total: u64 = maybe.values().sum();
-    println!("dcms chaos: {kills} leader kills, {pauses} pauses; {} creates acknowledged, {maybe_total} failed {maybe:?}", acked.len());
+    println!("dcms chaos: {kills} leader kills, {fe_kills} front-end kills, {pauses} pauses; {} creates acknowledged, {maybe_total} failed {maybe:?}", acked.len());
 
     // The cluster must serve again, and every acknowledged create must be there.
     let checker = wait_for_service(&cluster.corbaloc, Duration::from_secs(30))?;
@@ -207,9 +248,20 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     cluster.stop();
     let mut digests = Vec::new();
-    for r in &cluster.config.replicas {
+    for (i, r) in cluster.config.replicas.iter().enumerate() {
         let store = Store::open(cluster.config.replica_db(r.id), SyncMode::Normal)?;
         digests.push((r.id, store.last_applied(), store.digest()?.to_hex()));
+        if i == 0 {
+            // Each create has a last name of its own: one seen twice was
+            // executed twice (a retry that was not recognised as one).
+            let mut seen = HashSet::new();
+            for record in store.records()? {
+                let name = record.last_name().to_string();
+                if name.starts_with("Chaos") && !seen.insert(name.clone()) {
+                    problems.push(format!("the create of {name} was executed twice"));
+                }
+            }
+        }
     }
     if digests.windows(2).any(|w| w[0].2 != w[1].2) {
         problems.push(format!("replica digests differ: {digests:?}"));
@@ -244,6 +296,20 @@ fn pid_with_role(cluster: &LocalCluster, role: &str) -> Option<u32> {
         .filter(|s| s.role == role && now.saturating_sub(s.updated_ms) < 1_000)
         .max_by_key(|s| (s.epoch, s.updated_ms))
         .map(|s| s.pid)
+}
+
+/// The (name, PID) of every live process whose status says `role`, by name.
+fn live_with_role(cluster: &LocalCluster, role: &str) -> Vec<(String, u32)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut out: Vec<(String, u32)> = read_all(&cluster.data_dir)
+        .into_iter()
+        .filter(|s| s.role == role && now.saturating_sub(s.updated_ms) < 1_000)
+        .map(|s| (s.name, s.pid))
+        .collect();
+    out.sort();
+    out
 }
 
 /// A client once a create goes through again.

@@ -150,12 +150,15 @@ pub fn check(ft: &FtRequest) -> Result<(), String> {
 pub(crate) static SLOT: OnceLock<SlotId> = OnceLock::new();
 
 pub(crate) fn octets(data: Vec<u8>) -> Any {
-    let tc = TypeCode::sequence(
-        &TypeCode::simple(TCKind::Octet).expect("octet is a simple kind"),
-        0,
-    )
-    .expect("sequence<octet> is valid");
-    Any::new(tc, Value::Octets(data.into()))
+    static TC: OnceLock<TypeCode> = OnceLock::new();
+    let tc = TC.get_or_init(|| {
+        TypeCode::sequence(
+            &TypeCode::simple(TCKind::Octet).expect("octet is a simple kind"),
+            0,
+        )
+        .expect("sequence<octet> is valid")
+    });
+    Any::new(tc.clone(), Value::Octets(data.into()))
 }
 
 fn octets_of(any: &Any) -> Option<&[u8]> {

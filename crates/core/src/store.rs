@@ -321,16 +321,17 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 -- Replies kept for FT-CORBA retries, by the client's request identity,
 -- until `expires_ms` (plus a grace for clock skew) has passed in the log's
--- time.
+-- time. Keyed by expiration first: inserts land near the end and expiry is
+-- a range delete at the start, with no second B-tree to keep up. (The
+-- replicas look identities up in memory; the table is read whole at start.)
 CREATE TABLE IF NOT EXISTS retained (
+    expires_ms   INTEGER NOT NULL,
     client_id    TEXT NOT NULL,
     retention_id INTEGER NOT NULL,
-    expires_ms   INTEGER NOT NULL,
     position     INTEGER NOT NULL,
     reply        BLOB NOT NULL,        -- postcard-encoded Reply
-    PRIMARY KEY (client_id, retention_id)
+    PRIMARY KEY (expires_ms, client_id, retention_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS retained_expiry ON retained (expires_ms);
 -- The LogHash at the position of the last installed snapshot (one row;
 -- NULL when the snapshot's sender did not know it).
 CREATE TABLE IF NOT EXISTS chain_base (
@@ -361,7 +362,7 @@ pub(crate) fn read_retained(conn: &Connection, path: &Path) -> Result<Vec<Retain
     let mut stmt = conn
         .prepare(
             "SELECT client_id, retention_id, expires_ms, position, reply FROM retained
-             ORDER BY expires_ms, client_id, retention_id",
+             ORDER BY expires_ms, client_id, retention_id, position",
         )
         .map_err(e)?;
     let rows = stmt
@@ -412,8 +413,9 @@ pub(crate) fn write_retained(tx: &rusqlite::Transaction<'_>, r: &Retained) -> ru
 /// A retained reply is kept this long after its expiration (in the log's
 /// time), so that leaders whose clocks differ by less never disagree on
 /// whether it is gone: a retry that arrives before its expiration on one
-/// leader's clock finds it on any other.
-pub const RETAINED_GRACE_MS: u64 = 30_000;
+/// leader's clock finds it on any other. Ten times the replicas' assumed
+/// clock skew (`ReplicaConfig::clock_skew_ms`, 500 ms).
+pub const RETAINED_GRACE_MS: u64 = 5_000;
 
 /// Expired retained replies are deleted at most this often (log time).
 const RETAINED_PRUNE_EVERY_MS: u64 = 1_000;

@@ -21,7 +21,7 @@
 use crate::ids::{Position, Seq, StreamId};
 use dcms_core::store::RETAINED_GRACE_MS;
 use dcms_core::{FtRequest, LogEntry, Reply, RequestKey, Retained};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// What the table knows about one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,10 +49,13 @@ struct StreamSession {
 pub struct Sessions {
     streams: BTreeMap<StreamId, StreamSession>,
     keep: usize,
-    /// By (client ID, retention ID).
-    retained: BTreeMap<(String, i32), Retained>,
-    /// The same, by expiration, for pruning.
-    expiries: BTreeSet<(u64, String, i32)>,
+    /// By client ID, then retention ID (looked up by `&str`, no copy).
+    retained: HashMap<String, HashMap<i32, Retained>>,
+    /// The same identities by expiration, in the order they came, for
+    /// pruning and export.
+    expiries: BTreeMap<u64, Vec<(String, i32)>>,
+    /// How many identities are retained.
+    retained_count: usize,
     /// The newest log time applied (milliseconds since the Unix epoch).
     log_time: u64,
 }
@@ -63,8 +66,9 @@ impl Sessions {
         Sessions {
             streams: BTreeMap::new(),
             keep,
-            retained: BTreeMap::new(),
-            expiries: BTreeSet::new(),
+            retained: HashMap::new(),
+            expiries: BTreeMap::new(),
+            retained_count: 0,
             log_time: 0,
         }
     }
@@ -72,12 +76,14 @@ impl Sessions {
     /// The retained reply of an FT request identity, if it executed (in
     /// any stream) and has not expired from the table.
     pub fn retained(&self, ft: &FtRequest) -> Option<&Retained> {
-        self.retained.get(&(ft.client_id.clone(), ft.retention_id))
+        self.retained
+            .get(ft.client_id.as_str())?
+            .get(&ft.retention_id)
     }
 
     /// How many FT replies are retained.
     pub fn retained_len(&self) -> usize {
-        self.retained.len()
+        self.retained_count
     }
 
     /// The newest log time applied.
@@ -88,32 +94,50 @@ impl Sessions {
     /// Every retained reply, oldest expiration first (for a snapshot).
     pub fn export_retained(&self) -> Vec<Retained> {
         self.expiries
-            .iter()
-            .map(|(_, c, r)| self.retained[&(c.clone(), *r)].clone())
+            .values()
+            .flatten()
+            .map(|(c, r)| self.retained[c.as_str()][r].clone())
             .collect()
     }
 
     /// Loads a retained reply (recovery, snapshot); one already there for
     /// the same identity stays.
     pub fn preload_retained(&mut self, r: Retained) {
-        let key = (r.client_id.clone(), r.retention_id);
-        if self.retained.contains_key(&key) {
-            return;
+        if let Some(client) = self.retained.get(r.client_id.as_str()) {
+            if client.contains_key(&r.retention_id) {
+                return;
+            }
         }
         self.expiries
-            .insert((r.expires_ms, r.client_id.clone(), r.retention_id));
-        self.retained.insert(key, r);
+            .entry(r.expires_ms)
+            .or_default()
+            .push((r.client_id.clone(), r.retention_id));
+        self.retained_count += 1;
+        self.retained
+            .entry(r.client_id.clone())
+            .or_default()
+            .insert(r.retention_id, r);
     }
 
     /// Drops the retained replies whose expiration plus the grace is behind
     /// the log's time.
     fn prune_retained(&mut self) {
-        while let Some(first) = self.expiries.first() {
-            if first.0.saturating_add(RETAINED_GRACE_MS) >= self.log_time {
+        while let Some((&expires, _)) = self.expiries.first_key_value() {
+            if expires.saturating_add(RETAINED_GRACE_MS) >= self.log_time {
                 break;
             }
-            let (_, client_id, retention_id) = self.expiries.pop_first().expect("non-empty");
-            self.retained.remove(&(client_id, retention_id));
+            let (_, ids) = self.expiries.pop_first().expect("non-empty");
+            for (client_id, retention_id) in ids {
+                let client = self
+                    .retained
+                    .get_mut(client_id.as_str())
+                    .expect("an expiry names a retained identity");
+                client.remove(&retention_id);
+                if client.is_empty() {
+                    self.retained.remove(client_id.as_str());
+                }
+                self.retained_count -= 1;
+            }
         }
     }
 

@@ -45,6 +45,10 @@ pub struct LoadArgs {
     /// Replicas of the spawned cluster.
     #[arg(long, default_value_t = 3, requires = "spawn")]
     replicas: u64,
+    /// Front ends of the spawned cluster (clients use the group reference,
+    /// which names them all).
+    #[arg(long, default_value_t = 2, requires = "spawn")]
+    frontends: usize,
     /// SQLite durability of the spawned cluster.
     #[arg(long, default_value = "full", requires = "spawn")]
     sync: String,
@@ -69,6 +73,14 @@ pub struct LoadArgs {
     /// kill to the first acknowledged write issued after it.
     #[arg(long, requires_all = ["spawn", "duration"])]
     kill_leader_every: Option<f64>,
+    /// Kill a front end with SIGKILL every SECS seconds, each in turn (with
+    /// --spawn; `dcms up` restarts it), and report the gap each client saw:
+    /// from its last answer before the kill to its first after. At the end,
+    /// check the replicas: every acknowledged create is there with its
+    /// fields, there are no more records than creates that may have
+    /// executed, and the digests are equal.
+    #[arg(long, requires_all = ["spawn", "duration"])]
+    kill_frontend_every: Option<f64>,
 }
 
 /// What one client thread measured.
@@ -79,19 +91,24 @@ struct ClientResult {
     ok: u64,
     errors: BTreeMap<String, u64>,
     created: Vec<String>,
+    /// Acknowledged creates: (ID, manager, last name, first name).
+    created_fields: Vec<(String, String, String, String)>,
+    /// Creates whose outcome is unknown (they may have executed).
+    creates_unknown: u64,
     /// When the client's last operation ended (or it found nothing to do).
     finished: Instant,
 }
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
-    let spawned = if args.spawn {
+    let mut spawned = if args.spawn {
         eprintln!(
             "dcms bench: starting a cluster of {} replicas",
             args.replicas
         );
         Some(super::spawn::start(
             args.replicas,
+            args.frontends,
             &args.sync,
             &args.faults,
         )?)
@@ -121,17 +138,31 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let results = Arc::new(Mutex::new(Vec::new()));
 
     let clients: Vec<ClinicClient> = (0..args.clients)
-        .map(|_| {
+        .map(|i| {
             // One sequential caller per connection: one I/O thread is enough.
             let opts = ClientOptions {
                 io_threads: 1,
                 ft: args.ft.options(),
                 ..ClientOptions::default()
             };
+            // A spawned cluster's clients spread over its front ends: each
+            // holds the group reference starting at another one.
+            let reference = match &spawned {
+                Some(cluster) => {
+                    let mut addrs: Vec<_> =
+                        cluster.config.frontends.iter().map(|f| f.iiop).collect();
+                    let n = addrs.len();
+                    addrs.rotate_left(i % n);
+                    dcms_corba::group::group_corbaloc(&addrs)
+                }
+                None => reference.clone(),
+            };
             ClinicClient::connect(&reference, &opts)
         })
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("connecting to {reference}: {e}"))?;
+    // Clones share each client's retry counter.
+    let clients_retries = clients.clone();
     let bar = match args.duration {
         Some(s) => ProgressBar::new((s * 10.0) as u64),
         None => ProgressBar::new(total),
@@ -168,6 +199,19 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let fe_kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let fe_killer = match (args.kill_frontend_every, &spawned) {
+        (Some(every), Some(cluster)) => {
+            anyhow::ensure!(every > 0.0, "--kill-frontend-every must be positive");
+            let (stop, kills) = (stop.clone(), fe_kills.clone());
+            let data_dir = cluster.data_dir.clone();
+            let last_kill = until.map(|u| u - Duration::from_secs_f64((every / 2.0).max(1.0)));
+            Some(std::thread::spawn(move || {
+                kill_frontends(&data_dir, every, last_kill, &stop, &kills)
+            }))
+        }
+        _ => None,
+    };
     while threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
         let n = done.load(Ordering::Relaxed);
@@ -183,10 +227,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     for t in threads {
         let _ = t.join();
     }
-    if let Some(k) = killer {
+    for k in [killer, fe_killer].into_iter().flatten() {
         let _ = k.join();
     }
     let results = std::mem::take(&mut *results.lock().expect("not poisoned"));
+    let retries: u64 = clients_retries.iter().map(|c| c.retries()).sum();
     // From the start to the end of the last operation: not to when the
     // polling loop above noticed (up to 100 ms later).
     let elapsed = results
@@ -204,8 +249,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut ids = HashSet::new();
     let mut duplicates = 0usize;
     let mut acknowledged: Vec<(Instant, Instant)> = Vec::new();
+    let mut per_client: Vec<Vec<(Instant, Instant)>> = Vec::new();
+    let mut created_fields = Vec::new();
+    let mut creates_unknown = 0;
     for r in results {
         acknowledged.extend(&r.acknowledged);
+        per_client.push(r.acknowledged.clone());
+        created_fields.extend(r.created_fields);
+        creates_unknown += r.creates_unknown;
         latency.add(&r.latency)?;
         ok += r.ok;
         for (k, v) in r.errors {
@@ -221,6 +272,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let ops = ok + errors.values().sum::<u64>();
     let kills = kills.lock().expect("not poisoned").clone();
     let gaps = failover_gaps(&kills, &acknowledged);
+    let fe_kills = fe_kills.lock().expect("not poisoned").clone();
+    let client_gaps = client_gaps(&fe_kills, &per_client);
+    let client_gaps_known: Vec<Option<Duration>> = client_gaps.iter().copied().map(Some).collect();
+    // With front ends killed, check what the replicas hold.
+    let verdict = match (&mut spawned, fe_kills.is_empty()) {
+        (Some(cluster), false) => Some(verify_stores(cluster, &created_fields, creates_unknown)?),
+        _ => None,
+    };
     let q = |p: f64| latency.value_at_quantile(p);
     let summary = serde_json::json!({
         "bench": "load",
@@ -241,6 +300,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         "kills": kills.len(),
         "failover_gaps_ms": gaps.iter().map(|g| g.map(|d| d.as_secs_f64() * 1000.0)).collect::<Vec<_>>(),
         "failover_ms": gap_summary(&gaps),
+        "frontend_kills": fe_kills.len(),
+        "client_gaps_ms": gap_summary(&client_gaps_known),
+        "client_gap_samples": client_gaps.len(),
+        "ft_retries": retries,
+        "stores": verdict.as_ref().map(|v| v.summary.clone()),
     });
     if args.json {
         println!("{summary}");
@@ -262,6 +326,25 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
                 gap_summary(&gaps)
             );
         }
+        if !fe_kills.is_empty() {
+            println!(
+                "front end killed {} times; gap each client saw (ms, {} samples): {}; FT retries {retries}",
+                fe_kills.len(),
+                client_gaps.len(),
+                gap_summary(&client_gaps_known)
+            );
+        }
+        if let Some(v) = &verdict {
+            println!("stores: {}", v.summary);
+        }
+    }
+    if let Some(v) = &verdict {
+        anyhow::ensure!(
+            v.problems.is_empty(),
+            "{} problems in the stores, first: {}",
+            v.problems.len(),
+            v.problems.join("; ").chars().take(2000).collect::<String>()
+        );
     }
     anyhow::ensure!(
         gaps.iter().all(Option::is_some),
@@ -291,6 +374,8 @@ fn client_loop(
         ok: 0,
         errors: BTreeMap::new(),
         created: Vec::new(),
+        created_fields: Vec::new(),
+        creates_unknown: 0,
         finished: Instant::now(),
     };
     let mut workload = Workload::new(index as u64 + 1, Mix::CreatesOnly);
@@ -315,6 +400,7 @@ fn client_loop(
             OpMix::Create | OpMix::Creates => true,
         };
         let t = Instant::now();
+        let mut fields: Option<(String, String, String)> = None;
         let outcome: Result<Option<(String, Clinic)>, CallError> = if create {
             let Request::CreateDoctor {
                 first_name,
@@ -330,6 +416,7 @@ fn client_loop(
             };
             let clinic = Clinic::ALL[index % 3];
             let m = manager(clinic);
+            fields = Some((m.clone(), last_name.clone(), first_name.clone()));
             let id = if mix == OpMix::Creates && pick % 2 == 1 {
                 client.create_n_record(
                     &m,
@@ -390,10 +477,16 @@ fn client_loop(
                 r.ok += 1;
                 if let Some((id, clinic)) = created {
                     r.created.push(id.clone());
+                    if let Some((m, last, first)) = fields {
+                        r.created_fields.push((id.clone(), m, last, first));
+                    }
                     mine.push((id, clinic));
                 }
             }
             Err(e) => {
+                if fields.is_some() && e.as_system().is_some() {
+                    r.creates_unknown += 1;
+                }
                 let key = match &e {
                     CallError::User(u) => u.name().to_string(),
                     CallError::System(s) => format!("{:?}", s.kind()),
@@ -446,6 +539,134 @@ fn kill_leaders(
             );
         }
     }
+}
+
+/// Every `every` seconds, SIGKILLs a live front end (each in turn, by
+/// name), recording when.
+fn kill_frontends(
+    data_dir: &std::path::Path,
+    every: f64,
+    last_kill: Option<Instant>,
+    stop: &AtomicBool,
+    kills: &Mutex<Vec<Instant>>,
+) {
+    let period = Duration::from_secs_f64(every);
+    let mut next = Instant::now() + period;
+    let mut turn = 0usize;
+    while !stop.load(Ordering::Relaxed) && last_kill.is_none_or(|l| next <= l) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        next += period;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut frontends: Vec<_> = dcms_node::status::read_all(data_dir)
+            .into_iter()
+            .filter(|s| s.role == "frontend" && now_ms.saturating_sub(s.updated_ms) < 1_000)
+            .collect();
+        frontends.sort_by(|a, b| a.name.cmp(&b.name));
+        if frontends.is_empty() {
+            eprintln!("dcms bench: no live front end to kill");
+            continue;
+        }
+        let victim = &frontends[turn % frontends.len()];
+        turn += 1;
+        // SAFETY: kill(2) with a PID read from our own cluster's status file.
+        let rc = unsafe { libc::kill(victim.pid as i32, libc::SIGKILL) };
+        if rc == 0 {
+            kills.lock().expect("not poisoned").push(Instant::now());
+            eprintln!(
+                "dcms bench: killed front end {} (pid {})",
+                victim.name, victim.pid
+            );
+        }
+    }
+}
+
+/// For each kill and each client with an answer after it, the gap that
+/// client saw: from its last answer before the kill (or the kill, if none)
+/// to its first answer after it.
+fn client_gaps(kills: &[Instant], per_client: &[Vec<(Instant, Instant)>]) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for &k in kills {
+        for acks in per_client {
+            let before = acks.iter().map(|a| a.1).filter(|&e| e <= k).max();
+            let after = acks.iter().map(|a| a.1).filter(|&e| e > k).min();
+            if let Some(after) = after {
+                out.push(after - before.unwrap_or(k));
+            }
+        }
+    }
+    out
+}
+
+/// What the replicas' stores say after a run.
+struct StoreVerdict {
+    summary: String,
+    problems: Vec<String>,
+}
+
+/// Stops the cluster, then checks its stores: equal digests, every
+/// acknowledged create present with the names sent, and no more records
+/// than creates that may have executed (a create executed twice would be
+/// one more).
+fn verify_stores(
+    cluster: &mut dcms_node::local::LocalCluster,
+    created: &[(String, String, String, String)],
+    unknown: u64,
+) -> anyhow::Result<StoreVerdict> {
+    // Let the backups take the last acknowledgements first.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.stop();
+    let mut problems = Vec::new();
+    let mut digests = Vec::new();
+    let mut records = None;
+    for r in &cluster.config.replicas {
+        let store =
+            dcms_core::Store::open(cluster.config.replica_db(r.id), dcms_core::SyncMode::Normal)?;
+        digests.push(store.digest()?.to_hex());
+        if records.is_none() {
+            records = Some(store.records()?);
+        }
+    }
+    if digests.windows(2).any(|w| w[0] != w[1]) {
+        problems.push(format!("replica digests differ: {digests:?}"));
+    }
+    let records = records.unwrap_or_default();
+    let by_id: BTreeMap<String, &dcms_core::Record> =
+        records.iter().map(|r| (r.id.to_string(), r)).collect();
+    for (id, _, last, first) in created {
+        match by_id.get(id) {
+            Some(r) if r.last_name() == last.trim() && r.first_name() == first.trim() => {}
+            Some(r) => problems.push(format!(
+                "{id} holds {} {}, not the acknowledged {first} {last}",
+                r.first_name(),
+                r.last_name()
+            )),
+            None => problems.push(format!("acknowledged {id} is missing")),
+        }
+    }
+    let total = records.len() as u64;
+    let acked = created.len() as u64;
+    if total < acked || total > acked + unknown {
+        problems.push(format!(
+            "{total} records, but {acked} creates were acknowledged and {unknown} may have executed"
+        ));
+    }
+    Ok(StoreVerdict {
+        summary: format!(
+            "{total} records for {acked} acknowledged creates ({unknown} unknown), digests {}",
+            if digests.windows(2).all(|w| w[0] == w[1]) {
+                "equal"
+            } else {
+                "DIFFER"
+            }
+        ),
+        problems,
+    })
 }
 
 /// For each kill, the time until the first write issued after it was
@@ -507,5 +728,20 @@ mod tests {
         );
         assert_eq!(gap_summary(&gaps), "min 105, median 210, max 210");
         assert_eq!(gap_summary(&[]), "none");
+    }
+
+    #[test]
+    fn a_clients_gap_runs_from_its_last_answer_before_the_kill_to_its_first_after() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let on_the_killed_one = vec![(at(90), at(95)), (at(96), at(260)), (at(261), at(263))];
+        let on_the_other = vec![(at(98), at(99)), (at(99), at(102))];
+        let silent_after = vec![(at(10), at(20))];
+        let gaps = client_gaps(&[at(100)], &[on_the_killed_one, on_the_other, silent_after]);
+        assert_eq!(
+            gaps,
+            vec![Duration::from_millis(165), Duration::from_millis(3)],
+            "a client with no answer after the kill gives no sample"
+        );
     }
 }

@@ -5,11 +5,18 @@ use crate::cmd::common::FaultArgs;
 use anyhow::Context;
 use dcms_node::local::LocalCluster;
 
-pub fn start(replicas: u64, sync: &str, faults: &FaultArgs) -> anyhow::Result<LocalCluster> {
+pub fn start(
+    replicas: u64,
+    frontends: usize,
+    sync: &str,
+    faults: &FaultArgs,
+) -> anyhow::Result<LocalCluster> {
     let exe = std::env::current_exe().context("locating the dcms executable")?;
     let mut args = vec![
         "--replicas".to_string(),
         replicas.to_string(),
+        "--frontends".into(),
+        frontends.to_string(),
         "--sync".into(),
         sync.into(),
     ];
