@@ -485,3 +485,96 @@ fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
     );
     eprintln!("{table}");
 }
+
+/// Without a majority, an FT request is refused for certain soon after its
+/// expiration: the client hears `DCMS::Unavailable` ("not executed") in
+/// about the expiration plus the clock-skew margin, not `TRANSIENT`
+/// (completed maybe) at the front end's 5 s deadline. Once the backups are
+/// back, the request is logged as refused (it never executes), and the
+/// same client's next write goes through.
+#[test]
+fn without_a_majority_an_expired_ft_request_is_refused_for_certain() {
+    use dcms_corba::client::FtOptions;
+    use dcms_corba::{CallError, ClientOptions, ClinicClient, DcmsException};
+    use std::time::{Duration, Instant};
+    // `dcms up` restarts the killed backups after 4 s.
+    let mut cluster = up(&["--restart-after-ms", "4000"]);
+    let leader = dcms_node::status::read_all(&cluster.data_dir)
+        .into_iter()
+        .find(|s| s.role == "leader")
+        .expect("a leader");
+    let backups: Vec<u32> = dcms_node::status::read_all(&cluster.data_dir)
+        .into_iter()
+        .filter(|s| s.role == "backup")
+        .map(|s| s.pid)
+        .collect();
+    assert_eq!(backups.len(), 2, "two backups");
+    let opts = ClientOptions {
+        ft: Some(FtOptions {
+            client_id: "no-majority-test".into(),
+            expiration: Duration::from_millis(1_000),
+        }),
+        ..ClientOptions::default()
+    };
+    let client = ClinicClient::connect(&cluster.corbaloc, &opts).unwrap();
+    let create =
+        || client.create_n_record("MTL0001", "Ann", "Lonely", "junior", "active", "2024-01-01");
+    create().expect("a write goes through with a majority");
+    for pid in &backups {
+        // SAFETY: kill(2) on a PID of our own cluster.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    // The leader notices (suspicion after 150 ms) and refuses.
+    std::thread::sleep(Duration::from_millis(400));
+    let started = Instant::now();
+    let result = create();
+    let took = started.elapsed();
+    match result {
+        Err(CallError::User(DcmsException::Unavailable { reason })) => {
+            assert!(reason.contains("not executed"), "{reason}");
+        }
+        other => panic!("expected DCMS::Unavailable, got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_millis(3_000),
+        "refused after {took:?}: not at the 5 s deadline"
+    );
+    assert_eq!(
+        dcms_node::status::read_all(&cluster.data_dir)
+            .into_iter()
+            .find(|s| s.pid == leader.pid)
+            .map(|s| s.role),
+        Some("leader".to_string()),
+        "the same leader refused"
+    );
+    // The backups come back; the next write goes through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.create_n_record("MTL0001", "Ann", "Later", "junior", "active", "2024-01-01") {
+            Ok(_) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no write after the backups came back: {e}"
+            ),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.stop();
+    let store = Store::open(cluster.config.replica_db(1), SyncMode::Normal).unwrap();
+    let names: Vec<String> = store
+        .records()
+        .unwrap()
+        .iter()
+        .map(|r| r.last_name().to_string())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "Lonely").count(),
+        1,
+        "the refused create never executed: {names:?}"
+    );
+    let audit = store.audit().unwrap();
+    assert!(
+        audit.iter().any(|(_, a)| a.outcome.contains("expired")),
+        "the refused request is logged as refused"
+    );
+}
