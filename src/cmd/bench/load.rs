@@ -49,6 +49,11 @@ pub struct LoadArgs {
     /// which names them all).
     #[arg(long, default_value_t = 2, requires = "spawn")]
     frontends: usize,
+    /// Spread the clients over the spawned cluster's front ends (each holds
+    /// the group reference starting at another one) instead of all using
+    /// the published reference (the first front end, the others standing by).
+    #[arg(long, requires = "spawn")]
+    spread: bool,
     /// SQLite durability of the spawned cluster.
     #[arg(long, default_value = "full", requires = "spawn")]
     sync: String,
@@ -145,17 +150,20 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
                 ft: args.ft.options(),
                 ..ClientOptions::default()
             };
-            // A spawned cluster's clients spread over its front ends: each
-            // holds the group reference starting at another one.
+            // With --spread, a spawned cluster's clients spread over its
+            // front ends: each holds the group reference starting at
+            // another one. Without, all hold the published reference, as
+            // CORBA clients given one reference do: the first front end
+            // takes the load, the others stand by.
             let reference = match &spawned {
-                Some(cluster) => {
+                Some(cluster) if args.spread => {
                     let mut addrs: Vec<_> =
                         cluster.config.frontends.iter().map(|f| f.iiop).collect();
                     let n = addrs.len();
                     addrs.rotate_left(i % n);
                     dcms_corba::group::group_corbaloc(&addrs)
                 }
-                None => reference.clone(),
+                _ => reference.clone(),
             };
             ClinicClient::connect(&reference, &opts)
         })
