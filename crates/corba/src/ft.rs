@@ -32,10 +32,7 @@ use rustorb_core::{Any, SystemException, TCKind, TypeCode, Value};
 /// 1582-10-15).
 const UNIX_EPOCH_TIME_T: u64 = 0x01B2_1DD2_1381_4000;
 
-/// An expiration further ahead than this is refused: the replicas keep a
-/// retained reply until its expiration, so an unbounded one would let a
-/// client pin memory for ever.
-pub const MAX_FT_EXPIRATION_MS: u64 = 10 * 60 * 1000;
+pub use dcms_core::store::MAX_FT_EXPIRATION_MS;
 
 /// Milliseconds since the Unix epoch of a `TimeT` (0 for a time before it).
 pub fn unix_ms_of_time_t(t: u64) -> u64 {

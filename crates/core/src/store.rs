@@ -111,6 +111,12 @@ pub struct FtRequest {
     pub expires_ms: u64,
 }
 
+/// An FT expiration further ahead than this is refused (front end and
+/// leader alike): every replica keeps a retained reply until its
+/// expiration, so this bounds the table at the write rate times ten
+/// minutes.
+pub const MAX_FT_EXPIRATION_MS: u64 = 10 * 60 * 1000;
+
 /// Longest FT client ID accepted, in bytes (FT-CORBA clients use an ORB or
 /// host name and a process ID, a few dozen bytes).
 pub const MAX_FT_CLIENT_ID_BYTES: usize = 256;

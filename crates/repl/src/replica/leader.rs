@@ -90,6 +90,26 @@ struct BackupProgress {
 /// 256 times. A snapshot of tens of thousands of records is megabytes of
 /// datagrams; resending it every `base` milliseconds would restart it
 /// before it ever arrived.
+/// Why an FT identity may not be retained, if it may not: an expiration
+/// more than `MAX_FT_EXPIRATION_MS` ahead, or an empty or oversized client
+/// ID.
+fn ft_out_of_bounds(ft: &FtRequest, now_ms: u64) -> Option<String> {
+    use dcms_core::store::{MAX_FT_CLIENT_ID_BYTES, MAX_FT_EXPIRATION_MS};
+    if ft.expires_ms > now_ms.saturating_add(MAX_FT_EXPIRATION_MS) {
+        return Some(format!(
+            "expiration_time is more than {} s ahead",
+            MAX_FT_EXPIRATION_MS / 1000
+        ));
+    }
+    if ft.client_id.is_empty() || ft.client_id.len() > MAX_FT_CLIENT_ID_BYTES {
+        return Some(format!(
+            "client_id of {} bytes (1 to {MAX_FT_CLIENT_ID_BYTES} expected)",
+            ft.client_id.len()
+        ));
+    }
+    None
+}
+
 fn retry_after(base: u64, tries: u32) -> u64 {
     base.saturating_mul(1 << tries.min(8))
 }
@@ -755,6 +775,19 @@ impl LeaderState {
             core.state.keep_name_index(true);
         }
         let (mut reply, mut effect) = core.state.execute(request, now_ms);
+        let mut ft = ft;
+        if let Some(why) = ft.as_ref().and_then(|ft| ft_out_of_bounds(ft, now_ms)) {
+            // The front end checks this too; a leader retains nothing a
+            // front end could not ask for.
+            core.stats.ft_refused += 1;
+            reply = Err(DomainError::InvalidRequest {
+                field: "FT_REQUEST".into(),
+                reason: why,
+            });
+            effect.change = None;
+            effect.audit.outcome = dcms_core::state::outcome_text(&reply);
+            ft = None;
+        }
         if let Some(ft) = &ft {
             if let Some(first) = core.sessions.retained(ft) {
                 core.stats.ft_retries += 1;

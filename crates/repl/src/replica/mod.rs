@@ -325,6 +325,9 @@ pub struct ReplicaStats {
     pub ft_retries: u64,
     /// FT requests refused because their expiration had passed.
     pub ft_expired: u64,
+    /// FT requests refused for an identity out of bounds (expiration too
+    /// far ahead, client ID empty or too long).
+    pub ft_refused: u64,
 }
 
 /// What the shell must do after feeding inputs.

@@ -739,4 +739,27 @@ fn an_ft_identity_executes_once_across_streams_and_never_after_its_expiration() 
     assert_eq!(l.stats().ft_retries, 1);
     assert_eq!(l.stats().ft_expired, 1);
     assert_eq!(l.sessions().retained_len(), 2);
+
+    // An identity a front end would not have passed (a far expiration, an
+    // oversized client ID) is refused, not executed, and not retained.
+    let far = ft(3, 5_000 + dcms_core::store::MAX_FT_EXPIRATION_MS + 1);
+    let long = dcms_core::FtRequest {
+        client_id: "c".repeat(dcms_core::store::MAX_FT_CLIENT_ID_BYTES + 1),
+        ..ft(4, 6_000)
+    };
+    l.handle_datagram(5_000, &req(FE, 3, 3, far)).unwrap();
+    l.handle_datagram(5_000, &req(FE, 4, 4, long)).unwrap();
+    let (_, persist, _) = out(&mut l);
+    assert_eq!(persist.len(), 2);
+    for (e, what) in persist.iter().zip(["expiration_time", "client_id"]) {
+        assert_eq!(e.effect.change, None);
+        assert_eq!(e.ft, None, "not retained");
+        assert!(
+            matches!(&e.reply, Err(dcms_core::DomainError::InvalidRequest { field, reason }) if field == "FT_REQUEST" && reason.contains(what)),
+            "{:?}",
+            e.reply
+        );
+    }
+    assert_eq!(l.stats().ft_refused, 2);
+    assert_eq!(l.sessions().retained_len(), 2, "the bound holds");
 }
