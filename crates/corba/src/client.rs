@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use rustorb_core::cdr::ByteOrder;
-use rustorb_core::giop::{
-    code_set, component_tag, CodeSetComponent, CodeSetComponentInfo, IiopProfile, Ior, Version,
-};
+use rustorb_core::giop::{component_tag, IiopProfile, Ior, Version};
 use rustorb_core::{
     CompletionStatus, Exception, InStream, ObjectRef, Orb, OrbOptions, SystemException,
     SystemExceptionKind,
@@ -439,16 +437,7 @@ fn utf8_for_corbaloc(orb: &Orb, reference: &str, object: ObjectRef) -> ObjectRef
     if addresses.contains('@') {
         return object;
     }
-    let info = CodeSetComponentInfo {
-        for_char_data: CodeSetComponent {
-            native_code_set: code_set::UTF_8,
-            conversion_code_sets: Vec::new(),
-        },
-        for_wchar_data: CodeSetComponent {
-            native_code_set: code_set::UTF_16,
-            conversion_code_sets: Vec::new(),
-        },
-    };
+    let info = crate::group::code_sets();
     let rewrite = || -> Option<ObjectRef> {
         let ior = object.ior();
         let mut changed = false;

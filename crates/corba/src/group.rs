@@ -56,7 +56,7 @@ pub fn group_corbaloc(addrs: &[SocketAddr]) -> String {
 
 /// The code sets a DCMS server offers: UTF-8 native for `char` data, UTF-16
 /// for `wchar` (as a [`crate::ClinicClient`] assumes for a corbaloc).
-fn code_sets() -> CodeSetComponentInfo {
+pub(crate) fn code_sets() -> CodeSetComponentInfo {
     CodeSetComponentInfo {
         for_char_data: CodeSetComponent {
             native_code_set: code_set::UTF_8,

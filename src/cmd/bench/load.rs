@@ -192,34 +192,31 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let killer = match (args.kill_leader_every, &spawned) {
-        (Some(every), Some(cluster)) => {
-            anyhow::ensure!(every > 0.0, "--kill-leader-every must be positive");
-            let (stop, kills) = (stop.clone(), kills.clone());
-            let data_dir = cluster.data_dir.clone();
-            // No kill in the last stretch, so that every kill is followed by
-            // writes that measure its gap.
-            let last_kill = until.map(|u| u - Duration::from_secs_f64((every / 2.0).max(1.0)));
-            Some(std::thread::spawn(move || {
-                kill_leaders(&data_dir, every, last_kill, &stop, &kills)
-            }))
-        }
-        _ => None,
+    // A killer thread per kind of victim; none in the last stretch, so
+    // that every kill is followed by answers that measure its gap.
+    let killer = |every: Option<f64>, flag: &str, victim: Victim| {
+        let (Some(every), Some(cluster)) = (every, &spawned) else {
+            return Ok((Arc::default(), None));
+        };
+        anyhow::ensure!(every > 0.0, "{flag} must be positive");
+        let kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let (stop, k) = (stop.clone(), kills.clone());
+        let data_dir = cluster.data_dir.clone();
+        let last_kill = until.map(|u| u - Duration::from_secs_f64((every / 2.0).max(1.0)));
+        let thread =
+            std::thread::spawn(move || kill_every(&data_dir, victim, every, last_kill, &stop, &k));
+        Ok((kills, Some(thread)))
     };
-    let fe_kills: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let fe_killer = match (args.kill_frontend_every, &spawned) {
-        (Some(every), Some(cluster)) => {
-            anyhow::ensure!(every > 0.0, "--kill-frontend-every must be positive");
-            let (stop, kills) = (stop.clone(), fe_kills.clone());
-            let data_dir = cluster.data_dir.clone();
-            let last_kill = until.map(|u| u - Duration::from_secs_f64((every / 2.0).max(1.0)));
-            Some(std::thread::spawn(move || {
-                kill_frontends(&data_dir, every, last_kill, &stop, &kills)
-            }))
-        }
-        _ => None,
-    };
+    let (kills, leader_killer) = killer(
+        args.kill_leader_every,
+        "--kill-leader-every",
+        Victim::Leader,
+    )?;
+    let (fe_kills, fe_killer) = killer(
+        args.kill_frontend_every,
+        "--kill-frontend-every",
+        Victim::FrontEnd,
+    )?;
     while threads.iter().any(|t| !t.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
         let n = done.load(Ordering::Relaxed);
@@ -235,7 +232,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     for t in threads {
         let _ = t.join();
     }
-    for k in [killer, fe_killer].into_iter().flatten() {
+    for k in [leader_killer, fe_killer].into_iter().flatten() {
         let _ = k.join();
     }
     let results = std::mem::take(&mut *results.lock().expect("not poisoned"));
@@ -507,52 +504,20 @@ fn client_loop(
     r
 }
 
-/// Every `every` seconds, SIGKILLs the process that the status files name
-/// as leader, recording when.
-fn kill_leaders(
-    data_dir: &std::path::Path,
-    every: f64,
-    last_kill: Option<Instant>,
-    stop: &AtomicBool,
-    kills: &Mutex<Vec<Instant>>,
-) {
-    let period = Duration::from_secs_f64(every);
-    let mut next = Instant::now() + period;
-    while !stop.load(Ordering::Relaxed) && last_kill.is_none_or(|l| next <= l) {
-        if Instant::now() < next {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        next += period;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        // The freshest leader claim wins (an old leader's file may linger).
-        let leader = dcms_node::status::read_all(data_dir)
-            .into_iter()
-            .filter(|s| s.role == "leader" && now_ms.saturating_sub(s.updated_ms) < 1_000)
-            .max_by_key(|s| (s.epoch, s.updated_ms));
-        let Some(leader) = leader else {
-            eprintln!("dcms bench: no live leader to kill");
-            continue;
-        };
-        // SAFETY: kill(2) with a PID read from our own cluster's status file.
-        let rc = unsafe { libc::kill(leader.pid as i32, libc::SIGKILL) };
-        if rc == 0 {
-            kills.lock().expect("not poisoned").push(Instant::now());
-            eprintln!(
-                "dcms bench: killed leader {} (pid {}, epoch {})",
-                leader.name, leader.pid, leader.epoch
-            );
-        }
-    }
+/// Which process a killer thread kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    /// The leader the freshest status files name.
+    Leader,
+    /// A live front end, each in turn (by name).
+    FrontEnd,
 }
 
-/// Every `every` seconds, SIGKILLs a live front end (each in turn, by
-/// name), recording when.
-fn kill_frontends(
+/// Every `every` seconds, SIGKILLs a `victim` named by the status files,
+/// recording when.
+fn kill_every(
     data_dir: &std::path::Path,
+    victim: Victim,
     every: f64,
     last_kill: Option<Instant>,
     stop: &AtomicBool,
@@ -571,24 +536,32 @@ fn kill_frontends(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut frontends: Vec<_> = dcms_node::status::read_all(data_dir)
+        let live = dcms_node::status::read_all(data_dir)
             .into_iter()
-            .filter(|s| s.role == "frontend" && now_ms.saturating_sub(s.updated_ms) < 1_000)
-            .collect();
-        frontends.sort_by(|a, b| a.name.cmp(&b.name));
-        if frontends.is_empty() {
-            eprintln!("dcms bench: no live front end to kill");
+            .filter(|s| now_ms.saturating_sub(s.updated_ms) < 1_000);
+        let target = match victim {
+            // The freshest leader claim wins (an old leader's file may linger).
+            Victim::Leader => live
+                .filter(|s| s.role == "leader")
+                .max_by_key(|s| (s.epoch, s.updated_ms)),
+            Victim::FrontEnd => {
+                let mut fes: Vec<_> = live.filter(|s| s.role == "frontend").collect();
+                fes.sort_by(|a, b| a.name.cmp(&b.name));
+                turn += 1;
+                (!fes.is_empty()).then(|| fes.swap_remove((turn - 1) % fes.len()))
+            }
+        };
+        let Some(target) = target else {
+            eprintln!("dcms bench: no live {victim:?} to kill");
             continue;
-        }
-        let victim = &frontends[turn % frontends.len()];
-        turn += 1;
+        };
         // SAFETY: kill(2) with a PID read from our own cluster's status file.
-        let rc = unsafe { libc::kill(victim.pid as i32, libc::SIGKILL) };
+        let rc = unsafe { libc::kill(target.pid as i32, libc::SIGKILL) };
         if rc == 0 {
             kills.lock().expect("not poisoned").push(Instant::now());
             eprintln!(
-                "dcms bench: killed front end {} (pid {})",
-                victim.name, victim.pid
+                "dcms bench: killed {} (pid {}, epoch {})",
+                target.name, target.pid, target.epoch
             );
         }
     }
