@@ -85,11 +85,6 @@ struct BackupProgress {
     sync_tries: u32,
 }
 
-/// How long to wait before asking again after `tries` unanswered bulk
-/// transfers (a fetched log, a snapshot): `base` doubled per try, at most
-/// 256 times. A snapshot of tens of thousands of records is megabytes of
-/// datagrams; resending it every `base` milliseconds would restart it
-/// before it ever arrived.
 /// Why an FT identity may not be retained, if it may not: an expiration
 /// more than `MAX_FT_EXPIRATION_MS` ahead, or an empty or oversized client
 /// ID.
@@ -110,6 +105,11 @@ fn ft_out_of_bounds(ft: &FtRequest, now_ms: u64) -> Option<String> {
     None
 }
 
+/// How long to wait before asking again after `tries` unanswered bulk
+/// transfers (a fetched log, a snapshot): `base` doubled per try, at most
+/// 256 times. A snapshot of tens of thousands of records is megabytes of
+/// datagrams; resending it every `base` milliseconds would restart it
+/// before it ever arrived.
 fn retry_after(base: u64, tries: u32) -> u64 {
     base.saturating_mul(1 << tries.min(8))
 }
@@ -794,7 +794,7 @@ impl LeaderState {
                 reply = first.reply.clone();
                 effect.change = None;
                 effect.audit.outcome = format!(
-                    "retry of {}/{} (position {}): {}",
+                    "retry of {:?}/{} (position {}): {}",
                     ft.client_id,
                     ft.retention_id,
                     first.position,

@@ -726,7 +726,7 @@ fn an_ft_identity_executes_once_across_streams_and_never_after_its_expiration() 
         .effect
         .audit
         .outcome
-        .starts_with("retry of client/1"));
+        .starts_with("retry of \"client\"/1"));
     assert_eq!(
         persist[2].effect.change, None,
         "an expired request does not run"
