@@ -240,6 +240,11 @@ pub struct Timeouts {
     /// only its last number stays). A live front end is never silent: it
     /// heartbeats and retransmits. At least 10 s.
     pub stream_expiry_ms: u64,
+    /// How far apart the replicas' clocks may be. A leader without a
+    /// majority calls an FT request "not executed" only this long after its
+    /// expiration (FT-CORBA expirations are wall-clock times). Below the
+    /// 5 s for which replicas keep a reply past its expiration.
+    pub clock_skew_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -256,6 +261,7 @@ impl Default for Timeouts {
             suspect_ms: 150,
             election_ms: 50,
             stream_expiry_ms: dcms_repl::replica::DEFAULT_STREAM_EXPIRY_MS,
+            clock_skew_ms: dcms_repl::replica::DEFAULT_CLOCK_SKEW_MS,
         }
     }
 }
@@ -562,6 +568,13 @@ impl ClusterConfig {
                 t.stream_expiry_ms
             ));
         }
+        if t.clock_skew_ms >= dcms_core::store::RETAINED_GRACE_MS {
+            return bad(format!(
+                "clock_skew_ms ({}) must be below {}: replicas keep an FT reply that long past its expiration",
+                t.clock_skew_ms,
+                dcms_core::store::RETAINED_GRACE_MS
+            ));
+        }
         if !(1..=1_000_000).contains(&self.max_streams) {
             return bad(format!(
                 "max_streams ({}) must be between 1 and 1000000",
@@ -788,6 +801,9 @@ udp = "127.0.0.1:7002"
         let mut c = local();
         c.timeouts.stream_expiry_ms = 500;
         assert!(invalid(&c).contains("stream_expiry_ms"));
+        let mut c = local();
+        c.timeouts.clock_skew_ms = 5_000;
+        assert!(invalid(&c).contains("clock_skew_ms"));
         let mut c = local();
         c.max_streams = 0;
         assert!(invalid(&c).contains("max_streams"));

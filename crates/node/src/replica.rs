@@ -90,6 +90,7 @@ pub async fn run_replica(
     let mut rc = ReplicaConfig::new(wire, NodeId(id), group.clone(), leader);
     rc.retransmit_ms = config.timeouts.retransmit_ms;
     rc.stream_expiry_ms = config.timeouts.stream_expiry_ms;
+    rc.clock_skew_ms = config.timeouts.clock_skew_ms;
     rc.max_streams = config.max_streams;
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
     rc.nack_delay_ms = config.timeouts.nack_delay_ms;
