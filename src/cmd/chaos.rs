@@ -274,6 +274,20 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
         for p in problems.iter().take(20) {
             eprintln!("dcms chaos: VIOLATION: {p}");
         }
+        // The log goes with the temporary folder: show what went wrong.
+        if let Ok(text) = std::fs::read_to_string(&log) {
+            let worrying: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    ["ERROR", "WARN", "panicked", "exited", "failed"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .collect();
+            for l in &worrying[worrying.len().saturating_sub(40)..] {
+                eprintln!("dcms chaos: log: {l}");
+            }
+        }
         anyhow::bail!("{} violations (log: {})", problems.len(), log.display())
     }
 }

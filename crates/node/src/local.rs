@@ -148,6 +148,10 @@ impl LocalCluster {
                     .err()
                     .map(|e| format!("front end {}: {e}", f.id))
             });
+            // Every replica runs too (a replica that cannot start, say on
+            // a UDP port another process took, would otherwise go unseen
+            // while the other two make a majority).
+            let not_ready = not_ready.or_else(|| self.replica_not_running());
             match not_ready {
                 None => return Ok(()),
                 Some(e) => last = e,
@@ -157,6 +161,22 @@ impl LocalCluster {
         Err(LocalClusterError::NotReady(format!(
             "the cluster did not answer within 30 s: {last}"
         )))
+    }
+
+    /// The first replica without a fresh status file (written five times a
+    /// second while its event loop runs), if any.
+    fn replica_not_running(&self) -> Option<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let statuses = crate::status::read_all(&self.data_dir);
+        self.config.replicas.iter().find_map(|r| {
+            let name = format!("replica-{}", r.id);
+            let fresh = statuses
+                .iter()
+                .any(|s| s.name == name && now.saturating_sub(s.updated_ms) < 1_000);
+            (!fresh).then(|| format!("{name} is not running"))
+        })
     }
 
     /// A client of the group reference (any front end).
