@@ -72,9 +72,37 @@ fn stubs() -> &'static Path {
 }
 
 fn python(script: &str) -> Command {
+    python_with(script, stubs())
+}
+
+/// Python stubs of the interface as it was before `listRecordsPage`
+/// (`tests/interop/dcms-before-paging.idl`), generated once per run.
+fn stubs_before_paging() -> &'static Path {
+    static STUBS: OnceLock<tempfile::TempDir> = OnceLock::new();
+    STUBS
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new(tool("omniidl"))
+                .arg("-bpython")
+                .arg("-C")
+                .arg(dir.path())
+                .arg(repo().join("tests/interop/dcms-before-paging.idl"))
+                .output()
+                .expect("running omniidl");
+            assert!(
+                out.status.success(),
+                "omniidl failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .path()
+}
+
+fn python_with(script: &str, stubs: &Path) -> Command {
     let mut c = Command::new(tool("python"));
     c.arg(repo().join("tests/interop").join(script))
-        .env("PYTHONPATH", stubs())
+        .env("PYTHONPATH", stubs)
         .env("PYTHONIOENCODING", "utf-8");
     c
 }
@@ -1338,6 +1366,36 @@ fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
     assert!(ior.starts_with("IOR:"), "the IOR file holds an IOR: {ior}");
     // With the IOR, omniORB negotiates code sets: UTF-8 carries any text.
     run_python_client_with(ior.trim(), &["-ORBnativeCharCodeSet", "UTF-8"]);
+}
+
+/// `listRecordsPage` through omniORBpy (stubs from the current IDL): the
+/// pages list what `listRecords` lists, in order; bad arguments are refused
+/// by name. And a client built against the interface before the paged
+/// operation (stubs from the previous IDL) still runs every check.
+#[test]
+fn python_clients_of_the_paged_and_of_the_previous_interface() {
+    let cluster = replicated_cluster();
+    let out = python("page_client.py")
+        .arg(&cluster.corbaloc)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok "),
+        "page_client.py failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = replicated_cluster();
+    let out = python_with("client.py", stubs_before_paging())
+        .arg(&fresh.corbaloc)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok "),
+        "client.py with the previous stubs failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// An omniORBpy client sending the standard `FT_REQUEST` context (encoded

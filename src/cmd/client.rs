@@ -102,6 +102,14 @@ enum Op {
     List {
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Records per `listRecordsPage` call (the server serves at most
+        /// 1,000); 0 calls `listRecords` once instead, which a server
+        /// may refuse for a large answer.
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
     },
 }
 
@@ -186,7 +194,20 @@ fn call(c: &ClinicClient, m: &str, op: &Op) -> Result<Output, CallError> {
         } => Output::Text(c.edit_record(m, record_id, field, value)?),
         Op::Transfer { record_id, to } => Output::Text(c.transfer_record(m, record_id, to)?),
         Op::Get { record_id } => Output::Record(Box::new(c.get_record(m, record_id)?)),
-        Op::List { prefix } => Output::Records(c.list_records(m, prefix)?),
+        Op::List {
+            prefix,
+            limit,
+            page_size: 0,
+        } => {
+            let mut all = c.list_records(m, prefix)?;
+            all.truncate(limit.unwrap_or(usize::MAX));
+            Output::Records(all)
+        }
+        Op::List {
+            prefix,
+            limit,
+            page_size,
+        } => Output::Records(c.list_records_paged(m, prefix, *page_size, *limit)?),
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustorb_core::cdr::ByteOrder;
 use rustorb_core::giop::{component_tag, IiopProfile, Ior, Version};
 use rustorb_core::{
-    CompletionStatus, Exception, InStream, ObjectRef, Orb, OrbOptions, SystemException,
+    CompletionStatus, Exception, InStream, ObjectRef, Orb, OrbOptions, OutStream, SystemException,
     SystemExceptionKind,
 };
 
@@ -159,6 +159,9 @@ struct FtClient {
     retries: std::sync::atomic::AtomicU64,
 }
 
+/// What marshals a call's arguments.
+type Args<'a> = dyn Fn(&mut OutStream<'_>) -> Result<(), SystemException> + 'a;
+
 /// Writes: the operations an `FT_REQUEST` context is sent with.
 fn is_write(operation: &str) -> bool {
     matches!(
@@ -258,23 +261,34 @@ impl ClinicClient {
         args: &[&str],
         read: impl FnOnce(&mut InStream<'_>) -> Result<T, SystemException>,
     ) -> Result<T, CallError> {
+        let write = |out: &mut OutStream<'_>| {
+            for a in args {
+                out.write_string(a)?;
+            }
+            Ok(())
+        };
+        self.call_with(operation, &write, read)
+    }
+
+    /// A call whose arguments `write` marshals (once per try).
+    fn call_with<T>(
+        &self,
+        operation: &str,
+        write: &Args<'_>,
+        read: impl FnOnce(&mut InStream<'_>) -> Result<T, SystemException>,
+    ) -> Result<T, CallError> {
         let reply = match &self.ft {
-            None => self.invoke(operation, args)?,
-            Some(ft) => self.invoke_ft(ft, operation, args)?,
+            None => self.invoke(operation, write)?,
+            Some(ft) => self.invoke_ft(ft, operation, write)?,
         };
         let mut input = reply.input();
         Ok(read(&mut input)?)
     }
 
-    fn invoke(&self, operation: &str, args: &[&str]) -> Result<rustorb_core::Reply, CallError> {
+    fn invoke(&self, operation: &str, write: &Args<'_>) -> Result<rustorb_core::Reply, CallError> {
         self.object
             .request(operation)
-            .args(|out| {
-                for a in args {
-                    out.write_string(a)?;
-                }
-                Ok(())
-            })
+            .args(|out| write(out))
             .invoke()
             .map_err(|e| map_exception(operation, e))
     }
@@ -285,7 +299,7 @@ impl ClinicClient {
         &self,
         ft: &FtClient,
         operation: &str,
-        args: &[&str],
+        write: &Args<'_>,
     ) -> Result<rustorb_core::Reply, CallError> {
         use std::sync::atomic::Ordering;
         use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -302,9 +316,9 @@ impl ClinicClient {
         let mut backoff = Duration::from_millis(10);
         loop {
             let result = match &identity {
-                Some(id) => crate::ft::with_context(&ft.pi, id, || self.invoke(operation, args))
-                    .unwrap_or_else(|| self.invoke(operation, args)),
-                None => self.invoke(operation, args),
+                Some(id) => crate::ft::with_context(&ft.pi, id, || self.invoke(operation, write))
+                    .unwrap_or_else(|| self.invoke(operation, write)),
+                None => self.invoke(operation, write),
             };
             match result {
                 Err(e) if retryable(&e) && Instant::now() + backoff < deadline => {
@@ -412,6 +426,66 @@ impl ClinicClient {
             &[manager_id, last_name_prefix],
             idl::read_record_list,
         )
+    }
+}
+
+impl ClinicClient {
+    /// One page of `listRecords`: at most `max_count` records (the server
+    /// serves at most 1,000) after `after_record_id` (empty: from the
+    /// start). The page's `next_after` is the ID to pass for the next page;
+    /// empty on the last one.
+    pub fn list_records_page(
+        &self,
+        manager_id: &str,
+        last_name_prefix: &str,
+        after_record_id: &str,
+        max_count: u32,
+    ) -> Result<idl::IdlRecordPage, CallError> {
+        let write = |out: &mut OutStream<'_>| {
+            for a in [manager_id, last_name_prefix, after_record_id] {
+                out.write_string(a)?;
+            }
+            out.write_u32(max_count);
+            Ok(())
+        };
+        self.call_with("listRecordsPage", &write, idl::IdlRecordPage::read)
+    }
+
+    /// Every record `listRecords` would list, fetched in pages of
+    /// `page_size`, stopping after `limit` records when given. A server
+    /// without the paged operation (an older one: `BAD_OPERATION` or
+    /// `NO_IMPLEMENT` on the first page) is asked with `listRecords`.
+    pub fn list_records_paged(
+        &self,
+        manager_id: &str,
+        last_name_prefix: &str,
+        page_size: u32,
+        limit: Option<usize>,
+    ) -> Result<Vec<IdlRecord>, CallError> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let want = limit.map_or(page_size, |l| {
+                page_size.min(u32::try_from(l - all.len()).unwrap_or(u32::MAX))
+            });
+            let page = match self.list_records_page(manager_id, last_name_prefix, &after, want) {
+                Err(CallError::System(e))
+                    if after.is_empty()
+                        && (e.is(SystemExceptionKind::BAD_OPERATION)
+                            || e.is(SystemExceptionKind::NO_IMPLEMENT)) =>
+                {
+                    let mut whole = self.list_records(manager_id, last_name_prefix)?;
+                    whole.truncate(limit.unwrap_or(usize::MAX));
+                    return Ok(whole);
+                }
+                other => other?,
+            };
+            all.extend(page.records);
+            if page.next_after.is_empty() || limit.is_some_and(|l| all.len() >= l) {
+                return Ok(all);
+            }
+            after = page.next_after;
+        }
     }
 }
 

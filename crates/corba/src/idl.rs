@@ -20,7 +20,7 @@ pub const UNAVAILABLE_ID: &str = "IDL:DCMS/Unavailable:1.0";
 pub const OBJECT_KEY: &str = "DCMS";
 
 /// The IDL operation names, in IDL order.
-pub const OPERATIONS: [&str; 7] = [
+pub const OPERATIONS: [&str; 8] = [
     "createDRecord",
     "createNRecord",
     "getRecordCounts",
@@ -28,6 +28,7 @@ pub const OPERATIONS: [&str; 7] = [
     "transferRecord",
     "getRecord",
     "listRecords",
+    "listRecordsPage",
 ];
 
 /// `DCMS::RecordKind`, marshalled as an unsigned long.
@@ -200,6 +201,28 @@ pub fn read_record_list(input: &mut InStream<'_>) -> Result<Vec<IdlRecord>, Syst
         v.push(IdlRecord::read(input)?);
     }
     Ok(v)
+}
+
+/// `DCMS::RecordPage`: a page of records and the ID to list after for the
+/// next one (empty on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdlRecordPage {
+    pub records: Vec<IdlRecord>,
+    pub next_after: String,
+}
+
+impl IdlRecordPage {
+    pub fn write(&self, out: &mut OutStream<'_>) -> Result<(), SystemException> {
+        write_record_list(out, &self.records)?;
+        out.write_string(&self.next_after)
+    }
+
+    pub fn read(input: &mut InStream<'_>) -> Result<IdlRecordPage, SystemException> {
+        Ok(IdlRecordPage {
+            records: read_record_list(input)?,
+            next_after: input.read_string()?,
+        })
+    }
 }
 
 fn marshal(completed: CompletionStatus) -> SystemException {

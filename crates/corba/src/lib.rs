@@ -34,7 +34,7 @@ pub mod service;
 
 pub use client::{CallError, ClientOptions, ClinicClient};
 pub use group::{group_corbaloc, group_ior};
-pub use idl::{DcmsException, IdlRecord, RecordKind};
+pub use idl::{DcmsException, IdlRecord, IdlRecordPage, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions};
 pub use service::{ClinicService, ServiceError, Standalone};

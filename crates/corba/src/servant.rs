@@ -62,6 +62,12 @@ pub fn decode_request(
             manager_id: s()?,
             last_name_prefix: s()?,
         },
+        "listRecordsPage" => Request::ListRecordsPage {
+            manager_id: s()?,
+            last_name_prefix: s()?,
+            after_record_id: s()?,
+            max_count: input.read::<u32>()?,
+        },
         _ => {
             return Err(SystemException::new(
                 SystemExceptionKind::BAD_OPERATION,
@@ -82,6 +88,8 @@ pub enum Answer {
     Record(Box<IdlRecord>),
     /// A `RecordList` result.
     Records(Vec<IdlRecord>),
+    /// A `RecordPage` result.
+    Page(idl::IdlRecordPage),
     /// A user exception of the IDL.
     User(DcmsException),
     /// A system exception.
@@ -102,6 +110,13 @@ pub fn answer(operation: &str, result: Result<Reply, ServiceError>) -> Answer {
             Outcome::Counts(c) => Answer::Text(c.to_string()),
             Outcome::Record(r) => Answer::Record(Box::new(IdlRecord::from(&r))),
             Outcome::Records(rs) => Answer::Records(rs.iter().map(IdlRecord::from).collect()),
+            Outcome::RecordPage {
+                records,
+                next_after,
+            } => Answer::Page(idl::IdlRecordPage {
+                records: records.iter().map(IdlRecord::from).collect(),
+                next_after: next_after.map(|id| id.to_string()).unwrap_or_default(),
+            }),
         },
         Ok(Err(e)) => Answer::User(domain_exception(operation, e)),
         Err(ServiceError::Unavailable(reason)) => {
@@ -161,6 +176,7 @@ pub fn write_result(answer: &Answer, out: &mut OutStream<'_>) -> Result<(), Syst
         Answer::Text(s) => out.write_string(s),
         Answer::Record(r) => r.write(out),
         Answer::Records(rs) => idl::write_record_list(out, rs),
+        Answer::Page(p) => p.write(out),
         Answer::User(_) | Answer::System(_) => Ok(()),
     }
 }

@@ -381,6 +381,17 @@ impl ClinicService for Scripted {
             Request::GetRecordCounts { .. } => Outcome::Counts(Counts([1, 0, 1])),
             Request::GetRecord { .. } => Outcome::Record(doctor_record()),
             Request::ListRecords { .. } => Outcome::Records(vec![doctor_record(), nurse_record()]),
+            // Two pages: the doctor, then the nurse.
+            Request::ListRecordsPage {
+                after_record_id, ..
+            } if after_record_id.is_empty() => Outcome::RecordPage {
+                records: vec![doctor_record()],
+                next_after: Some(doctor_record().id),
+            },
+            Request::ListRecordsPage { .. } => Outcome::RecordPage {
+                records: vec![nurse_record()],
+                next_after: None,
+            },
             _ => Outcome::RecordId(RecordId::parse("NR10000").unwrap()),
         }))
     }
@@ -764,4 +775,35 @@ fn a_malformed_or_far_ft_context_is_refused_by_name_and_not_run() {
     }
     assert_eq!(service.calls.load(Ordering::SeqCst), 0, "nothing ran");
     drop(server);
+}
+
+#[test]
+fn pages_go_through_the_orb_and_a_paged_listing_follows_the_cursor() {
+    let service = Arc::new(Scripted::default());
+    let (_server, client) = start(service.clone(), Admission::default());
+    let first = client.list_records_page("MTL0001", "s", "", 1).unwrap();
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(first.next_after, doctor_record().id.to_string());
+    let all = client.list_records_paged("MTL0001", "s", 1, None).unwrap();
+    assert_eq!(
+        all,
+        vec![
+            IdlRecord::from(&doctor_record()),
+            IdlRecord::from(&nurse_record())
+        ]
+    );
+    assert_eq!(
+        client
+            .list_records_paged("MTL0001", "s", 1, Some(1))
+            .unwrap()
+            .len(),
+        1
+    );
+    let seen = service.seen.lock().unwrap().clone();
+    assert!(seen.contains(&Request::ListRecordsPage {
+        manager_id: "MTL0001".into(),
+        last_name_prefix: "s".into(),
+        after_record_id: doctor_record().id.to_string(),
+        max_count: 1,
+    }));
 }

@@ -61,7 +61,20 @@ pub enum Request {
         manager_id: String,
         last_name_prefix: String,
     },
+    /// One page of what `ListRecords` lists, after the record
+    /// `after_record_id` (empty: from the start), at most `max_count`
+    /// records (at most [`MAX_PAGE_RECORDS`]).
+    ListRecordsPage {
+        manager_id: String,
+        last_name_prefix: String,
+        after_record_id: String,
+        max_count: u32,
+    },
 }
+
+/// The most records one `listRecordsPage` answer holds (about 300 KiB
+/// encoded): a larger `maxCount` is served as this many.
+pub const MAX_PAGE_RECORDS: u32 = 1_000;
 
 impl Request {
     /// The IDL operation name.
@@ -74,6 +87,7 @@ impl Request {
             Request::TransferRecord { .. } => "transferRecord",
             Request::GetRecord { .. } => "getRecord",
             Request::ListRecords { .. } => "listRecords",
+            Request::ListRecordsPage { .. } => "listRecordsPage",
         }
     }
 
@@ -86,7 +100,8 @@ impl Request {
             | Request::EditRecord { manager_id, .. }
             | Request::TransferRecord { manager_id, .. }
             | Request::GetRecord { manager_id, .. }
-            | Request::ListRecords { manager_id, .. } => manager_id,
+            | Request::ListRecords { manager_id, .. }
+            | Request::ListRecordsPage { manager_id, .. } => manager_id,
         }
     }
 
@@ -100,6 +115,7 @@ impl Request {
             Request::GetRecordCounts { .. }
                 | Request::GetRecord { .. }
                 | Request::ListRecords { .. }
+                | Request::ListRecordsPage { .. }
         )
     }
 
@@ -176,6 +192,15 @@ impl Request {
             Request::ListRecords {
                 last_name_prefix, ..
             } => vec![("lastNamePrefix", last_name_prefix)],
+            // `maxCount` is a number: nothing to bound or quote.
+            Request::ListRecordsPage {
+                last_name_prefix,
+                after_record_id,
+                ..
+            } => vec![
+                ("lastNamePrefix", last_name_prefix),
+                ("afterRecordID", after_record_id),
+            ],
         }
     }
 }
@@ -219,6 +244,12 @@ pub enum Outcome {
     Record(Record),
     /// `listRecords`.
     Records(Vec<Record>),
+    /// `listRecordsPage`: the records, and the ID to list after for the
+    /// next page (`None`: this is the last page).
+    RecordPage {
+        records: Vec<Record>,
+        next_after: Option<RecordId>,
+    },
 }
 
 /// What the client hears: an outcome or the error.

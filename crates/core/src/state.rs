@@ -20,7 +20,9 @@
 use crate::model::{
     Clinic, Counts, Doctor, ManagerId, Nurse, Record, RecordBody, RecordId, RecordKind,
 };
-use crate::ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request};
+use crate::ops::{
+    AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_PAGE_RECORDS,
+};
 use crate::validate::{self, cut};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -291,34 +293,97 @@ impl ClinicState {
                 last_name_prefix, ..
             } => {
                 let prefix = validate::prefix(last_name_prefix)?.to_lowercase();
-                let list = match &self.by_name {
-                    Some(index) => {
-                        let start = (manager.clinic, prefix.clone(), RecordId::min());
-                        index
-                            .range(start..)
-                            .take_while(|(c, name, _)| {
-                                *c == manager.clinic && name.starts_with(&prefix)
-                            })
-                            .map(|(_, _, id)| self.records[id].clone())
-                            .collect()
-                    }
-                    None => {
-                        // No index (a backup): a scan, in the index's order.
-                        let mut found: Vec<_> = self
-                            .records
-                            .values()
-                            .filter(|r| r.clinic == manager.clinic)
-                            .map(name_key)
-                            .filter(|(_, name, _)| name.starts_with(&prefix))
-                            .collect();
-                        found.sort_unstable();
-                        found
-                            .into_iter()
-                            .map(|(_, _, id)| self.records[&id].clone())
-                            .collect()
-                    }
-                };
+                let list = self.list(manager.clinic, &prefix, None, usize::MAX);
                 Ok((Outcome::Records(list), None))
+            }
+            Request::ListRecordsPage {
+                last_name_prefix,
+                after_record_id,
+                max_count,
+                ..
+            } => {
+                let prefix = validate::prefix(last_name_prefix)?.to_lowercase();
+                if *max_count == 0 {
+                    return Err(DomainError::invalid("maxCount", "must be at least 1"));
+                }
+                let after = if after_record_id.trim().is_empty() {
+                    None
+                } else {
+                    let id = RecordId::parse(after_record_id)
+                        .map_err(|why| DomainError::invalid("afterRecordID", why))?;
+                    // Last names never change and records are never
+                    // removed: a record's place in the order is fixed, even
+                    // after a transfer to another clinic.
+                    let record = self.records.get(&id).ok_or_else(|| {
+                        DomainError::invalid("afterRecordID", format!("no record {id}"))
+                    })?;
+                    Some(name_key(record))
+                };
+                let want = (*max_count).min(MAX_PAGE_RECORDS) as usize;
+                // One more than asked tells whether a next page exists.
+                let mut records = self.list(manager.clinic, &prefix, after, want + 1);
+                let next_after = if records.len() > want {
+                    records.truncate(want);
+                    records.last().map(|r| r.id)
+                } else {
+                    None
+                };
+                Ok((
+                    Outcome::RecordPage {
+                        records,
+                        next_after,
+                    },
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// The records of `clinic` whose lowercased last name starts with
+    /// `prefix`, in (last name, ID) order, strictly after `after` (a
+    /// position in that order), at most `limit`.
+    fn list(
+        &self,
+        clinic: Clinic,
+        prefix: &str,
+        after: Option<(Clinic, String, RecordId)>,
+        limit: usize,
+    ) -> Vec<Record> {
+        let start = (clinic, prefix.to_string(), RecordId::min());
+        // Only this clinic's keys count; a cursor from another clinic
+        // (transferred since) still orders by its name and ID.
+        let after = after.map(|(_, name, id)| (clinic, name, id));
+        let from = match &after {
+            Some(a) if *a >= start => std::ops::Bound::Excluded(a.clone()),
+            _ => std::ops::Bound::Included(start),
+        };
+        let matches = |c: &Clinic, name: &String| *c == clinic && name.starts_with(prefix);
+        match &self.by_name {
+            Some(index) => index
+                .range((from, std::ops::Bound::Unbounded))
+                .take_while(|(c, name, _)| matches(c, name))
+                .take(limit)
+                .map(|(_, _, id)| self.records[id].clone())
+                .collect(),
+            None => {
+                // No index (a backup): a scan, in the index's order.
+                let mut found: Vec<_> = self
+                    .records
+                    .values()
+                    .filter(|r| r.clinic == clinic)
+                    .map(name_key)
+                    .filter(|k| matches(&k.0, &k.1))
+                    .filter(|k| match &from {
+                        std::ops::Bound::Excluded(a) => k > a,
+                        _ => true,
+                    })
+                    .collect();
+                found.sort_unstable();
+                found
+                    .into_iter()
+                    .take(limit)
+                    .map(|(_, _, id)| self.records[&id].clone())
+                    .collect()
             }
         }
     }
@@ -495,6 +560,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::Counts(c) => c.to_string(),
         Outcome::Record(r) => r.id.to_string(),
         Outcome::Records(list) => format!("{} records", list.len()),
+        Outcome::RecordPage { records, .. } => format!("a page of {} records", records.len()),
     }
 }
 

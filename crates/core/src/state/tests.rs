@@ -697,3 +697,133 @@ pub(crate) mod properties {
         }
     }
 }
+
+fn page(manager: &str, prefix: &str, after: &str, max: u32) -> Request {
+    Request::ListRecordsPage {
+        manager_id: manager.into(),
+        last_name_prefix: prefix.into(),
+        after_record_id: after.into(),
+        max_count: max,
+    }
+}
+
+/// Pages `prefix` through with pages of `max`, running `between` after
+/// each page; returns the IDs seen, in order.
+fn page_through(
+    state: &mut ClinicState,
+    prefix: &str,
+    max: u32,
+    mut between: impl FnMut(&mut ClinicState),
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        match must(state, page("MTL0001", prefix, &after, max)) {
+            Outcome::RecordPage {
+                records,
+                next_after,
+            } => {
+                assert!(records.len() <= max as usize);
+                seen.extend(records.iter().map(|r| r.id.to_string()));
+                match next_after {
+                    Some(id) => {
+                        assert_eq!(
+                            Some(id),
+                            records.last().map(|r| r.id),
+                            "the cursor is the last ID"
+                        );
+                        after = id.to_string();
+                    }
+                    None => return seen,
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+        between(state);
+    }
+}
+
+#[test]
+fn pages_list_what_list_records_lists_in_the_same_order_with_or_without_the_index() {
+    for keep_index in [true, false] {
+        let mut s = ClinicState::new();
+        s.keep_name_index(keep_index);
+        for i in 0..23 {
+            let last = ["Smith", "smithers", "Tremblay", "Sm"][i % 4];
+            must(&mut s, doctor("MTL0001", last));
+            must(&mut s, nurse("LVL0001", last)); // another clinic's
+        }
+        let whole: Vec<String> = match must(&mut s, list("MTL0001", "sm")) {
+            Outcome::Records(r) => r.iter().map(|r| r.id.to_string()).collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(whole.len(), 17, "23 doctors, 6 of them Tremblay");
+        for max in [1, 4, 16, 17, 18, 1000, u32::MAX] {
+            assert_eq!(
+                page_through(&mut s, "sm", max, |_| {}),
+                whole,
+                "pages of {max}"
+            );
+        }
+        // Exactly full: the last page says there is no next.
+        match must(&mut s, page("MTL0001", "sm", "", 17)) {
+            Outcome::RecordPage {
+                next_after,
+                records,
+            } => {
+                assert_eq!(records.len(), 17);
+                assert_eq!(next_after, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_listing_in_pages_sees_every_record_present_throughout_exactly_once() {
+    let mut s = ClinicState::new();
+    let mut stable = Vec::new();
+    for i in 0..40 {
+        stable.push(id_of(run(&mut s, doctor("MTL0001", &format!("Roy{i:02}")))));
+    }
+    // Between pages: new records before and after the cursor, and records
+    // moving out and in again (transfers), including the cursor's own.
+    let mut n = 0;
+    let seen = page_through(&mut s, "roy", 7, |s| {
+        n += 1;
+        must(s, doctor("MTL0001", &format!("Roy{:02}x", n * 5)));
+        must(s, doctor("MTL0001", "Roy00a"));
+        let moved = stable[(n * 6) % 40].clone();
+        must(s, transfer("MTL0001", &moved, "lvl"));
+        must(s, transfer("LVL0001", &moved, "mtl"));
+    });
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no record twice: {seen:?}");
+    for id in &stable {
+        assert!(seen.contains(id), "{id}, present throughout, was listed");
+    }
+}
+
+#[test]
+fn page_arguments_are_checked_by_name() {
+    let mut s = ClinicState::new();
+    let id = id_of(run(&mut s, doctor("MTL0001", "Smith")));
+    assert_invalid(run(&mut s, page("MTL0001", "s", "", 0)), "maxCount");
+    assert_invalid(run(&mut s, page("MTL0001", "s", "DR1", 5)), "afterRecordID");
+    assert_invalid(
+        run(&mut s, page("MTL0001", "s", "DR99999", 5)),
+        "afterRecordID",
+    );
+    assert_invalid(
+        run(&mut s, page("MTL0001", &"y".repeat(101), "", 5)),
+        "lastNamePrefix",
+    );
+    // A cursor from another clinic's record still positions the listing.
+    must(&mut s, doctor("LVL0001", "Smith"));
+    match must(&mut s, page("LVL0001", "s", &id, 5)) {
+        Outcome::RecordPage { records, .. } => assert_eq!(records.len(), 1),
+        other => panic!("{other:?}"),
+    }
+}

@@ -139,6 +139,15 @@ fn request_of(rng: &mut ChaCha8Rng, manager_id: String, roll: u32, created: u32)
             manager_id,
             record_id: record_id(rng, created),
         },
+        99 => Request::ListRecordsPage {
+            manager_id,
+            last_name_prefix: pick(rng, &["", "S", "smith", "Cô"]).to_string(),
+            after_record_id: match rng.gen_range(0..3) {
+                0 => String::new(),
+                _ => record_id(rng, created),
+            },
+            max_count: *[0u32, 1, 3, 5000].choose(rng).expect("non-empty"),
+        },
         _ => Request::ListRecords {
             manager_id,
             last_name_prefix: match rng.gen_range(0..6) {
