@@ -132,6 +132,7 @@ impl ClinicService for Standalone {
         // still consistent: recover the guard.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (reply, effect) = inner.state.execute(&request, now_ms());
+        let reply = dcms_core::ops::bound_list(reply, dcms_core::ops::DEFAULT_MAX_LIST_BYTES);
         let entry = LogEntry {
             position: inner.store.last_applied() + 1,
             key: RequestKey {

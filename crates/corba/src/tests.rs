@@ -807,3 +807,24 @@ fn pages_go_through_the_orb_and_a_paged_listing_follows_the_cursor() {
         max_count: 1,
     }));
 }
+
+#[test]
+fn the_domains_list_size_estimate_covers_the_real_encoding() {
+    // What `dcms_core::ops::bound_list` counts must not be below what the
+    // servant writes, or a list under the bound could still be too large.
+    let mut long = doctor_record();
+    if let dcms_core::RecordBody::Doctor(d) = &mut long.body {
+        d.first_name = "é".repeat(100);
+        d.address = "x".repeat(100);
+        d.specialization = "ü".repeat(99);
+    }
+    let records = vec![doctor_record(), nurse_record(), long];
+    for order in [ByteOrder::Big, ByteOrder::Little] {
+        let mut enc = Encoder::new(order, Encoding::Giop1_2);
+        let idl: Vec<IdlRecord> = records.iter().map(IdlRecord::from).collect();
+        idl::write_record_list(&mut OutStream::standalone(&mut enc), &idl).unwrap();
+        let real = enc.into_bytes().len();
+        let estimate = 4 + records.iter().map(Record::cdr_size).sum::<usize>();
+        assert!(estimate >= real, "estimate {estimate} < encoding {real}");
+    }
+}

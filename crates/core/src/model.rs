@@ -330,6 +330,26 @@ impl Record {
         }
     }
 
+    /// About how many bytes this record takes as a `DCMS::Record` in CDR
+    /// (eleven strings and an enum; each string a length, its UTF-8 bytes,
+    /// a NUL and up to 3 bytes of alignment), never less than the truth.
+    pub fn cdr_size(&self) -> usize {
+        let text: usize = match &self.body {
+            RecordBody::Doctor(d) => {
+                d.first_name.len()
+                    + d.last_name.len()
+                    + d.address.len()
+                    + d.phone.len()
+                    + d.specialization.len()
+                    + 3
+            }
+            RecordBody::Nurse(n) => n.first_name.len() + n.last_name.len() + 6 + 10 + 10,
+        };
+        // recordID (7) and clinic (3) too; the strings a kind leaves empty
+        // still cost their length and NUL.
+        4 + 11 * 8 + 7 + 3 + text
+    }
+
     pub fn last_name(&self) -> &str {
         match &self.body {
             RecordBody::Doctor(d) => &d.last_name,

@@ -72,6 +72,36 @@ pub enum Request {
     },
 }
 
+/// The largest `listRecords` answer served, by default: about 1 MiB
+/// encoded, half of the smallest message limit of the common ORBs
+/// (omniORB's `giopMaxMsgSize` is 2 MiB by default; JacORB's and TAO's are
+/// similar). A larger answer is refused, naming `listRecordsPage`.
+pub const DEFAULT_MAX_LIST_BYTES: usize = 1 << 20;
+
+/// `reply` as served under a `listRecords` bound of `max_bytes`: a list
+/// whose CDR encoding would exceed it becomes `InvalidRequest` on
+/// `lastNamePrefix`, naming the count and the paged operation (a client
+/// with default ORB settings could not read it). Any other reply is
+/// returned as it is.
+pub fn bound_list(reply: Reply, max_bytes: usize) -> Reply {
+    let Ok(Outcome::Records(records)) = &reply else {
+        return reply;
+    };
+    let bytes: usize = 4 + records.iter().map(Record::cdr_size).sum::<usize>();
+    if bytes <= max_bytes {
+        return reply;
+    }
+    Err(DomainError::InvalidRequest {
+        field: "lastNamePrefix".into(),
+        reason: format!(
+            "{} records match ({} KiB encoded, over the {} KiB listRecords answers): list them with listRecordsPage",
+            records.len(),
+            bytes / 1024,
+            max_bytes / 1024
+        ),
+    })
+}
+
 /// The most records one `listRecordsPage` answer holds (about 300 KiB
 /// encoded): a larger `maxCount` is served as this many.
 pub const MAX_PAGE_RECORDS: u32 = 1_000;

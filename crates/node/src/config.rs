@@ -104,6 +104,16 @@ pub struct ClusterConfig {
     /// room by forgetting the longest silent (its replies are kept).
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
+    /// The largest `listRecords` answer served, encoded (bytes); a larger
+    /// one is refused with `DCMS::InvalidRequest` naming `listRecordsPage`.
+    /// Keep it under the smallest message limit of the clients' ORBs
+    /// (omniORB: 2 MiB by default).
+    #[serde(default = "default_max_list_bytes")]
+    pub max_list_bytes: usize,
+}
+
+fn default_max_list_bytes() -> usize {
+    dcms_core::ops::DEFAULT_MAX_LIST_BYTES
 }
 
 /// The file as written: either the older `[frontend]` or `[[frontends]]`.
@@ -134,6 +144,8 @@ struct RawClusterConfig {
     adaptive_redundancy: bool,
     #[serde(default = "default_max_streams")]
     max_streams: usize,
+    #[serde(default = "default_max_list_bytes")]
+    max_list_bytes: usize,
 }
 
 impl TryFrom<RawClusterConfig> for ClusterConfig {
@@ -162,6 +174,7 @@ impl TryFrom<RawClusterConfig> for ClusterConfig {
             sync: raw.sync,
             adaptive_redundancy: raw.adaptive_redundancy,
             max_streams: raw.max_streams,
+            max_list_bytes: raw.max_list_bytes,
         })
     }
 }
@@ -306,6 +319,7 @@ impl ClusterConfig {
             sync: default_sync(),
             adaptive_redundancy: true,
             max_streams: default_max_streams(),
+            max_list_bytes: default_max_list_bytes(),
         }
     }
 
@@ -573,6 +587,12 @@ impl ClusterConfig {
                 "clock_skew_ms ({}) must be below {}: replicas keep an FT reply that long past its expiration",
                 t.clock_skew_ms,
                 dcms_core::store::RETAINED_GRACE_MS
+            ));
+        }
+        if !(64 << 10..=16 << 20).contains(&self.max_list_bytes) {
+            return bad(format!(
+                "max_list_bytes ({}) must be between 65536 and 16777216 (the front end's message limit)",
+                self.max_list_bytes
             ));
         }
         if !(1..=1_000_000).contains(&self.max_streams) {

@@ -91,6 +91,7 @@ pub async fn run_replica(
     rc.retransmit_ms = config.timeouts.retransmit_ms;
     rc.stream_expiry_ms = config.timeouts.stream_expiry_ms;
     rc.clock_skew_ms = config.timeouts.clock_skew_ms;
+    rc.max_list_bytes = config.max_list_bytes;
     rc.max_streams = config.max_streams;
     rc.nack_retry_ms = config.timeouts.nack_retry_ms;
     rc.nack_delay_ms = config.timeouts.nack_delay_ms;

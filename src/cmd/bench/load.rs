@@ -24,8 +24,8 @@ pub enum OpMix {
     /// create 30%, edit 20%, transfer 10%, counts 20%, get 20%.
     Mixed,
     /// Reads only, after each client created 10 records: counts 50%, get
-    /// 40%, list 10% (they go outside the log: neither the log nor the
-    /// replies grow).
+    /// 40%, list 10% (half `listRecords`, half a `listRecordsPage` of 100)
+    /// (they go outside the log: neither the log nor the replies grow).
     Reads,
 }
 
@@ -457,7 +457,12 @@ fn client_loop(
                 _ => roll,
             };
             match roll {
-                100 => client.list_records(&manager(clinic), "").map(|_| None),
+                // Lists: whole (listRecords) and first pages of 100
+                // (listRecordsPage) in turn.
+                100 if pick % 2 == 0 => client.list_records(&manager(clinic), "").map(|_| None),
+                100 => client
+                    .list_records_page(&manager(clinic), "", "", 100)
+                    .map(|_| None),
                 30..=49 => client
                     .edit_record(&manager(clinic), &id, "phone", "514-555-0000")
                     .map(|_| None),

@@ -827,3 +827,60 @@ fn page_arguments_are_checked_by_name() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_list_over_the_bound_is_refused_naming_the_paged_operation() {
+    use crate::ops::bound_list;
+    let mut s = ClinicState::new();
+    for i in 0..50 {
+        must(&mut s, doctor("MTL0001", &format!("Bound{i:02}")));
+    }
+    let reply = run(&mut s, list("MTL0001", "bound"));
+    let records = match &reply {
+        Ok(Outcome::Records(r)) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    let size: usize = 4 + records.iter().map(Record::cdr_size).sum::<usize>();
+    assert_eq!(
+        bound_list(reply.clone(), size),
+        reply,
+        "at the bound: served"
+    );
+    match bound_list(reply.clone(), size - 1) {
+        Err(DomainError::InvalidRequest { field, reason }) => {
+            assert_eq!(field, "lastNamePrefix");
+            assert!(
+                reason.contains("50 records") && reason.contains("listRecordsPage"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Pages and other replies pass as they are.
+    let page = run(&mut s, page("MTL0001", "bound", "", 5));
+    assert_eq!(bound_list(page.clone(), 1), page);
+}
+
+#[test]
+fn the_cdr_size_estimate_is_never_below_the_truth() {
+    // The IDL record's strings as the servant writes them; each costs a
+    // length, its bytes and a NUL, and at most 3 bytes of alignment.
+    let mut s = ClinicState::new();
+    let d = id_of(run(&mut s, doctor("MTL0001", &"é".repeat(100))));
+    let n = id_of(run(&mut s, nurse("LVL0001", "Roy")));
+    for (m, id) in [("MTL0001", d), ("LVL0001", n)] {
+        let r = match must(&mut s, get(m, &id)) {
+            Outcome::Record(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let texts = [
+            r.id.to_string(),
+            r.clinic.code().to_string(),
+            r.first_name().to_string(),
+            r.last_name().to_string(),
+        ];
+        let least: usize = 4 + texts.iter().map(|t| 4 + t.len() + 1).sum::<usize>();
+        assert!(r.cdr_size() >= least, "{} < {least}", r.cdr_size());
+        assert!(r.cdr_size() < least + 200, "not wildly above either");
+    }
+}

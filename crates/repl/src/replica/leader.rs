@@ -770,7 +770,10 @@ impl LeaderState {
     ) {
         assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
-        if matches!(request, Request::ListRecords { .. }) {
+        if matches!(
+            request,
+            Request::ListRecords { .. } | Request::ListRecordsPage { .. }
+        ) {
             // A leader that was a backup builds the index at its first list.
             core.state.keep_name_index(true);
         }
@@ -1172,10 +1175,14 @@ impl LeaderState {
             core.stats.unexpected += 1;
             return;
         }
-        if matches!(request, Request::ListRecords { .. }) {
+        if matches!(
+            request,
+            Request::ListRecords { .. } | Request::ListRecordsPage { .. }
+        ) {
             core.state.keep_name_index(true);
         }
         let (reply, _audit) = core.state.execute(&request, now_ms);
+        let reply = dcms_core::ops::bound_list(reply, core.config.max_list_bytes);
         if self.reads.admit(stream, id, reply, core.applied) {
             core.stats.reads += 1;
         } else {

@@ -131,6 +131,9 @@ pub struct ReplicaConfig {
     /// ever) only this long after the request's expiration, so that no
     /// other leader whose clock is behind by less still executes it.
     pub clock_skew_ms: u64,
+    /// The largest `listRecords` answer served, encoded; a larger one is
+    /// refused, naming `listRecordsPage` (`dcms_core::ops::bound_list`).
+    pub max_list_bytes: usize,
 }
 
 /// The replicas' clocks are assumed within this of each other (NTP keeps
@@ -167,6 +170,7 @@ impl ReplicaConfig {
             stream_expiry_ms: DEFAULT_STREAM_EXPIRY_MS,
             max_streams: DEFAULT_MAX_STREAMS,
             clock_skew_ms: DEFAULT_CLOCK_SKEW_MS,
+            max_list_bytes: dcms_core::ops::DEFAULT_MAX_LIST_BYTES,
         }
     }
 
