@@ -1368,6 +1368,18 @@ fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
     run_python_client_with(ior.trim(), &["-ORBnativeCharCodeSet", "UTF-8"]);
 }
 
+/// Runs a Python check script to its end: it must exit 0 and print
+/// `ok N`.
+fn expect_python_ok(mut script: Command, what: &str) {
+    let out = script.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok "),
+        "{what} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `listRecordsPage` through omniORBpy (stubs from the current IDL): the
 /// pages list what `listRecords` lists, in order; bad arguments are refused
 /// by name. And a client built against the interface before the paged
@@ -1375,27 +1387,13 @@ fn python_client_against_the_replicated_cluster_via_ior_file_in_utf8() {
 #[test]
 fn python_clients_of_the_paged_and_of_the_previous_interface() {
     let cluster = replicated_cluster();
-    let out = python("page_client.py")
-        .arg(&cluster.corbaloc)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.starts_with("ok "),
-        "page_client.py failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut page = python("page_client.py");
+    page.arg(&cluster.corbaloc);
+    expect_python_ok(page, "page_client.py");
     let fresh = replicated_cluster();
-    let out = python_with("client.py", stubs_before_paging())
-        .arg(&fresh.corbaloc)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.starts_with("ok "),
-        "client.py with the previous stubs failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut old = python_with("client.py", stubs_before_paging());
+    old.arg(&fresh.corbaloc);
+    expect_python_ok(old, "client.py with the previous stubs");
 }
 
 /// An omniORBpy client sending the standard `FT_REQUEST` context (encoded
@@ -1404,16 +1402,9 @@ fn python_clients_of_the_paged_and_of_the_previous_interface() {
 #[test]
 fn python_ft_client_gets_one_execution_per_retention_id() {
     let cluster = replicated_cluster();
-    let out = python("ft_client.py")
-        .arg(&cluster.corbaloc)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.starts_with("ok "),
-        "ft_client.py failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut ft = python("ft_client.py");
+    ft.arg(&cluster.corbaloc);
+    expect_python_ok(ft, "ft_client.py");
 }
 
 /// How many requests front end `id` has taken, from its status file.
@@ -1508,8 +1499,11 @@ fn python_client_survives_the_kill_of_its_front_end(reference: impl Fn(&LocalClu
         "failover.py via {reference}: {calls} calls, {retried} retried, {failed} failed: {rest:?}"
     );
     assert_eq!(failed, 0, "calls failed: {rest:?}");
+    // The call in flight is made again; omniORB's first retry may itself
+    // be reset by the killed front end's not yet closed listener (see
+    // failover.py), so it may take two.
     assert!(
-        retried <= 1,
+        retried <= 2,
         "only the call in flight is made again: {rest:?}"
     );
     for e in rest.iter().filter_map(|l| l.strip_prefix("error ")) {

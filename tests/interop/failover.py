@@ -13,8 +13,11 @@ while the test kills the front end it is connected to. Protocol:
   "error NAME COMPLETION" per exception seen, and exits 0.
 
 A call that fails with COMM_FAILURE or TRANSIENT, COMPLETED_MAYBE (the call
-in flight when its connection broke) is made once more (RETRIED); a second
-failure of the same call, or any other exception, counts as FAILED. The
+in flight when its connection broke) is made again, up to twice (RETRIED
+counts each try): omniORB's first retry can reach the killed front end's
+listening socket in the moment before the kernel closes it, and be reset
+(seen in 2 of 12 runs). A third failure of the same call, or any other
+exception, counts as FAILED. The
 stubs must be on PYTHONPATH (omniidl -bpython idl/dcms.idl).
 """
 import sys
@@ -60,13 +63,17 @@ def main():
             if e.completed != CORBA.COMPLETED_MAYBE:
                 failed += 1
             else:
-                # In flight when its connection broke: made once more.
-                retried += 1
-                try:
-                    create(i)
-                except CORBA.SystemException as e2:
-                    errors.append((type(e2).__name__, str(e2.completed)))
-                    failed += 1
+                # In flight when its connection broke: made again.
+                for attempt in (1, 2):
+                    retried += 1
+                    try:
+                        create(i)
+                        break
+                    except CORBA.SystemException as e2:
+                        errors.append((type(e2).__name__, str(e2.completed)))
+                        if attempt == 2 or not isinstance(e2, (CORBA.COMM_FAILURE, CORBA.TRANSIENT)):
+                            failed += 1
+                            break
         except CORBA.SystemException as e:
             errors.append((type(e).__name__, str(e.completed)))
             failed += 1

@@ -818,7 +818,7 @@ fn the_domains_list_size_estimate_covers_the_real_encoding() {
         d.address = "x".repeat(100);
         d.specialization = "ü".repeat(99);
     }
-    let records = vec![doctor_record(), nurse_record(), long];
+    let records = [doctor_record(), nurse_record(), long];
     for order in [ByteOrder::Big, ByteOrder::Little] {
         let mut enc = Encoder::new(order, Encoding::Giop1_2);
         let idl: Vec<IdlRecord> = records.iter().map(IdlRecord::from).collect();
