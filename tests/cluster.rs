@@ -301,14 +301,6 @@ fn killing_the_front_end_under_load_never_hands_a_client_another_answer() {
     assert!(digests.iter().all(|d| d == &digests[0]), "{digests:?}");
 }
 
-/// How many requests front end `id` has taken, from its status file.
-fn requests_of(cluster: &LocalCluster, id: u64) -> Option<u64> {
-    dcms_node::status::read_all(&cluster.data_dir)
-        .into_iter()
-        .find(|s| s.name == format!("frontend-{id}"))
-        .and_then(|s| s.stats["requests"].as_u64())
-}
-
 /// Waits up to 10 s for `check` to hold.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -373,9 +365,9 @@ fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
         create(&client, i).unwrap();
     }
     eventually("front end 100 took the first 20 requests", || {
-        requests_of(&cluster, 100).is_some_and(|n| n >= 20)
+        cluster.frontend_requests(100).is_some_and(|n| n >= 20)
     });
-    let before_101 = requests_of(&cluster, 101).expect("front end 101 runs");
+    let before_101 = cluster.frontend_requests(101).expect("front end 101 runs");
     assert!(
         before_101 < 20,
         "the group reference goes to the first front end: 101 took {before_101}"
@@ -436,7 +428,9 @@ fn a_client_of_the_group_survives_the_kill_of_its_front_end() {
     assert!(after >= 20, "calls after the kill: {after} ({outcomes:?})");
     // Those calls went to front end 101 (100 is down until the restart).
     eventually("front end 101 took the calls after the kill", || {
-        requests_of(&cluster, 101).is_some_and(|n| n >= before_101 + 20)
+        cluster
+            .frontend_requests(101)
+            .is_some_and(|n| n >= before_101 + 20)
     });
 
     // dcms up restarts the killed front end; dcms status shows both.

@@ -1409,10 +1409,8 @@ fn python_ft_client_gets_one_execution_per_retention_id() {
 
 /// How many requests front end `id` has taken, from its status file.
 fn requests_of(cluster: &LocalCluster, id: u64) -> u64 {
-    dcms_node::status::read_all(&cluster.data_dir)
-        .into_iter()
-        .find(|s| s.name == format!("frontend-{id}"))
-        .and_then(|s| s.stats["requests"].as_u64())
+    cluster
+        .frontend_requests(id)
         .unwrap_or_else(|| panic!("no status of frontend-{id}"))
 }
 

@@ -15,27 +15,7 @@ import sys
 
 from omniORB import CORBA
 import DCMS
-
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        print("FAILED: " + what, file=sys.stderr)
-        sys.exit(1)
-
-
-def raises(exc_type, fn, *args):
-    try:
-        fn(*args)
-    except exc_type as e:
-        return e
-    except Exception as e:  # noqa: BLE001
-        check(False, "%s%r raised %r, expected %s" % (fn.__name__, args, e, exc_type.__name__))
-    check(False, "%s%r returned, expected %s" % (fn.__name__, args, exc_type.__name__))
-
+from checks import check, done, raises
 
 def main():
     ref = sys.argv[1]
@@ -137,7 +117,7 @@ def main():
     # An operation the server does not have: BAD_OPERATION from a DII-less
     # trick: call through an object narrowed to a made-up interface is not
     # possible in omniORBpy, so the Rust tests cover it with raw GIOP.
-    print("ok %d" % checks)
+    done()
     orb.destroy()
 
 

@@ -14,16 +14,7 @@ import sys
 
 from omniORB import CORBA
 import DCMS
-
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        print("FAILED: " + what, file=sys.stderr)
-        sys.exit(1)
+from checks import check, done
 
 
 def main():
@@ -53,7 +44,7 @@ def main():
             check(False, "bad %s accepted" % field)
         except DCMS.InvalidRequest as e:
             check(e.field == field, "names %s: %s" % (field, e.field))
-    print("ok %d" % checks)
+    done()
 
 
 if __name__ == "__main__":

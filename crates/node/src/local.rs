@@ -197,6 +197,14 @@ impl LocalCluster {
         Some(dcms_corba::group_corbaloc(&[f.iiop]))
     }
 
+    /// Requests front end `id` has taken so far, from its status file.
+    pub fn frontend_requests(&self, id: u64) -> Option<u64> {
+        crate::status::read_all(&self.data_dir)
+            .into_iter()
+            .find(|s| s.name == format!("frontend-{id}"))
+            .and_then(|s| s.stats["requests"].as_u64())
+    }
+
     /// PID of the process named `name` (`replica-3`, `frontend-100`), from
     /// its status file.
     pub fn pid_of(&self, name: &str) -> Option<u32> {
