@@ -46,28 +46,31 @@ fn tool(name: &str) -> PathBuf {
     venv().join("bin").join(name)
 }
 
-/// Python stubs of idl/dcms.idl, generated once per test run.
+/// A new folder of Python stubs of `idls` (paths in the repository).
+fn generate_stubs(idls: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for idl in idls {
+        let out = Command::new(tool("omniidl"))
+            .arg("-bpython")
+            .arg("-C")
+            .arg(dir.path())
+            .arg(repo().join(idl))
+            .output()
+            .expect("running omniidl");
+        assert!(
+            out.status.success(),
+            "omniidl failed on {idl}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+/// Python stubs of idl/dcms.idl (and FT's context), generated once per run.
 fn stubs() -> &'static Path {
     static STUBS: OnceLock<tempfile::TempDir> = OnceLock::new();
     STUBS
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            for idl in ["idl/dcms.idl", "tests/interop/ft.idl"] {
-                let out = Command::new(tool("omniidl"))
-                    .arg("-bpython")
-                    .arg("-C")
-                    .arg(dir.path())
-                    .arg(repo().join(idl))
-                    .output()
-                    .expect("running omniidl");
-                assert!(
-                    out.status.success(),
-                    "omniidl failed on {idl}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            dir
-        })
+        .get_or_init(|| generate_stubs(&["idl/dcms.idl", "tests/interop/ft.idl"]))
         .path()
 }
 
@@ -80,22 +83,7 @@ fn python(script: &str) -> Command {
 fn stubs_before_paging() -> &'static Path {
     static STUBS: OnceLock<tempfile::TempDir> = OnceLock::new();
     STUBS
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let out = Command::new(tool("omniidl"))
-                .arg("-bpython")
-                .arg("-C")
-                .arg(dir.path())
-                .arg(repo().join("tests/interop/dcms-before-paging.idl"))
-                .output()
-                .expect("running omniidl");
-            assert!(
-                out.status.success(),
-                "omniidl failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir
-        })
+        .get_or_init(|| generate_stubs(&["tests/interop/dcms-before-paging.idl"]))
         .path()
 }
 
