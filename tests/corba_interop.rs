@@ -1653,3 +1653,132 @@ mod replicated {
         super::a_client_that_never_reads_its_replies_is_cut_off(Replicated::start(&[]));
     }
 }
+
+/// Issue 17's listing: an omniORBpy client at omniORB's default settings
+/// (2 MiB `giopMaxMsgSize`) and 50,000 records matching one prefix.
+/// `listRecords` is refused by name (`InvalidRequest` on `lastNamePrefix`,
+/// naming `listRecordsPage`), not failed by the client's ORB; the pages list
+/// every record present for the whole listing exactly once, in order, while
+/// this test creates records under the prefix and transfers others away.
+#[test]
+fn python_client_pages_through_50000_records_while_writes_run() {
+    const STABLE: usize = 50_000;
+    const MOVING: usize = 500;
+    const LOADERS: usize = 16;
+    let cluster = replicated_cluster();
+    let prefix = "Bulk";
+    let create = |c: &ClinicClient, last: &str| {
+        c.create_d_record(
+            "MTL0001",
+            "Ann",
+            last,
+            "1 Main St",
+            "514-555-0199",
+            "surgeon",
+            "mtl",
+        )
+        .unwrap_or_else(|e| panic!("create {last}: {e}"))
+    };
+
+    let t0 = Instant::now();
+    let next = AtomicUsize::new(0);
+    let moving = std::sync::Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..LOADERS {
+            s.spawn(|| {
+                let c = cluster.client();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= STABLE + MOVING {
+                        break;
+                    }
+                    if i < STABLE {
+                        create(&c, &format!("{prefix}s{i:06}"));
+                    } else {
+                        let near = (i - STABLE) * (STABLE / MOVING);
+                        let id = create(&c, &format!("{prefix}s{near:06}m"));
+                        moving.lock().unwrap().push(id);
+                    }
+                }
+            });
+        }
+    });
+    eprintln!(
+        "loaded {} records with {LOADERS} clients in {:.1} s",
+        STABLE + MOVING,
+        t0.elapsed().as_secs_f64()
+    );
+
+    // Writes during the listing: a create under the prefix (next to a
+    // stable record, so all over the order) and a transfer of a moving
+    // record to Laval, in turn, until the client exits.
+    let stop = AtomicBool::new(false);
+    let writes = AtomicUsize::new(0);
+    let mut moving = moving.into_inner().unwrap();
+    thread::scope(|s| {
+        // Stops the writer when this scope ends, also by a failed assertion.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        s.spawn(|| {
+            let c = cluster.client();
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            while !stop.load(Ordering::Relaxed) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let near = x as usize % STABLE;
+                create(&c, &format!("{prefix}s{near:06}n"));
+                if let Some(id) = moving.pop() {
+                    c.transfer_record("MTL0001", &id, "lvl")
+                        .unwrap_or_else(|e| panic!("transfer {id}: {e}"));
+                }
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut client = python("big_list_client.py");
+        client
+            .args([cluster.corbaloc.as_str(), prefix, &STABLE.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Proc {
+            child: client.spawn().unwrap(),
+            name: "big_list_client.py",
+        };
+        let mut lines = BufReader::new(child.child.stdout.take().unwrap()).lines();
+        let mut at_start = None;
+        let mut last = String::new();
+        for line in lines.by_ref() {
+            last = line.unwrap();
+            if last == "listing" {
+                at_start = Some(writes.load(Ordering::Relaxed));
+            }
+        }
+        let during = at_start.map(|w| writes.load(Ordering::Relaxed) - w);
+        let status = child.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let mut stderr = String::new();
+        child
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        eprintln!("{stderr}");
+        assert!(
+            status.success() && last.starts_with("ok "),
+            "big_list_client.py failed: last line {last:?}\nstderr: {stderr}"
+        );
+        let during = during.expect("the client printed `listing`");
+        eprintln!("{during} creates and transfers ran during the listing");
+        assert!(
+            during >= 10,
+            "only {during} creates and transfers ran during the listing"
+        );
+    });
+}
