@@ -178,6 +178,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     bar.set_style(
         ProgressStyle::with_template("{elapsed:>4} {bar:40} {msg}").expect("valid template"),
     );
+    let cpu_before = spawned.as_ref().map(super::cpu::sample);
     let start = Instant::now();
     let threads: Vec<_> = clients
         .into_iter()
@@ -232,6 +233,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     for t in threads {
         let _ = t.join();
     }
+    let cpu_after = spawned.as_ref().map(super::cpu::sample);
     for k in [leader_killer, fe_killer].into_iter().flatten() {
         let _ = k.join();
     }
@@ -275,6 +277,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         }
     }
     let ops = ok + errors.values().sum::<u64>();
+    let cpu = match (&cpu_before, &cpu_after) {
+        (Some(b), Some(a)) => super::cpu::per_op(b, a, ops),
+        _ => BTreeMap::new(),
+    };
     let kills = kills.lock().expect("not poisoned").clone();
     let gaps = failover_gaps(&kills, &acknowledged);
     let fe_kills = fe_kills.lock().expect("not poisoned").clone();
@@ -309,6 +315,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         "client_gaps_ms": gap_summary(&client_gaps_known),
         "client_gap_samples": client_gaps.len(),
         "ft_retries": retries,
+        "cpu_us_per_op": cpu,
         "stores": verdict.as_ref().map(|v| v.summary.clone()),
     });
     if args.json {
@@ -324,6 +331,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             latency.max() as f64 / 1000.0
         );
         println!("ok {ok}, created {created} (duplicate IDs: {duplicates}), errors {errors:?}");
+        if !cpu.is_empty() {
+            let each: Vec<String> = cpu.iter().map(|(n, us)| format!("{n} {us:.1}")).collect();
+            println!(
+                "CPU per operation (µs): {}; all {:.1}",
+                each.join(", "),
+                cpu.values().sum::<f64>()
+            );
+        }
         if !kills.is_empty() {
             println!(
                 "leader killed {} times; failover gaps (ms): {}",

@@ -2,9 +2,11 @@
 //!
 //! - `dcms bench [OPTIONS]`: N concurrent CORBA clients against a running
 //!   cluster (`--url`) or one it starts itself (`--spawn`), an operation mix,
-//!   a count or a duration; ops/s and p50/p99/p999 latency at the end.
+//!   a count or a duration; ops/s and p50/p99/p999 latency at the end, and
+//!   with `--spawn` the CPU time each process spent per operation.
 //! - `dcms bench store`: the durable store alone.
 
+mod cpu;
 mod load;
 pub mod spawn;
 mod store;
