@@ -53,6 +53,10 @@ pub struct UpArgs {
     /// the front end's.
     #[arg(long)]
     message_deadline_secs: Option<u64>,
+    /// Serve each process's Prometheus metrics (`GET /metrics`) on a free
+    /// port of 127.0.0.1, printed at start and shown by `dcms status`.
+    #[arg(long)]
+    metrics: bool,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -356,6 +360,18 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let config_arg = config_path.display().to_string();
     let fault_args = args.faults.to_args();
     let mut children: Vec<Managed> = Vec::new();
+    // With --metrics: each process's metrics address, chosen now and kept
+    // across its restarts.
+    let mut metrics_ports: Vec<u16> = Vec::new();
+    let mut metrics_arg = |name: &str, a: &mut Vec<String>| -> anyhow::Result<()> {
+        if args.metrics {
+            let port = free_port(&metrics_ports)?;
+            metrics_ports.push(port);
+            a.extend(["--metrics-addr".into(), format!("127.0.0.1:{port}")]);
+            println!("{name:<14} metrics http://127.0.0.1:{port}/metrics");
+        }
+        Ok(())
+    };
     for r in &config.replicas {
         let name = format!("replica-{}", r.id);
         let mut a = vec![
@@ -365,6 +381,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             "--id".into(),
             r.id.to_string(),
         ];
+        metrics_arg(&format!("replica-{}", r.id), &mut a)?;
         a.extend(fault_args.iter().cloned());
         // Only the start that creates the group founds it; a restart of a
         // replica whose meta file is gone must catch up instead.
@@ -404,6 +421,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         if let Some(secs) = args.message_deadline_secs {
             a.extend(["--message-deadline-secs".into(), secs.to_string()]);
         }
+        metrics_arg(&name, &mut a)?;
         a.extend(fault_args.iter().cloned());
         let child = spawn(&name, &a, &[])?;
         children.push(Managed {
