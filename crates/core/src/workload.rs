@@ -2,10 +2,10 @@
 //! requests, so a test can regenerate exactly what a killed writer executed,
 //! and benchmarks load every system the same way.
 
+use crate::log::{LogEntry, RequestKey};
 use crate::model::{Clinic, RecordId};
 use crate::ops::Request;
 use crate::state::ClinicState;
-use crate::store::{LogEntry, RequestKey};
 
 /// Which operations to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
