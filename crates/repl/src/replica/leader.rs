@@ -83,6 +83,8 @@ struct BackupProgress {
     /// `Sync`s sent without an acknowledgement: each retry waits twice as
     /// long (see [`retry_after`]).
     sync_tries: u32,
+    /// When its state digest last matched ours at the same position.
+    digest_matched_ms: Option<u64>,
 }
 
 /// Why an FT identity may not be retained, if it may not: an expiration
@@ -849,6 +851,15 @@ impl LeaderState {
         });
     }
 
+    /// Per backup, milliseconds since its digest last matched ours (`None`:
+    /// not since it was last synced), for monitoring.
+    pub(super) fn digest_ages(&self, now_ms: u64) -> Vec<(NodeId, Option<u64>)> {
+        self.backups
+            .iter()
+            .map(|(&n, p)| (n, p.digest_matched_ms.map(|t| now_ms.saturating_sub(t))))
+            .collect()
+    }
+
     pub(super) fn on_ack(
         &mut self,
         core: &mut Core,
@@ -901,6 +912,11 @@ impl LeaderState {
         } else {
             None // older than anything we still compare against
         };
+        if ours == Some(digest) {
+            if let Some(p) = self.backups.get_mut(&from) {
+                p.digest_matched_ms = Some(now_ms);
+            }
+        }
         if let Some(ours) = ours {
             if ours != digest {
                 core.stats.divergences += 1;

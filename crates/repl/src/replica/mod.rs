@@ -271,8 +271,9 @@ pub enum ReplicaEvent {
     },
 }
 
-/// Counters for monitoring (and for the simulator's report).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters for monitoring (`dcms status --json`, `/metrics`) and for the
+/// simulator's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaStats {
     pub decode_errors: u64,
     /// Datagrams addressed to another node, dropped.
@@ -729,6 +730,16 @@ impl Replica {
     /// A snapshot is being installed by the shell.
     pub fn installing(&self) -> bool {
         self.core.installing.is_some()
+    }
+
+    /// Leader: per backup, milliseconds since its state digest last matched
+    /// the leader's at the same position (`None`: not since it was last
+    /// brought up to date). A backup: empty.
+    pub fn digest_ages(&self, now_ms: u64) -> Vec<(NodeId, Option<u64>)> {
+        match &self.role {
+            RoleState::Leader(l) => l.digest_ages(now_ms),
+            RoleState::Backup(_) => Vec::new(),
+        }
     }
 
     /// Leader: highest position durable on every member (replied to).
@@ -1357,6 +1368,8 @@ impl Replica {
                 .iter()
                 .map(|(&node, &t)| (node, t))
                 .chain(self.core.frontends.iter().map(|(&n, p)| (n, p.heard)))
+                // Its own datagrams (a copy of a broadcast) are no peer's.
+                .filter(|&(node, _)| node != self.core.me())
                 .map(|(node, t)| PeerStatus {
                     node,
                     replica: self.core.is_replica(node),
