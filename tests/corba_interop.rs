@@ -7,7 +7,7 @@
 //! test fails.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dcms_corba::{ClientOptions, ClinicClient};
-use dcms_node::local::LocalCluster;
+use dcms_node::local::{free_port, LocalCluster};
 
 const DCMS: &str = env!("CARGO_BIN_EXE_dcms");
 
@@ -93,14 +93,6 @@ fn python_with(script: &str, stubs: &Path) -> Command {
         .env("PYTHONPATH", stubs)
         .env("PYTHONIOENCODING", "utf-8");
     c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process killed on drop. Children started with [`grouped`] lead
@@ -293,7 +285,7 @@ fn python_client_with_giop_1_1() {
 
 /// omniNames on a free port with its own log folder.
 fn start_omninames(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
+    let port = free_port(&[]).unwrap();
     let logdir = dir.join("names");
     std::fs::create_dir_all(&logdir).unwrap();
     let child = grouped(&mut Command::new(tool("omniNames")))
@@ -380,7 +372,7 @@ fn python_client_via_a_name_in_omninames() {
 
 #[test]
 fn naming_service_that_is_down_fails_the_start() {
-    let port = free_port();
+    let port = free_port(&[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(DCMS)
         .args(["frontend", "--standalone", "--listen", "127.0.0.1:0"])
@@ -417,7 +409,7 @@ fn catior_decodes_the_ior() {
 
 /// The omniORBpy servant of tests/interop/servant.py.
 fn start_python_servant(dir: &Path) -> (Proc, u16, PathBuf) {
-    let port = free_port();
+    let port = free_port(&[]).unwrap();
     let ior_file = dir.join("py.ior");
     let mut child = grouped(&mut python("servant.py"))
         .arg(&ior_file)
@@ -657,7 +649,7 @@ fn dcms_client_against_our_front_end() {
     assert!(!out.status.success());
     assert_eq!(json_of(&out)["exception"], "DCMS::NotAuthorized");
     // An unreachable server is a system exception, not a hang.
-    let port = free_port();
+    let port = free_port(&[]).unwrap();
     let out = dcms_client(&[
         "--url",
         &format!("corbaloc:iiop:127.0.0.1:{port}/DCMS"),

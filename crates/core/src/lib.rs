@@ -27,6 +27,9 @@ pub use model::{
     Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId,
     RecordKind,
 };
-pub use ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_TEXT_CHARS};
+pub use ops::{
+    AuditEntry, Change, DoctorFields, DomainError, Effect, NurseFields, Outcome, Reply, Request,
+    MAX_TEXT_CHARS,
+};
 pub use state::{ClinicState, StateDigest};
 pub use store::{Store, StoreError, SyncMode};
