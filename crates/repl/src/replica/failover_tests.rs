@@ -5,7 +5,8 @@
 use super::*;
 use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
 use crate::ids::Seq;
-use dcms_core::Request;
+use crate::wire::{WireConfig, REPLICA_KEY};
+use dcms_core::{LogEntry, Request};
 use std::collections::{BTreeSet, VecDeque};
 
 const FE: NodeId = NodeId(100);
