@@ -8,7 +8,7 @@
 //! to send, entries to persist (in log order, each exactly once), the
 //! durable [`Meta`] to write, a snapshot to install, and events.
 //!
-//! The leader (`leader.rs`) executes each stream's requests in sequence order,
+//! The leader (`leader/`) executes each stream's requests in sequence order,
 //! applies the effect in memory at once, persists it, broadcasts it to the
 //! backups in log order, and replies when it and every backup of its view
 //! hold the entry durably (and never with fewer than a majority of the
