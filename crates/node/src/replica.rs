@@ -13,7 +13,7 @@ use crate::status::{PeerSeen, ProcessStatus, StatusWriter};
 use crate::NodeError;
 use dcms_core::Store;
 use dcms_repl::wire::WireConfig;
-use dcms_repl::{Meta, NodeId, Recovered, Replica, ReplicaConfig, ReplicaEvent, Role};
+use dcms_repl::{Meta, NodeId, Replica, ReplicaConfig, ReplicaEvent, Role};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -125,7 +125,7 @@ pub async fn run_replica(
     let mut store = store;
     // Only the replies at-most-once execution needs stay on disk.
     store.keep_replies(rc.reply_cache as u64);
-    let mut recovered = Recovered::from_store(&store, rc.reply_cache)?;
+    let mut recovered = crate::recover::from_store(&store, rc.reply_cache)?;
     recovered.meta = meta;
     info!(
         replica = id,

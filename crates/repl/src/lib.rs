@@ -17,7 +17,8 @@
 //!   bully elections with epochs, state transfer and majority commit.
 //! - [`session`]: the per-stream table of executed sequence numbers and
 //!   stored replies that makes execution at-most-once.
-//! - [`recover`]: builds a replica's starting point from its durable store.
+//! - [`recover`]: builds a replica's starting point from what the shell
+//!   loaded from its durable store.
 //! - [`snapshot`]: a replica's whole state at one position, for state
 //!   transfer to a replica too far behind or whose log may diverge.
 //! - [`sim`]: the deterministic simulator: a seeded lossy network, a virtual
@@ -39,7 +40,8 @@
 //! Replica (one per process):
 //!
 //! ```text
-//! let mut recovered = Recovered::from_store(&store, config.reply_cache)?;
+//! let loaded = read_store(&store, config.reply_cache)?; // recover::Loaded, see Recovered::kept_replies
+//! let mut recovered = Recovered::from_loaded(loaded, config.reply_cache);
 //! recovered.meta = meta_file.read()?;             // None at the group's first start
 //! let mut replica = Replica::new(config.with_failover(), recovered);
 //! loop {
