@@ -5,7 +5,7 @@
 //! milliseconds, "this much is durable now") and leaves its outputs in a
 //! `Ready` value the caller drains: datagrams to send, log entries to persist,
 //! replies for clients. The tokio/UDP shell and the deterministic simulator
-//! ([`sim`]) drive the very same code.
+//! (`sim`) drive the very same code.
 //!
 //! - [`wire`]: message types and the authenticated, versioned datagram codec
 //!   (batching several messages per datagram, fragmenting large ones).
@@ -21,9 +21,11 @@
 //!   loaded from its durable store.
 //! - [`snapshot`]: a replica's whole state at one position, for state
 //!   transfer to a replica too far behind or whose log may diverge.
-//! - [`sim`]: the deterministic simulator: a seeded lossy network, a virtual
+//! - `sim`: the deterministic simulator: a seeded lossy network, a virtual
 //!   clock, an in-memory disk per replica, and invariant checks after every
-//!   step.
+//!   step. Compiled for this crate's tests and with the feature `sim` (for
+//!   other crates' tests: `dcms-repl = { workspace = true, features =
+//!   ["sim"] }` in their dev-dependencies), never in a production build.
 //!
 //! # Driving the state machines from a shell
 //!
@@ -124,6 +126,7 @@ pub mod ids;
 pub mod recover;
 pub mod replica;
 pub mod session;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod snapshot;
 pub mod wire;
