@@ -82,9 +82,9 @@
 //! before the write completes: the protocol only counts what `persisted`
 //! reports.
 //!
-//! Failover ([`ReplicaConfig::with_failover`]; off by default, `heartbeat_ms`
-//! 0, until the shell does the following) needs three more things from the
-//! shell. (1) [`ReplicaReady::meta`]: a few numbers ([`Meta`]: the promised
+//! Failover ([`ReplicaConfig::with_failover`]; [`ReplicaConfig::new`]
+//! leaves it off, `heartbeat_ms` 0: a fixed leader) needs three more things
+//! from the shell. (1) [`ReplicaReady::meta`]: a few numbers ([`Meta`]: the promised
 //! epoch, its leader, the log epoch, the amnesiac flag) written durably
 //! (e.g. a small file, written and fsynced, or a meta row) before the
 //! datagrams of the same ready are sent, and handed back in

@@ -49,9 +49,11 @@ pub struct ReplicaConfig {
     /// microseconds, or a counter kept on disk): the peers' replay windows
     /// refuse datagrams of an older incarnation.
     pub incarnation: u64,
-    /// Heartbeat interval. 0 (the default until the shell is ready, see
-    /// [`ReplicaConfig::with_failover`]) turns failure detection off: no
-    /// heartbeats, no suspicion, no elections (a fixed leader, as before).
+    /// Heartbeat interval. 0 (what [`ReplicaConfig::new`] sets;
+    /// [`ReplicaConfig::with_failover`] sets the defaults) turns failure
+    /// detection off: no heartbeats, no suspicion, no elections, a fixed
+    /// leader. Tests of the log, a quarter of the simulator's seeds and a
+    /// cluster configured with `timeouts.failover = false` run so.
     pub heartbeat_ms: u64,
     /// A peer not heard from for this long is suspected (removed from the
     /// leader's view; a suspected leader is replaced).
@@ -151,9 +153,9 @@ impl ReplicaConfig {
     }
 
     /// Turns failure detection, elections and state transfer on, with the
-    /// loopback defaults. Off by default: the shell must first write
-    /// [`ReplicaReady::meta`](super::ReplicaReady::meta) durably, install
-    /// snapshots and follow leaders in its front end (see the crate docs).
+    /// loopback defaults. The shell then writes
+    /// [`ReplicaReady::meta`](super::ReplicaReady::meta) durably, installs
+    /// snapshots, and its front ends follow leaders (see the crate docs).
     pub fn with_failover(mut self) -> ReplicaConfig {
         self.heartbeat_ms = DEFAULT_HEARTBEAT_MS;
         self.suspect_ms = DEFAULT_SUSPECT_MS;

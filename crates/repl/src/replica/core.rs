@@ -88,7 +88,10 @@ impl Core {
         self.config.me
     }
 
-    pub(super) fn detecting(&self) -> bool {
+    /// Failure detection is on (`heartbeat_ms > 0`): heartbeats,
+    /// suspicion, elections and failover. Off, the group and its leader
+    /// never change.
+    pub(super) fn failure_detection_on(&self) -> bool {
         self.config.heartbeat_ms > 0
     }
 
@@ -184,7 +187,7 @@ impl Core {
     }
 
     pub(super) fn suspected(&self, node: NodeId, now_ms: u64) -> bool {
-        self.detecting()
+        self.failure_detection_on()
             && self
                 .heard
                 .get(&node)

@@ -33,7 +33,7 @@ impl Election {
 
 /// Answers a lower replica's election (unless this replica cannot lead:
 /// its store was wiped and it has not caught up).
-pub(super) fn answer(core: &mut Core, to: NodeId, _epoch: Epoch) {
+pub(super) fn answer(core: &mut Core, to: NodeId) {
     if to < core.me() && !core.meta.amnesiac {
         core.send(to, Message::Answer);
     }

@@ -89,7 +89,7 @@ impl Replica {
             }
             let committed = self.committed();
             let leading = self.role() == Role::Leader;
-            view::answer_stale(&mut self.core, now_ms, from, &message, committed, leading);
+            view::answer_stale(&mut self.core, from, &message, committed, leading);
             return;
         }
         if epoch > mine {
@@ -99,9 +99,8 @@ impl Replica {
                 _ => None,
             };
             match claim {
-                Some(leader) if !self.core.detecting() => {
+                Some(_) if !self.core.failure_detection_on() => {
                     // Without failure detection the group never changes.
-                    let _ = leader;
                     self.core.stats.future_epoch += 1;
                     return;
                 }
@@ -109,7 +108,7 @@ impl Replica {
                 None => {
                     self.core.stats.future_epoch += 1;
                     if matches!(message, Message::Election) {
-                        election::answer(&mut self.core, from, epoch);
+                        election::answer(&mut self.core, from);
                     }
                     return;
                 }

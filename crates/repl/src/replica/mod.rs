@@ -15,7 +15,7 @@
 //! group). A backup (`backup.rs`) applies entries strictly in log order,
 //! persists them and acknowledges what is durable with its state digest.
 //!
-//! Failover (issue 5; see `election.rs` and `view.rs`): every replica
+//! Failover (see `election.rs` and `view.rs`): every replica
 //! heartbeats every other one; a backup that stops hearing its leader runs a
 //! bully election; the winner takes an epoch higher than any seen, collects
 //! the logs of a majority (`Join`), adopts the most advanced one (highest
@@ -193,7 +193,7 @@ impl Replica {
             decoder,
             reassembler: Reassembler::new(),
         };
-        replica.fit_state_to_role();
+        replica.drop_name_index_if_backup();
         replica
     }
 
@@ -291,7 +291,7 @@ impl Replica {
                 return Err(e);
             }
         };
-        self.touch(now_ms);
+        self.start_on_first_input(now_ms);
         let header = datagram.header;
         let from = header.sender;
         let from_replica = self.core.is_replica(from);
@@ -336,7 +336,7 @@ impl Replica {
 
     /// Handles one authenticated message from `from` (already epoch-checked).
     pub fn handle_message(&mut self, now_ms: u64, from: NodeId, message: Message) {
-        self.touch(now_ms);
+        self.start_on_first_input(now_ms);
         let from_replica = self.core.is_replica(from);
         let serving = self.serving();
         match (&mut self.role, message) {
@@ -390,7 +390,7 @@ impl Replica {
                 &mut self.core,
                 now_ms,
                 from,
-                leader::Report {
+                leader::LogSummary {
                     log_epoch,
                     applied,
                     durable,
@@ -401,14 +401,19 @@ impl Replica {
             (
                 RoleState::Leader(l),
                 Message::Sync {
-                    trust,
+                    common_prefix,
                     snapshot,
                     entries,
                     ..
                 },
-            ) if from_replica => {
-                l.on_fetched(&mut self.core, now_ms, from, trust, snapshot, entries)
-            }
+            ) if from_replica => l.on_fetched(
+                &mut self.core,
+                now_ms,
+                from,
+                common_prefix,
+                snapshot,
+                entries,
+            ),
             (
                 RoleState::Backup(b),
                 Message::Append {
@@ -422,7 +427,7 @@ impl Replica {
             (
                 RoleState::Backup(b),
                 Message::Sync {
-                    trust,
+                    common_prefix,
                     snapshot,
                     entries,
                     epoch_start,
@@ -430,7 +435,7 @@ impl Replica {
             ) if Some(from) == self.core.meta.leader => b.on_sync(
                 &mut self.core,
                 now_ms,
-                trust,
+                common_prefix,
                 snapshot,
                 entries,
                 epoch_start,
@@ -469,7 +474,7 @@ impl Replica {
                 &mut self.core,
                 now_ms,
                 from,
-                leader::Report {
+                leader::LogSummary {
                     log_epoch,
                     applied,
                     durable,
@@ -482,8 +487,7 @@ impl Replica {
                 b.on_coordinator(&mut self.core, now_ms)
             }
             (role, Message::Election) if from_replica => {
-                let epoch = self.core.epoch();
-                election::answer(&mut self.core, from, epoch);
+                election::answer(&mut self.core, from);
                 if let RoleState::Backup(b) = role {
                     if from < self.core.me() {
                         b.on_lower_election(&mut self.core, now_ms);
@@ -491,19 +495,19 @@ impl Replica {
                 }
             }
             (RoleState::Backup(b), Message::Answer) if from_replica => {
-                b.on_answer(&mut self.core, now_ms, from)
+                b.on_answer(&mut self.core, now_ms)
             }
             (_, message) => {
                 tracing::debug!(?from, kind = ?message.message_type(), "unexpected message");
                 self.core.stats.unexpected += 1;
             }
         }
-        self.after_input(now_ms);
+        self.after_input();
     }
 
     /// The shell has durably written every entry up to `position`.
     pub fn persisted(&mut self, now_ms: u64, position: Position) {
-        self.touch(now_ms);
+        self.start_on_first_input(now_ms);
         if self.core.installing.is_some() {
             // A batch from before the snapshot: superseded by it.
             return;
@@ -533,12 +537,12 @@ impl Replica {
             RoleState::Leader(l) => l.on_persisted(&mut self.core, now_ms),
             RoleState::Backup(b) => b.on_persisted(&mut self.core),
         }
-        self.after_input(now_ms);
+        self.after_input();
     }
 
     /// The shell has installed the snapshot of the last `ready().install`.
     pub fn installed(&mut self, now_ms: u64) {
-        self.touch(now_ms);
+        self.start_on_first_input(now_ms);
         let position = self
             .core
             .installing
@@ -551,10 +555,10 @@ impl Replica {
 
     /// Fires every timer due at `now_ms`.
     pub fn tick(&mut self, now_ms: u64) {
-        self.touch(now_ms);
+        self.start_on_first_input(now_ms);
         self.expire_streams(now_ms);
         self.sweep_unheard_sessions(now_ms);
-        if self.core.detecting() && now_ms >= self.core.next_heartbeat {
+        if self.core.failure_detection_on() && now_ms >= self.core.next_heartbeat {
             let committed = self.committed();
             let leading = self.role() == Role::Leader;
             let hb = self.core.heartbeat(committed, leading);
@@ -577,7 +581,7 @@ impl Replica {
             let l = LeaderState::coordinator(&mut self.core, now_ms, committed);
             self.role = RoleState::Leader(l);
         }
-        self.after_input(now_ms);
+        self.after_input();
     }
 
     /// When [`Replica::tick`] must be called next, if ever.
@@ -586,7 +590,10 @@ impl Replica {
             RoleState::Leader(l) => l.next_deadline(&self.core),
             RoleState::Backup(b) => b.next_deadline(&self.core),
         };
-        let heartbeat = self.core.detecting().then_some(self.core.next_heartbeat);
+        let heartbeat = self
+            .core
+            .failure_detection_on()
+            .then_some(self.core.next_heartbeat);
         let expiry = (!self.core.frontends.is_empty()).then_some(self.core.next_expiry_scan);
         role.into_iter()
             .chain(heartbeat)
@@ -595,8 +602,10 @@ impl Replica {
             .min()
     }
 
-    /// The first input: every peer counts as heard now.
-    fn touch(&mut self, now_ms: u64) {
+    /// At the first input (and only then): every peer counts as heard now,
+    /// the first heartbeat is due now, and the streams known only from the
+    /// store get `stream_expiry_ms` before they lose their replies.
+    fn start_on_first_input(&mut self, now_ms: u64) {
         if self.core.born.is_none() {
             self.core.born = Some(now_ms);
             for &peer in &self.core.config.group {
@@ -611,12 +620,13 @@ impl Replica {
         }
     }
 
-    fn after_input(&mut self, now_ms: u64) {
-        let _ = now_ms;
+    /// After every input: answers the reads now confirmed, drops a
+    /// backup's name index, and asserts the invariants.
+    fn after_input(&mut self) {
         if let RoleState::Leader(l) = &mut self.role {
             l.flush_reads(&mut self.core);
         }
-        self.fit_state_to_role();
+        self.drop_name_index_if_backup();
         self.check();
     }
 
@@ -624,7 +634,7 @@ impl Replica {
     /// B-tree insert per entry. A leader that took over builds it at its
     /// first list (`LeaderState::execute`), not here: at 90,000 records the
     /// build takes about 70 ms, which would lengthen every failover.
-    fn fit_state_to_role(&mut self) {
+    fn drop_name_index_if_backup(&mut self) {
         if matches!(self.role, RoleState::Backup(_)) {
             self.core.state.keep_name_index(false);
         }
@@ -633,7 +643,7 @@ impl Replica {
     /// The current view, and how long ago each peer was heard from.
     pub fn view(&self, now_ms: u64) -> ViewStatus {
         let members = match &self.role {
-            RoleState::Leader(l) => l.members(&self.core),
+            RoleState::Leader(l) => l.members(),
             RoleState::Backup(_) => Vec::new(),
         };
         ViewStatus {

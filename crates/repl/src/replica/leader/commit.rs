@@ -12,7 +12,7 @@
 //! (from the in-memory log, or a snapshot when they are gone); a backup's
 //! NACK gets the named positions at once.
 
-use super::{BackupProgress, LeaderState, Phase, Report};
+use super::{BackupProgress, LeaderState, LogSummary, Phase};
 use crate::ids::{NodeId, Position, StreamId};
 use crate::replica::{Core, ReplicaEvent, ViewEvent};
 use crate::wire::Message;
@@ -137,7 +137,7 @@ impl LeaderState {
             });
         }
         *p = BackupProgress {
-            report: Some(Report {
+            log: Some(LogSummary {
                 log_epoch: 0,
                 applied: 0,
                 durable: 0,

@@ -33,9 +33,13 @@ struct WindowEntry {
     digest_after: StateDigest,
 }
 
-/// A replica's log, as its `Join` describes it.
+/// What a replica says of its log, in its `Join` (or, less, in a
+/// heartbeat): the epoch whose leader's log it is a prefix of, how far it
+/// is applied and durable, whether its store was wiped, and its hash. A
+/// coordinator adopts the most advanced of a majority's; a backup's tells
+/// the leader what to `Sync` it with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Report {
+pub(super) struct LogSummary {
     pub log_epoch: Epoch,
     pub applied: Position,
     pub durable: Position,
@@ -51,8 +55,8 @@ struct BackupProgress {
     applied: Position,
     /// When to resend if the acknowledgement has not advanced by then.
     resend_at: Option<u64>,
-    /// Its last `Join`.
-    report: Option<Report>,
+    /// Its log, as its last `Join` described it.
+    log: Option<LogSummary>,
     /// It acknowledged in this epoch: its log is a prefix of ours.
     synced: bool,
     /// Waited for before replying.
@@ -67,7 +71,7 @@ struct BackupProgress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Waiting for a majority's `Join`, and until `until` for the `Join`
-    /// of every replica not suspected (see [`LeaderState::maybe_choose`]).
+    /// of every replica not suspected (see [`LeaderState::try_adopt_log`]).
     Collecting {
         until: Option<u64>,
     },
@@ -99,7 +103,7 @@ pub(super) struct LeaderState {
     nack_at: BTreeMap<StreamId, u64>,
     phase: Phase,
     /// Collecting: the logs of the replicas that joined (this one included).
-    reports: BTreeMap<NodeId, Report>,
+    logs: BTreeMap<NodeId, LogSummary>,
     /// The log epoch of the adopted log.
     base_log_epoch: Epoch,
     /// The position the epoch's log starts from (the adopted log's end).
@@ -138,7 +142,7 @@ impl LeaderState {
             nack_at: BTreeMap::new(),
             reads: Reads::new(),
             phase: Phase::Serving,
-            reports: BTreeMap::new(),
+            logs: BTreeMap::new(),
             base_log_epoch: config.epoch,
             epoch_start: recovered.last_applied,
         }
@@ -148,7 +152,8 @@ impl LeaderState {
         self.phase == Phase::Serving
     }
 
-    pub(super) fn members(&self, _core: &Core) -> Vec<NodeId> {
+    /// The backups the leader waits for before replying (the view's members).
+    pub(super) fn members(&self) -> Vec<NodeId> {
         self.backups
             .iter()
             .filter(|(_, p)| p.member)
@@ -168,7 +173,7 @@ impl LeaderState {
             Phase::Collecting { until } => {
                 if until.is_some_and(|u| u <= now_ms) {
                     self.phase = Phase::Collecting { until: None };
-                    self.maybe_choose(core, now_ms);
+                    self.try_adopt_log(core, now_ms);
                 }
                 return;
             }
@@ -273,7 +278,9 @@ impl LeaderState {
         let view = self
             .backups
             .iter()
-            .filter(|(_, p)| p.member && self.phase == Phase::Serving && core.detecting())
+            .filter(|(_, p)| {
+                p.member && self.phase == Phase::Serving && core.failure_detection_on()
+            })
             .filter_map(|(n, _)| core.heard.get(n).map(|&t| t + core.config.suspect_ms));
         let nack = self.nack_at.values().copied();
         resend
@@ -285,7 +292,7 @@ impl LeaderState {
     }
 
     pub(super) fn check(&self, core: &Core) {
-        self.reads.check(self.committed, core.applied);
+        self.reads.check(core.applied);
         assert!(
             self.phase == Phase::Serving || self.reads.len() == 0,
             "reads queued before serving"

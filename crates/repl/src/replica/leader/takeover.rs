@@ -14,7 +14,7 @@
 //! majority holds the start durably, everything up to it is committed and
 //! the leader serves.
 
-use super::{BackupProgress, LeaderState, Phase, Report};
+use super::{BackupProgress, LeaderState, LogSummary, Phase};
 use crate::ids::{NodeId, Position};
 use crate::replica::reads::Reads;
 use crate::replica::{election, Core, Meta, ViewEvent};
@@ -78,10 +78,10 @@ impl LeaderState {
         for f in frontends {
             core.send(f, Message::Coordinator);
         }
-        let mut reports = BTreeMap::new();
-        reports.insert(
+        let mut logs = BTreeMap::new();
+        logs.insert(
             core.me(),
-            Report {
+            LogSummary {
                 log_epoch: core.meta.log_epoch,
                 applied: core.applied,
                 durable: core.durable,
@@ -103,20 +103,24 @@ impl LeaderState {
             phase: Phase::Collecting {
                 until: Some(now_ms + core.config.election_ms),
             },
-            reports,
+            logs,
             base_log_epoch: 0,
             epoch_start: 0,
         };
-        l.maybe_choose(core, now_ms);
+        l.try_adopt_log(core, now_ms);
         l
     }
 
+    /// A backup's `Join`: `log` is its log. Collecting, it counts towards
+    /// the choice of the log to adopt (fetching, a change in the chosen
+    /// replica's log makes the choice again); syncing or serving, the
+    /// backup gets a `Sync`.
     pub(in crate::replica) fn on_join(
         &mut self,
         core: &mut Core,
         now_ms: u64,
         from: NodeId,
-        report: Report,
+        log: LogSummary,
     ) {
         let Some(p) = self.backups.get_mut(&from) else {
             core.stats.unexpected += 1;
@@ -125,7 +129,7 @@ impl LeaderState {
         if matches!(self.phase, Phase::Syncing | Phase::Serving)
             && !p.synced
             && p.sync_at.is_some()
-            && p.report == Some(report)
+            && p.log == Some(log)
         {
             // The same log again while our `Sync` to it is under way: a
             // backup repeats its `Join` every `retransmit_ms` until synced,
@@ -144,23 +148,23 @@ impl LeaderState {
             });
         }
         *p = BackupProgress {
-            report: Some(report),
+            log: Some(log),
             sync_at: Some(now_ms),
             ..BackupProgress::default()
         };
         match self.phase {
             Phase::Collecting { .. } => {
-                self.reports.insert(from, report);
-                self.maybe_choose(core, now_ms);
+                self.logs.insert(from, log);
+                self.try_adopt_log(core, now_ms);
             }
             Phase::Fetching { best, .. } => {
-                let changed = self.reports.get(&from) != Some(&report);
-                self.reports.insert(from, report);
+                let changed = self.logs.get(&from) != Some(&log);
+                self.logs.insert(from, log);
                 if from == best && changed {
                     // The most advanced replica restarted (or lost its
                     // store): choose again.
                     self.phase = Phase::Collecting { until: None };
-                    self.maybe_choose(core, now_ms);
+                    self.try_adopt_log(core, now_ms);
                 }
             }
             Phase::Syncing | Phase::Serving => self.send_sync(core, now_ms, from),
@@ -181,9 +185,9 @@ impl LeaderState {
                 backup: from,
             });
         }
-        let report = p.report;
+        let log = p.log;
         *p = BackupProgress {
-            report,
+            log,
             ..BackupProgress::default()
         };
     }
@@ -195,7 +199,7 @@ impl LeaderState {
         core: &mut Core,
         now_ms: u64,
         from: NodeId,
-        report: Report,
+        log: LogSummary,
     ) {
         if !matches!(self.phase, Phase::Syncing | Phase::Serving) {
             return;
@@ -204,35 +208,37 @@ impl LeaderState {
             return;
         };
         if !p.synced && p.sync_at.is_none() {
-            p.report = p.report.or(Some(report));
+            p.log = p.log.or(Some(log));
             self.send_sync(core, now_ms, from);
         } else if self.phase == Phase::Syncing
             && p.synced
-            && report.log_epoch == core.epoch()
-            && report.durable > p.durable
-            && report.durable <= core.applied
+            && log.log_epoch == core.epoch()
+            && log.durable > p.durable
+            && log.durable <= core.applied
         {
             // A synced backup's log is a prefix of this epoch's, and what it
             // holds durably is what its acknowledgement said. Nothing is
             // resent while syncing, so a lost last acknowledgement would
             // leave this leader waiting forever (found by the simulator,
             // seed 54407): its heartbeat carries the same facts.
-            p.durable = report.durable;
+            p.durable = log.durable;
             self.try_serve(core, now_ms);
         }
     }
 
-    /// With a majority's logs: adopt the most advanced. A replica that is
-    /// alive (not suspected) gets until `Collecting::until` to report too:
-    /// when a live leader is deposed (a higher replica bullies back), its
-    /// log holds entries no one else has yet, and adopting a log without
-    /// them would leave it diverged (a snapshot instead of a suffix).
-    pub(super) fn maybe_choose(&mut self, core: &mut Core, now_ms: u64) {
+    /// Collecting, once a majority's logs are in: adopts the most advanced
+    /// (syncing from it when it is this replica's, else fetching it first).
+    /// A replica that is alive (not suspected) gets until
+    /// `Collecting::until` to report too: when a live leader is deposed (a
+    /// higher replica bullies back), its log holds entries no one else has
+    /// yet, and adopting a log without them would leave it diverged (a
+    /// snapshot instead of a suffix).
+    pub(super) fn try_adopt_log(&mut self, core: &mut Core, now_ms: u64) {
         let Phase::Collecting { until } = self.phase else {
             return;
         };
-        let counted: Vec<(NodeId, Report)> = self
-            .reports
+        let counted: Vec<(NodeId, LogSummary)> = self
+            .logs
             .iter()
             .filter(|(_, r)| !r.amnesiac)
             .map(|(&n, &r)| (n, r))
@@ -244,7 +250,7 @@ impl LeaderState {
             .config
             .group
             .iter()
-            .any(|&n| !self.reports.contains_key(&n) && !core.suspected(n, now_ms));
+            .any(|&n| !self.logs.contains_key(&n) && !core.suspected(n, now_ms));
         if missing_live && until.is_some_and(|u| now_ms < u) {
             return;
         }
@@ -255,7 +261,7 @@ impl LeaderState {
             .max_by_key(|(n, r)| (r.log_epoch, r.applied, *n == me))
             .expect("a majority is not empty");
         self.base_log_epoch = b.log_epoch;
-        let mine = self.reports[&me];
+        let mine = self.logs[&me];
         // The same hash at the same position: the same log, whatever its
         // epoch (a former leader restarted at the start of the next epoch).
         let same_log =
@@ -277,7 +283,7 @@ impl LeaderState {
         let Phase::Fetching { best, tries, .. } = self.phase else {
             return;
         };
-        let b = self.reports[&best];
+        let b = self.logs[&best];
         let prefix = core.meta.log_epoch == b.log_epoch && core.applied <= b.applied;
         core.send(
             best,
@@ -310,7 +316,7 @@ impl LeaderState {
         core: &mut Core,
         now_ms: u64,
         from: NodeId,
-        trust: Position,
+        common_prefix: Position,
         snapshot: Option<Box<Snapshot>>,
         entries: Vec<LogEntry>,
     ) {
@@ -329,7 +335,7 @@ impl LeaderState {
             }
             core.install(*snapshot);
             self.committed = self.committed.min(core.applied);
-        } else if trust != core.applied {
+        } else if common_prefix != core.applied {
             core.stats.unexpected += 1;
             return;
         }
@@ -356,12 +362,12 @@ impl LeaderState {
     fn start_syncing(&mut self, core: &mut Core, now_ms: u64) {
         self.phase = Phase::Syncing;
         self.epoch_start = core.applied;
-        self.reports.clear();
+        self.logs.clear();
         tracing::info!(me = %core.me(), epoch = core.epoch(), start = self.epoch_start, "state transfer");
         let joined: Vec<NodeId> = self
             .backups
             .iter()
-            .filter(|(_, p)| p.report.is_some())
+            .filter(|(_, p)| p.log.is_some())
             .map(|(&n, _)| n)
             .collect();
         for n in joined {
@@ -375,7 +381,7 @@ impl LeaderState {
     /// else a snapshot.
     pub(super) fn send_sync(&mut self, core: &mut Core, now_ms: u64, to: NodeId) {
         let p = self.backups.get_mut(&to).expect("known backup");
-        let Some(r) = p.report else { return };
+        let Some(r) = p.log else { return };
         // Its log is a prefix of ours when it joined in this epoch, or its
         // log is of the adopted epoch and ends before this epoch's start, or
         // it holds our log's hash at its last position.
@@ -390,7 +396,7 @@ impl LeaderState {
                 .applied
                 .min(r.applied + core.config.resend_batch as u64);
             Message::Sync {
-                trust: r.applied,
+                common_prefix: r.applied,
                 snapshot: None,
                 entries: (r.applied + 1..=last)
                     .map(|q| LogEntry::clone(core.entry(q).expect("in memory")))
@@ -404,7 +410,7 @@ impl LeaderState {
                 position: core.applied,
             });
             Message::Sync {
-                trust: core.applied,
+                common_prefix: core.applied,
                 snapshot: Some(Box::new(core.snapshot())),
                 entries: Vec::new(),
                 epoch_start: self.epoch_start,
