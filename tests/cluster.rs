@@ -572,3 +572,103 @@ fn without_a_majority_an_expired_ft_request_is_refused_for_certain() {
         "the refused request is logged as refused"
     );
 }
+
+/// GET `path` from an HTTP server at `addr`; the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name` (no labels) in a Prometheus text page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `dcms up --metrics`: every process serves Prometheus metrics, named in
+/// its status (`dcms status --json`, whose statistics are JSON objects, not
+/// debug strings), and they follow what the cluster does.
+#[test]
+fn every_process_serves_metrics_and_its_status_is_json() {
+    let cluster = up(&["--replicas", "3", "--sync", "normal", "--metrics"]);
+    let ids = create_concurrently(&cluster, 4, 200);
+    assert_eq!(ids.len(), 200);
+    let status = || dcms_node::status::read_all(&cluster.data_dir);
+    // The metrics follow at the status files' pace (200 ms).
+    eventually("every process reports its metrics address", || {
+        let all = status();
+        all.len() == 5 && all.iter().all(|s| s.metrics.is_some())
+    });
+    let mut leaders = 0;
+    for s in status() {
+        let addr = s.metrics.clone().unwrap();
+        if s.role == "frontend" {
+            assert!(
+                s.stats["protocol"]["sent"].as_u64().is_some(),
+                "{}",
+                s.stats
+            );
+            assert!(s.stats["link"]["sent"].as_u64().is_some(), "{}", s.stats);
+            continue;
+        }
+        let executed = s.stats["protocol"]["executed"].as_u64();
+        assert!(
+            executed.is_some(),
+            "protocol stats are an object: {}",
+            s.stats
+        );
+        assert!(
+            s.peers.iter().all(|p| p.node != s.id),
+            "{} lists itself among its peers",
+            s.name
+        );
+        let page = http_get(&addr, "/metrics");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        if sample(&page, "dcms_replica_is_leader") == Some(1.0) {
+            leaders += 1;
+            eventually("the leader's metrics count the creates", || {
+                let page = http_get(&addr, "/metrics");
+                sample(&page, "dcms_replica_protocol_executed_total").unwrap_or(0.0) >= 200.0
+                    && sample(&page, "dcms_replica_committed_position").unwrap_or(0.0) >= 200.0
+            });
+            let page = http_get(&addr, "/metrics");
+            assert!(
+                page.lines()
+                    .any(|l| l.starts_with("dcms_replica_digest_age_ms{backup=")),
+                "the leader reports each backup's digest age:\n{page}"
+            );
+        }
+        assert!(
+            sample(&page, "dcms_replica_commit_entries_count").unwrap_or(0.0) >= 1.0,
+            "{} counts its commits:\n{page}",
+            s.name
+        );
+        assert!(http_get(&addr, "/nothing").starts_with("HTTP/1.1 404"));
+    }
+    assert_eq!(leaders, 1, "exactly one replica reports itself leader");
+    let fe = status()
+        .into_iter()
+        .find(|s| s.name == "frontend-100")
+        .unwrap();
+    let addr = fe.metrics.unwrap();
+    eventually("the front end's metrics count its requests", || {
+        let page = http_get(&addr, "/metrics");
+        sample(&page, "dcms_frontend_requests_total").unwrap_or(0.0) >= 200.0
+    });
+    let page = http_get(&addr, "/metrics");
+    let replies = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("dcms_frontend_request_seconds_count{outcome=\"reply\"} ")?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert!(replies >= 200.0, "request latencies by outcome:\n{page}");
+}

@@ -14,13 +14,13 @@
 //! configuration, `dcms_corba::group`) when replicated. It runs until
 //! SIGINT or SIGTERM.
 
-use super::common::{runtime, shutdown_signal, ClusterArgs, FaultArgs};
+use super::common::{runtime, shutdown_signal, write_atomically, ClusterArgs, FaultArgs};
 use anyhow::Context;
 use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
 use dcms_node::config::ClusterConfig;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ pub struct FrontendArgs {
     /// `[[frontends]]` id). Needed when it lists several.
     #[arg(long, requires = "config")]
     id: Option<u64>,
+    /// With --config: serve Prometheus metrics on this address (`GET
+    /// /metrics`); off unless given.
+    #[arg(long, requires = "config", value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// The standalone store's folder; with --config, overrides its data folder.
     #[arg(long, env = "DCMS_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -126,9 +130,14 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         opts.admission.max_running = args.max_running.unwrap_or(96).max(1);
         opts.admission.max_waiting = args.max_waiting.unwrap_or(160);
         let _guard = rt.enter();
-        let (service, event_loop) = dcms_node::frontend::start_frontend(&config, id, async move {
-            let _ = stop_rx.await;
-        })
+        let (service, event_loop) = dcms_node::frontend::start_frontend_with_metrics(
+            &config,
+            id,
+            args.metrics_addr,
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
         .with_context(|| format!("starting front end {id}"))?;
         rt.spawn(event_loop);
         Arc::new(service)
@@ -206,12 +215,4 @@ fn which_frontend(config: &ClusterConfig, id: Option<u64>) -> anyhow::Result<u64
             config.frontend_ids_text()
         ),
     }
-}
-
-/// Writes `path` through a temporary file and a rename, so that a reader
-/// never sees half an IOR.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("ior.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

@@ -13,6 +13,10 @@ pub struct ReplicaArgs {
     /// that creates the cluster.
     #[arg(long)]
     bootstrap: bool,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off
+    /// unless given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -20,10 +24,11 @@ pub struct ReplicaArgs {
 pub fn run(args: ReplicaArgs) -> anyhow::Result<()> {
     let config = args.cluster.load()?;
     let rt = runtime()?;
-    rt.block_on(dcms_node::replica::run_replica(
+    rt.block_on(dcms_node::replica::run_replica_with_metrics(
         config,
         args.id,
         args.bootstrap,
+        args.metrics_addr,
         shutdown_signal(),
     ))?;
     Ok(())

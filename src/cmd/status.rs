@@ -83,7 +83,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .map(u64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let heard = match &s.iiop {
+        let mut heard = match &s.iiop {
             Some(iiop) => format!("iiop {iiop}"),
             None => s
                 .peers
@@ -100,6 +100,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
         };
+        if let Some(m) = &s.metrics {
+            heard.push_str(&format!(" metrics http://{m}/metrics"));
+        }
         println!(
             "{:<13} {:<9} {:>7} {:>5} {:>6} {:<9} {:>9} {:>9} {:>9} {:<10} {}",
             s.name,

@@ -10,6 +10,7 @@
 use crate::clock::Clock;
 use crate::config::{ClusterConfig, Role};
 use crate::link::{Link, Redundancy};
+use crate::metrics::{AbortOnDrop, FrontEndGauges, FrontEndMetrics};
 use crate::refusals::Refusals;
 use crate::replica::{address_book, initial_leader, wire_config};
 use crate::status::{ProcessStatus, StatusWriter};
@@ -19,6 +20,7 @@ use dcms_core::{FtRequest, Reply, Request};
 use dcms_repl::{ClientOutcome, FrontEnd, FrontEndConfig};
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -86,6 +88,17 @@ pub fn start_frontend(
     id: u64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(ReplicatedService, impl Future<Output = ()> + Send + 'static), NodeError> {
+    start_frontend_with_metrics(config, id, None, shutdown)
+}
+
+/// [`start_frontend`], serving Prometheus metrics on `metrics_addr` (bound
+/// now) while the event loop runs.
+pub fn start_frontend_with_metrics(
+    config: &ClusterConfig,
+    id: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(ReplicatedService, impl Future<Output = ()> + Send + 'static), NodeError> {
     config.validate_for(Role::FrontEnd(id))?;
     let me = config.frontend(id)?.clone();
     let mut link = Link::bind(
@@ -121,14 +134,33 @@ pub fn start_frontend(
     fc.min_rto_ms = config.timeouts.rto_min_ms;
     fc.max_rto_ms = config.timeouts.rto_max_ms;
     fc.initial_rto_ms = config.timeouts.rto_max_ms.min(100).max(fc.min_rto_ms);
+    let mut metrics = None;
+    let mut metrics_server = None;
+    if let Some(addr) = metrics_addr {
+        let m = FrontEndMetrics::new(
+            &dcms_repl::frontend::FrontEndStats::default(),
+            &crate::link::LinkStats::default(),
+            &Refusals::default(),
+        );
+        metrics_server =
+            Some(
+                crate::metrics::serve(addr, m.registry()).map_err(|e| NodeError::Io {
+                    what: format!("binding the metrics address {addr} (front end {id})"),
+                    source: e,
+                })?,
+            );
+        metrics = Some(m);
+    }
     let (tx, mut rx) = mpsc::channel::<Submit>(MAX_QUEUED);
     let data_dir = config.data_dir.clone();
     let leader = initial_leader(config);
     let adaptive_redundancy = config.adaptive_redundancy;
     let event_loop = async move {
+        // Stops with the event loop.
+        let _metrics_server = metrics_server.map(tokio::spawn).map(AbortOnDrop);
         let clock = Clock::new();
         let mut fe = FrontEnd::new(fc);
-        let mut waiters: HashMap<u64, std::sync::mpsc::SyncSender<Done>> = HashMap::new();
+        let mut waiters: Waiters = HashMap::new();
         let name = status_name(id);
         let mut status = StatusWriter::new(&data_dir, &name);
         let mut redundancy = Redundancy::default();
@@ -146,10 +178,10 @@ pub fn start_frontend(
                 Some(s) = rx.recv() => {
                     let now = clock.now_ms();
                     requests += 1;
-                    submit(&mut fe, &mut waiters, now, s);
+                    submit(&mut fe, &mut waiters, metrics.as_ref(), now, s);
                     while let Ok(s) = rx.try_recv() {
                         requests += 1;
-                        submit(&mut fe, &mut waiters, now, s);
+                        submit(&mut fe, &mut waiters, metrics.as_ref(), now, s);
                     }
                 }
                 (bytes, from) = link.recv() => {
@@ -184,12 +216,15 @@ pub fn start_frontend(
             }
             for c in ready.completions {
                 match waiters.remove(&c.seq) {
-                    Some(done) => {
+                    Some((done, arrived)) => {
                         if matches!(c.outcome, ClientOutcome::Unknown) {
                             warn!(
                                 seq = c.seq,
                                 "no outcome by the deadline: the client hears COMPLETED_MAYBE"
                             );
+                        }
+                        if let Some(m) = &metrics {
+                            m.outcome(outcome_label(&c.outcome), arrived.elapsed());
                         }
                         let _ = done.try_send(Ok(c.outcome));
                     }
@@ -209,33 +244,46 @@ pub fn start_frontend(
                     "a request reported as unknown has completed after its deadline"
                 );
             }
-            status.maybe_write(clock.now_ms(), || ProcessStatus {
-                name: name.clone(),
-                id,
-                role: "frontend".into(),
-                pid: std::process::id(),
-                epoch: fe.epoch(),
-                leader: Some(fe.leader().0),
-                group: Vec::new(),
-                peers: Vec::new(),
-                applied: 0,
-                durable: 0,
-                committed: None,
-                digest: String::new(),
-                iiop: Some(me.iiop.to_string()),
-                stats: serde_json::json!({
-                    "requests": requests,
-                    "unanswered": fe.unanswered(),
-                    "rto_ms": fe.rto_ms(),
-                    "protocol": format!("{:?}", fe.stats()),
-                    "link": format!("{:?}", link.stats),
-                    "refused": { "benign": refusals.benign, "suspicious": refusals.suspicious },
-                }),
-                updated_ms: clock.now_ms(),
+            status.maybe_write(clock.now_ms(), || {
+                // At the status file's pace: the metrics' counters and gauges.
+                if let Some(m) = &mut metrics {
+                    let gauges = FrontEndGauges {
+                        unanswered: fe.unanswered(),
+                        rto_ms: fe.rto_ms(),
+                        epoch: fe.epoch(),
+                        leader: fe.leader().0,
+                    };
+                    m.update(&gauges, fe.stats(), &link.stats, &refusals);
+                }
+                ProcessStatus {
+                    name: name.clone(),
+                    id,
+                    role: "frontend".into(),
+                    pid: std::process::id(),
+                    epoch: fe.epoch(),
+                    leader: Some(fe.leader().0),
+                    group: Vec::new(),
+                    peers: Vec::new(),
+                    applied: 0,
+                    durable: 0,
+                    committed: None,
+                    digest: String::new(),
+                    iiop: Some(me.iiop.to_string()),
+                    stats: serde_json::json!({
+                        "requests": requests,
+                        "unanswered": fe.unanswered(),
+                        "rto_ms": fe.rto_ms(),
+                        "protocol": fe.stats(),
+                        "link": link.stats,
+                        "refused": refusals,
+                    }),
+                    updated_ms: clock.now_ms(),
+                    metrics: metrics_addr.map(|a| a.to_string()),
+                }
             });
         }
         // Waiters still open learn that the outcome is unknown.
-        for (_, done) in waiters.drain() {
+        for (_, (done, _)) in waiters.drain() {
             let _ = done.try_send(Ok(ClientOutcome::Unknown));
         }
         info!("front end sequencer stopped");
@@ -243,14 +291,34 @@ pub fn start_frontend(
     Ok((ReplicatedService { tx }, event_loop))
 }
 
+/// Callers waiting for their outcome, by sequence number, with when their
+/// request arrived.
+type Waiters = HashMap<u64, (std::sync::mpsc::SyncSender<Done>, Instant)>;
+
+/// The `outcome` label of the request latency metric.
+fn outcome_label(outcome: &ClientOutcome) -> &'static str {
+    match outcome {
+        ClientOutcome::Reply(_) => "reply",
+        ClientOutcome::Unknown => "unknown",
+        ClientOutcome::NotExecuted(_) => "not_executed",
+    }
+}
+
 fn submit(
     fe: &mut FrontEnd,
-    waiters: &mut HashMap<u64, std::sync::mpsc::SyncSender<Done>>,
+    waiters: &mut Waiters,
+    metrics: Option<&FrontEndMetrics>,
     now: u64,
     s: Submit,
 ) {
+    if let Some(m) = metrics {
+        m.request();
+    }
     if fe.unanswered() >= MAX_QUEUED {
         // Not started: the client may safely retry.
+        if let Some(m) = metrics {
+            m.outcome("refused", Duration::ZERO);
+        }
         let _ = s.done.try_send(Err(ServiceError::Overloaded));
         return;
     }
@@ -264,7 +332,7 @@ fn submit(
     let _g = span.enter();
     let seq = fe.submit_ft(now, s.request, s.ft);
     debug!(seq, "submitted");
-    waiters.insert(seq, s.done);
+    waiters.insert(seq, (s.done, Instant::now()));
 }
 
 fn feed(

@@ -21,6 +21,7 @@ pub mod frontend;
 pub mod link;
 pub mod local;
 pub mod meta;
+pub mod metrics;
 pub mod persist;
 pub mod recover;
 pub mod refusals;

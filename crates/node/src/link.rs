@@ -33,7 +33,7 @@ const PACE_BYTES_PER_MS: f64 = 160.0 * 1024.0;
 const PACE_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Counters of what the link did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct LinkStats {
     pub sent: u64,
     pub received: u64,

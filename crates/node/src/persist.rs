@@ -33,8 +33,14 @@ pub struct Persister {
 #[derive(Debug)]
 pub enum Persisted {
     /// Every entry up to `position` is durable; the report covers this
-    /// many commands (batches handed over meanwhile join one commit).
-    UpTo { position: u64, commands: u64 },
+    /// many commands (batches handed over meanwhile join one commit) of
+    /// `entries` entries, committed in `took`.
+    UpTo {
+        position: u64,
+        commands: u64,
+        entries: u64,
+        took: std::time::Duration,
+    },
     /// A snapshot install is durable.
     Installed,
     /// The store failed; the replica must stop (it can no longer promise
@@ -73,10 +79,13 @@ impl Persister {
                                 }
                             }
                             let last = batch.entries().last().map(|e| e.position);
+                            let started = std::time::Instant::now();
                             store.commit_batch(&batch).map(|()| {
                                 Some(Persisted::UpTo {
                                     position: last.unwrap_or(0),
                                     commands,
+                                    entries: batch.len() as u64,
+                                    took: started.elapsed(),
                                 })
                             })
                         }
@@ -269,7 +278,9 @@ mod tests {
             report,
             Persisted::UpTo {
                 position: 10,
-                commands: 1
+                commands: 1,
+                entries: 1,
+                ..
             }
         ));
         assert!(p.idle());

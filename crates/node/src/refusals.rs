@@ -14,13 +14,15 @@ use tracing::{debug, warn};
 pub const WARN_EVERY_MS: u64 = 1_000;
 
 /// Counts of refused datagrams.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Refusals {
     /// Duplicates, replays and datagrams for another addressee.
     pub benign: u64,
     /// Everything else: damaged, forged, foreign, forbidden.
     pub suspicious: u64,
+    #[serde(skip)]
     last_warning_ms: Option<u64>,
+    #[serde(skip)]
     unreported: u64,
 }
 

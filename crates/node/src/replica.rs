@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::config::{ClusterConfig, Role as ConfigRole};
 use crate::link::{Link, Redundancy};
 use crate::meta::MetaFile;
+use crate::metrics::{AbortOnDrop, ReplicaGauges, ReplicaMetrics};
 use crate::persist::{Persisted, Persister};
 use crate::refusals::Refusals;
 use crate::status::{PeerSeen, ProcessStatus, StatusWriter};
@@ -76,7 +77,34 @@ pub async fn run_replica(
     bootstrap: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    run_replica_with_metrics(config, id, bootstrap, None, shutdown).await
+}
+
+/// [`run_replica`], serving Prometheus metrics on `metrics_addr` (bound
+/// before anything else starts).
+pub async fn run_replica_with_metrics(
+    config: ClusterConfig,
+    id: u64,
+    bootstrap: bool,
+    metrics_addr: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
     config.validate_for(ConfigRole::Replica)?;
+    let mut metrics = None;
+    let mut _metrics_server = None;
+    if let Some(addr) = metrics_addr {
+        let m = ReplicaMetrics::new(
+            &dcms_repl::replica::ReplicaStats::default(),
+            &crate::link::LinkStats::default(),
+            &Refusals::default(),
+        );
+        let server = crate::metrics::serve(addr, m.registry()).map_err(|e| NodeError::Io {
+            what: format!("binding the metrics address {addr} (replica {id})"),
+            source: e,
+        })?;
+        _metrics_server = Some(AbortOnDrop(tokio::spawn(server)));
+        metrics = Some(m);
+    }
     let me = config.replica(id)?.clone();
     crate::config::create_private_dir(&config.data_dir).map_err(|e| NodeError::Io {
         what: format!("creating {}", config.data_dir.display()),
@@ -178,7 +206,10 @@ pub async fn run_replica(
                 while let Some(report) = next.take() {
                     persister.note(&report);
                     match report {
-                        Persisted::UpTo { position, .. } => {
+                        Persisted::UpTo { position, entries, took, .. } => {
+                            if let Some(m) = &metrics {
+                                m.commit(entries, took);
+                            }
                             upto = upto.max(Some(position));
                         }
                         Persisted::Installed => {
@@ -246,10 +277,14 @@ pub async fn run_replica(
             let mut committed_here = None;
             if !ready.persist.is_empty() {
                 if replica.role() == Role::Backup && persister.idle() {
+                    let started = std::time::Instant::now();
                     committed_here = persister.commit_here(&ready.persist).map_err(|e| {
                         error!(replica = id, why = %e, "the store failed; stopping");
                         NodeError::Durability(e.to_string())
                     })?;
+                    if let Some(m) = &metrics {
+                        m.commit(ready.persist.len() as u64, started.elapsed());
+                    }
                 } else {
                     persister.persist(ready.persist);
                 }
@@ -278,6 +313,25 @@ pub async fn run_replica(
         let now = clock.now_ms();
         status.maybe_write(now, || {
             let view = replica.view(now);
+            // At the status file's pace: the metrics' counters and gauges.
+            if let Some(m) = &mut metrics {
+                let gauges = ReplicaGauges {
+                    epoch: view.epoch,
+                    leader: view.leader.map(|n| n.0),
+                    is_leader: view.role == Role::Leader,
+                    serving: view.serving,
+                    members: view.members.len(),
+                    applied: replica.applied(),
+                    durable: replica.durable(),
+                    committed: replica.committed(),
+                    digest_age_ms: replica
+                        .digest_ages(now)
+                        .into_iter()
+                        .filter_map(|(n, age)| Some((n.0, age?)))
+                        .collect(),
+                };
+                m.update(&gauges, replica.stats(), &link.stats, &refusals);
+            }
             ProcessStatus {
                 name: format!("replica-{id}"),
                 id,
@@ -307,11 +361,17 @@ pub async fn run_replica(
                 digest: replica.digest().to_hex(),
                 iiop: None,
                 stats: serde_json::json!({
-                    "protocol": format!("{:?}", replica.stats()),
-                    "link": format!("{:?}", link.stats),
-                    "refused": { "benign": refusals.benign, "suspicious": refusals.suspicious },
+                    "protocol": replica.stats(),
+                    "link": link.stats,
+                    "refused": refusals,
+                    "digest_age_ms": replica
+                        .digest_ages(now)
+                        .into_iter()
+                        .map(|(n, age)| (n.0.to_string(), age))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
                 }),
                 updated_ms: now,
+                metrics: metrics_addr.map(|a| a.to_string()),
             }
         });
     }

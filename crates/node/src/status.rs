@@ -34,6 +34,9 @@ pub struct ProcessStatus {
     pub stats: serde_json::Value,
     /// When this was written (ms since the Unix epoch).
     pub updated_ms: u64,
+    /// Where its Prometheus metrics are served (`--metrics-addr`), if they are.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// A ticker that wakes an event loop to write its status file even when

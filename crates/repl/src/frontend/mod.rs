@@ -137,8 +137,8 @@ pub struct FrontEndReady {
     pub unavailable: Vec<(Seq, String)>,
 }
 
-/// Counters for monitoring.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters for monitoring (`dcms status --json`, `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FrontEndStats {
     pub decode_errors: u64,
     /// Datagrams addressed to another stream (e.g. a former front end at

@@ -248,6 +248,16 @@ impl Replica {
         self.core.installing.is_some()
     }
 
+    /// Leader: per backup, milliseconds since its state digest last matched
+    /// the leader's at the same position (`None`: not since it was last
+    /// brought up to date). A backup: empty.
+    pub fn digest_ages(&self, now_ms: u64) -> Vec<(NodeId, Option<u64>)> {
+        match &self.role {
+            RoleState::Leader(l) => l.digest_ages(now_ms),
+            RoleState::Backup(_) => Vec::new(),
+        }
+    }
+
     /// Leader: highest position durable on every member (replied to).
     /// Backup: the highest commit position the leader has told it.
     pub fn committed(&self) -> Position {
@@ -660,6 +670,8 @@ impl Replica {
                 .iter()
                 .map(|(&node, &t)| (node, t))
                 .chain(self.core.frontends.iter().map(|(&n, p)| (n, p.heard)))
+                // Its own datagrams (a copy of a broadcast) are no peer's.
+                .filter(|&(node, _)| node != self.core.me())
                 .map(|(node, t)| PeerStatus {
                     node,
                     replica: self.core.is_replica(node),

@@ -58,8 +58,9 @@ pub enum ReplicaEvent {
     },
 }
 
-/// Counters for monitoring (and for the simulator's report).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Counters for monitoring (`dcms status --json`, `/metrics`) and for the
+/// simulator's report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaStats {
     pub decode_errors: u64,
     /// Datagrams addressed to another node, dropped.

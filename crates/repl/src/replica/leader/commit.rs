@@ -11,6 +11,10 @@
 //! `retransmit_ms` gets the entries after its last acknowledged one again
 //! (from the in-memory log, or a snapshot when they are gone); a backup's
 //! NACK gets the named positions at once.
+//!
+//! An acknowledgement's state digest is compared with the leader's at the
+//! same position: a difference is a divergence (`ReplicaEvent::Divergence`);
+//! a match is remembered, for monitoring (`digest_ages`).
 
 use super::{BackupProgress, LeaderState, LogSummary, Phase};
 use crate::ids::{NodeId, Position, StreamId};
@@ -20,6 +24,15 @@ use dcms_core::StateDigest;
 use std::sync::Arc;
 
 impl LeaderState {
+    /// Per backup, milliseconds since its digest last matched ours (`None`:
+    /// not since it was last synced), for monitoring.
+    pub(in crate::replica) fn digest_ages(&self, now_ms: u64) -> Vec<(NodeId, Option<u64>)> {
+        self.backups
+            .iter()
+            .map(|(&n, p)| (n, p.digest_matched_ms.map(|t| now_ms.saturating_sub(t))))
+            .collect()
+    }
+
     pub(in crate::replica) fn on_ack(
         &mut self,
         core: &mut Core,
@@ -72,6 +85,11 @@ impl LeaderState {
         } else {
             None // older than anything we still compare against
         };
+        if ours == Some(digest) {
+            if let Some(p) = self.backups.get_mut(&from) {
+                p.digest_matched_ms = Some(now_ms);
+            }
+        }
         if let Some(ours) = ours {
             if ours != digest {
                 core.stats.divergences += 1;

@@ -66,6 +66,8 @@ struct BackupProgress {
     /// `Sync`s sent without an acknowledgement: each retry waits twice as
     /// long (see `takeover::retry_after`).
     sync_tries: u32,
+    /// When its state digest last matched ours at the same position.
+    digest_matched_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
