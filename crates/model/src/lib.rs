@@ -1,6 +1,5 @@
 //! A model of dcms's election and commit rules, checked exhaustively with
-//! [stateright] on small configurations (issue 5: "a model check of the
-//! election and commit rules").
+//! [stateright] on small configurations.
 //!
 //! The simulator in `dcms-repl` runs the real state machines over thousands
 //! of random schedules; this model explores *every* schedule of an abstract
@@ -13,10 +12,10 @@
 //!   size, and promises it durably before it sends anything. Any replica may
 //!   become coordinator at any time: the bully algorithm decides *who* tries
 //!   (liveness); safety may not depend on it, so the model lets everyone try.
-//! - **Join** (`leader.rs`, `on_join`): a replica that hears `Coordinator`
+//! - **Join** (`leader/takeover.rs`, `on_join`): a replica that hears `Coordinator`
 //!   of an epoch above its promise promises it (durably) and reports its log
 //!   (`log_epoch`, applied entries). Messages of other epochs are ignored.
-//! - **Adopt** (`maybe_choose`, `fetch`): with a majority's reports the
+//! - **Adopt** (`try_adopt_log`, `fetch`): with a majority's reports the
 //!   coordinator adopts the most advanced log by `(log_epoch, applied)`; when
 //!   its own log has the same `log_epoch` and is no longer it fetches only
 //!   the suffix (keeping its own entries), else a snapshot.
@@ -26,7 +25,8 @@
 //!   start, or the leader's chained log hash at the reporter's position is
 //!   the reporter's: modelled as "is a prefix"), else a snapshot; a replica
 //!   keeps its entries and appends a suffix only when its log is as long as
-//!   the leader believed (`trust`), and once synced takes no older snapshot.
+//!   the leader believed (`common_prefix`), and once synced takes no older
+//!   snapshot.
 //! - **Restart** (`Replica::new`): a replica whose durable log epoch is its
 //!   promised epoch comes back synced to that epoch's leader; any other
 //!   waits for a `Sync`.
@@ -66,7 +66,8 @@ pub struct Entry {
     pub value: u8,
 }
 
-/// What a replica reports when it joins a coordinator.
+/// What a replica reports when it joins a coordinator (the code's
+/// `LogSummary`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Report {
     pub log_epoch: Epoch,
@@ -77,8 +78,11 @@ pub struct Report {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SyncKind {
-    /// Keep the first `trust` entries, append these.
-    Suffix { trust: usize, entries: Vec<Entry> },
+    /// Keep the first `common_prefix` entries, append these.
+    Suffix {
+        common_prefix: usize,
+        entries: Vec<Entry>,
+    },
     /// Replace the log (installed durably, in one transaction).
     Snapshot { log: Vec<Entry> },
 }
@@ -262,7 +266,7 @@ impl Dcms {
             && applied <= me.log.len();
         if prefix {
             SyncKind::Suffix {
-                trust: applied,
+                common_prefix: applied,
                 entries: me.log[applied..].to_vec(),
             }
         } else {
@@ -488,14 +492,17 @@ impl Dcms {
                 // repeated `Sync` changes nothing but a newer snapshot.
                 let synced = r.synced();
                 match kind {
-                    SyncKind::Suffix { trust, entries } => {
-                        if synced || trust < r.log.len() {
-                            // Our log beyond `trust` may not be the
+                    SyncKind::Suffix {
+                        common_prefix,
+                        entries,
+                    } => {
+                        if synced || common_prefix < r.log.len() {
+                            // Our log beyond `common_prefix` may not be the
                             // leader's: only a snapshot replaces it.
                             self.progress(s, to);
                             return;
                         }
-                        if trust == r.log.len() {
+                        if common_prefix == r.log.len() {
                             r.log.extend(entries);
                         }
                         // Beyond our log: the leader resends from what we

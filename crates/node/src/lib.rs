@@ -7,6 +7,7 @@
 //! - [`refusals`]: refused datagrams counted, warnings rate-limited.
 //! - [`persist`]: the store thread: group commits and snapshot installs, off the runtime.
 //! - [`meta`]: the replica's durable epoch promise (`Meta`), one small fsynced file.
+//! - [`recover`]: a replica's start-up read of its store.
 //! - [`replica`]: the replica process's event loop.
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
@@ -22,6 +23,7 @@ pub mod local;
 pub mod meta;
 pub mod metrics;
 pub mod persist;
+pub mod recover;
 pub mod refusals;
 pub mod replica;
 pub mod status;

@@ -5,7 +5,7 @@
 //! install, back to the event loop. SQLite calls block, so they stay off the
 //! runtime, except [`Persister::commit_here`]: a commit on the caller's
 //! thread while the store thread has nothing in hand (a backup's, see
-//! `replica.rs`).
+//! `replica/ready.rs`).
 
 use dcms_core::{Batch, RequestKey, Store};
 use dcms_repl::snapshot::Snapshot;

@@ -5,7 +5,7 @@
 //! milliseconds, "this much is durable now") and leaves its outputs in a
 //! `Ready` value the caller drains: datagrams to send, log entries to persist,
 //! replies for clients. The tokio/UDP shell and the deterministic simulator
-//! ([`sim`]) drive the very same code.
+//! (`sim`) drive the very same code.
 //!
 //! - [`wire`]: message types and the authenticated, versioned datagram codec
 //!   (batching several messages per datagram, fragmenting large ones).
@@ -17,12 +17,15 @@
 //!   bully elections with epochs, state transfer and majority commit.
 //! - [`session`]: the per-stream table of executed sequence numbers and
 //!   stored replies that makes execution at-most-once.
-//! - [`recover`]: builds a replica's starting point from its durable store.
+//! - [`recover`]: builds a replica's starting point from what the shell
+//!   loaded from its durable store.
 //! - [`snapshot`]: a replica's whole state at one position, for state
 //!   transfer to a replica too far behind or whose log may diverge.
-//! - [`sim`]: the deterministic simulator: a seeded lossy network, a virtual
+//! - `sim`: the deterministic simulator: a seeded lossy network, a virtual
 //!   clock, an in-memory disk per replica, and invariant checks after every
-//!   step.
+//!   step. Compiled for this crate's tests and with the feature `sim` (for
+//!   other crates' tests: `dcms-repl = { workspace = true, features =
+//!   ["sim"] }` in their dev-dependencies), never in a production build.
 //!
 //! # Driving the state machines from a shell
 //!
@@ -39,7 +42,8 @@
 //! Replica (one per process):
 //!
 //! ```text
-//! let mut recovered = Recovered::from_store(&store, config.reply_cache)?;
+//! let loaded = read_store(&store, config.reply_cache)?; // recover::Loaded, see Recovered::kept_replies
+//! let mut recovered = Recovered::from_loaded(loaded, config.reply_cache);
 //! recovered.meta = meta_file.read()?;             // None at the group's first start
 //! let mut replica = Replica::new(config.with_failover(), recovered);
 //! loop {
@@ -78,9 +82,9 @@
 //! before the write completes: the protocol only counts what `persisted`
 //! reports.
 //!
-//! Failover ([`ReplicaConfig::with_failover`]; off by default, `heartbeat_ms`
-//! 0, until the shell does the following) needs three more things from the
-//! shell. (1) [`ReplicaReady::meta`]: a few numbers ([`Meta`]: the promised
+//! Failover ([`ReplicaConfig::with_failover`]; [`ReplicaConfig::new`]
+//! leaves it off, `heartbeat_ms` 0: a fixed leader) needs three more things
+//! from the shell. (1) [`ReplicaReady::meta`]: a few numbers ([`Meta`]: the promised
 //! epoch, its leader, the log epoch, the amnesiac flag) written durably
 //! (e.g. a small file, written and fsynced, or a meta row) before the
 //! datagrams of the same ready are sent, and handed back in
@@ -122,6 +126,7 @@ pub mod ids;
 pub mod recover;
 pub mod replica;
 pub mod session;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod snapshot;
 pub mod wire;

@@ -1,15 +1,14 @@
-//! A replica's starting point, rebuilt from what it holds durably.
+//! A replica's starting point, built from what it holds durably.
 //!
-//! The shell builds a [`Recovered`] from its [`Store`] with
-//! [`Recovered::from_store`] (that reads the database, so it belongs to the
-//! shell's start-up, not to the protocol), or the simulator builds one from
-//! its in-memory log.
+//! The shell reads its store at start-up (in `dcms-node`, `recover.rs`)
+//! and hands the values to [`Recovered::from_loaded`]; the simulator builds
+//! a [`Recovered`] from its in-memory disk. Nothing here reads a disk.
 
 use crate::ids::Position;
 use crate::replica::Meta;
 use crate::session::Sessions;
 use dcms_core::store::LogHash;
-use dcms_core::{ClinicState, RequestKey, Store, StoreError};
+use dcms_core::{ClinicState, Reply, RequestKey, Retained};
 
 /// Durable state a replica starts from.
 #[derive(Clone, Debug)]
@@ -26,6 +25,25 @@ pub struct Recovered {
     pub meta: Option<Meta>,
 }
 
+/// What a shell loaded from its durable store, for
+/// [`Recovered::from_loaded`].
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub state: ClinicState,
+    /// The last durably applied log position (0 when empty).
+    pub last_applied: Position,
+    /// The log's chained hash at `last_applied`, when known.
+    pub log_hash: Option<LogHash>,
+    /// Every stream's head: its highest executed number.
+    pub heads: Vec<RequestKey>,
+    /// The stored replies of [`Recovered::kept_replies`] of each head (the
+    /// request, its log position, its reply); those the store no longer
+    /// holds are left out.
+    pub replies: Vec<(RequestKey, Position, Reply)>,
+    /// The retained replies of FT requests.
+    pub retained: Vec<Retained>,
+}
+
 impl Recovered {
     /// An empty replica.
     pub fn empty(reply_cache: usize) -> Recovered {
@@ -38,129 +56,89 @@ impl Recovered {
         }
     }
 
-    /// Reads the state, last applied position, stream heads and the last
-    /// `reply_cache` replies of every stream from `store`.
-    pub fn from_store(store: &Store, reply_cache: usize) -> Result<Recovered, StoreError> {
+    /// The requests of `head`'s stream whose replies a replica keeps: the
+    /// newest `reply_cache` numbers up to the head. The shell loads these.
+    pub fn kept_replies(head: RequestKey, reply_cache: usize) -> impl Iterator<Item = RequestKey> {
+        let first = head.seq.saturating_sub(reply_cache as u64 - 1).max(1);
+        (first..=head.seq).map(move |seq| RequestKey {
+            stream: head.stream,
+            seq,
+        })
+    }
+
+    /// The starting point of a replica whose store held `loaded`: the
+    /// state, the last applied position and its log hash, and sessions
+    /// with every stream's head, its stored replies (at most `reply_cache`
+    /// per stream) and the retained FT replies. `meta` is left `None`: the
+    /// shell sets it from its meta file.
+    pub fn from_loaded(loaded: Loaded, reply_cache: usize) -> Recovered {
         let mut sessions = Sessions::new(reply_cache);
-        for head in store.stream_heads()? {
+        for head in loaded.heads {
             sessions.preload_head(head);
-            let first = head.seq.saturating_sub(reply_cache as u64 - 1).max(1);
-            for seq in first..=head.seq {
-                let key = RequestKey {
-                    stream: head.stream,
-                    seq,
-                };
-                if let Some((position, reply)) = store.reply(key)? {
-                    sessions.preload(key, position, reply);
-                }
-            }
         }
-        for r in store.retained()? {
+        for (key, position, reply) in loaded.replies {
+            sessions.preload(key, position, reply);
+        }
+        for r in loaded.retained {
             sessions.preload_retained(r);
         }
-        Ok(Recovered {
-            state: store.load_state()?,
-            last_applied: store.last_applied(),
-            log_hash: store.log_hash(),
+        Recovered {
+            state: loaded.state,
+            last_applied: loaded.last_applied,
+            log_hash: loaded.log_hash,
             sessions,
             meta: None,
-        })
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::NodeId;
-    use crate::replica::{Replica, ReplicaConfig};
-    use crate::wire::{Decoder, Encoder, Message, WireConfig};
+    use crate::session::Lookup;
+    use dcms_core::{Counts, Outcome};
 
-    const FE: NodeId = NodeId(100);
-    use dcms_core::{Request, SyncMode};
-
-    fn wire() -> WireConfig {
-        WireConfig::new(1, b"k".to_vec()).with_key(FE.0, b"fe".to_vec())
-    }
-
-    fn leader(recovered: Recovered) -> Replica {
-        let group = vec![NodeId(1), NodeId(2), NodeId(3)];
-        let mut config = ReplicaConfig::new(wire(), NodeId(1), group, NodeId(1));
-        config.heartbeat_ms = 0;
-        Replica::new(config, recovered)
-    }
-
-    fn request(seq: u64) -> Vec<u8> {
-        let request = Request::CreateDoctor {
-            manager_id: "LVL0001".into(),
-            first_name: "Ann".into(),
-            last_name: format!("Roy{seq}"),
-            address: "1 Main St".into(),
-            phone: "514-555-0199".into(),
-            specialization: "surgeon".into(),
-            location: "lvl".into(),
-        };
-        Encoder::new(wire(), FE, 1)
-            .with_incarnation(crate::wire::next_test_incarnation())
-            .encode(
-                FE.0,
-                NodeId(1),
-                &[Message::Request {
-                    seq,
-                    request,
-                    ft: None,
-                }],
-            )
-            .remove(0)
+    #[test]
+    fn the_kept_replies_are_the_newest_up_to_the_head() {
+        let key = |stream, seq| RequestKey { stream, seq };
+        let kept: Vec<RequestKey> = Recovered::kept_replies(key(7, 5), 3).collect();
+        assert_eq!(kept, vec![key(7, 3), key(7, 4), key(7, 5)]);
+        assert_eq!(Recovered::kept_replies(key(7, 2), 3).count(), 2);
+        assert_eq!(Recovered::kept_replies(key(7, 0), 3).count(), 0);
     }
 
     #[test]
-    fn a_replica_restarts_from_its_store_without_executing_twice() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path().join("r.db"), SyncMode::Normal).unwrap();
-        let mut first = leader(Recovered::empty(8));
-        for seq in 1..=5 {
-            first.handle_datagram(0, &request(seq)).unwrap();
-        }
-        let persist = first.ready().persist;
-        assert_eq!(persist.len(), 5);
-        store.commit_batch(&persist).unwrap();
-
-        let recovered = Recovered::from_store(&store, 3).unwrap();
-        assert_eq!(recovered.last_applied, 5);
-        assert_eq!(recovered.state.digest(), first.digest());
-        assert_eq!(recovered.sessions.head(100), 5);
+    fn a_loaded_store_gives_heads_replies_and_the_log_position() {
+        let reply: Reply = Ok(Outcome::Counts(Counts([1, 2, 3])));
         let key = |seq| RequestKey { stream: 100, seq };
+        let loaded = Loaded {
+            state: ClinicState::new(),
+            last_applied: 9,
+            log_hash: None,
+            heads: vec![
+                key(5),
+                RequestKey {
+                    stream: 200,
+                    seq: 2,
+                },
+            ],
+            // Seq 3's reply is gone from the store.
+            replies: vec![(key(4), 8, reply.clone()), (key(5), 9, reply.clone())],
+            retained: Vec::new(),
+        };
+        let recovered = Recovered::from_loaded(loaded, 3);
+        assert_eq!((recovered.last_applied, recovered.log_hash), (9, None));
+        assert!(recovered.meta.is_none(), "the shell sets meta");
+        let s = &recovered.sessions;
+        assert_eq!((s.head(100), s.head(200)), (5, 2));
         assert_eq!(
-            recovered.sessions.lookup(key(2)),
-            crate::session::Lookup::Forgotten
+            s.lookup(key(5)),
+            Lookup::Executed {
+                position: 9,
+                reply: &reply
+            }
         );
-
-        let mut again = leader(recovered);
-        assert_eq!(again.committed(), 5, "recovered entries count as committed");
-        again.handle_datagram(1, &request(4)).unwrap();
-        let ready = again.ready();
-        assert!(
-            ready.persist.is_empty(),
-            "a retransmit is not executed again"
-        );
-        let sent = Decoder::new(wire(), FE)
-            .decode(&ready.transmits[0].bytes)
-            .unwrap();
-        let stored = persist.entries()[3].reply.clone();
-        assert_eq!(
-            sent.messages,
-            vec![Message::Reply {
-                seq: 4,
-                reply: stored
-            }]
-        );
-        again.handle_datagram(2, &request(6)).unwrap();
-        let persist = again.ready().persist;
-        assert_eq!(
-            persist.entries()[0].position,
-            6,
-            "execution continues after the log"
-        );
-        assert_eq!(persist.entries()[0].key, key(6));
+        assert_eq!(s.lookup(key(3)), Lookup::Forgotten);
+        assert_eq!(s.lookup(key(6)), Lookup::NotExecuted);
     }
 }

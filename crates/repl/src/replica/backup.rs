@@ -149,7 +149,7 @@ impl BackupState {
         &mut self,
         core: &mut Core,
         now_ms: u64,
-        trust: Position,
+        common_prefix: Position,
         snapshot: Option<Box<Snapshot>>,
         entries: Vec<LogEntry>,
         epoch_start: Position,
@@ -167,16 +167,17 @@ impl BackupState {
             core.stats.duplicate_entries += 1;
             self.ack(core);
             return;
-        } else if trust < core.applied {
-            // Our log beyond `trust` is not the leader's: only a snapshot
-            // can replace it (the leader sends one on our next join).
+        } else if common_prefix < core.applied {
+            // Our log beyond `common_prefix` is not the leader's: only a
+            // snapshot can replace it (the leader sends one on our next
+            // join).
             core.stats.unexpected += 1;
             return;
         }
         self.synced = true;
         self.join_at = None;
         self.epoch_start = self.epoch_start.max(epoch_start);
-        self.leader_last = self.leader_last.max(trust);
+        self.leader_last = self.leader_last.max(common_prefix);
         for entry in entries {
             self.receive(core, now_ms, Arc::new(entry));
         }
@@ -213,7 +214,7 @@ impl BackupState {
         let message = if whole {
             core.stats.snapshots_sent += 1;
             Message::Sync {
-                trust: core.applied,
+                common_prefix: core.applied,
                 snapshot: Some(Box::new(core.snapshot())),
                 entries: Vec::new(),
                 epoch_start: 0,
@@ -224,7 +225,7 @@ impl BackupState {
                 .map(|p| LogEntry::clone(core.entry(p).expect("in memory")))
                 .collect();
             Message::Sync {
-                trust: after,
+                common_prefix: after,
                 snapshot: None,
                 entries,
                 epoch_start: 0,
@@ -268,7 +269,7 @@ impl BackupState {
         }
     }
 
-    pub(super) fn on_answer(&mut self, core: &mut Core, now_ms: u64, _from: NodeId) {
+    pub(super) fn on_answer(&mut self, core: &mut Core, now_ms: u64) {
         if let Some(Election::Waiting { .. }) = self.election {
             self.election = Some(Election::Answered {
                 until: now_ms + 3 * core.config.election_ms,
@@ -350,7 +351,7 @@ impl BackupState {
 
     /// When the leader is due to be suspected (or already is).
     fn suspicion_time(&self, core: &Core) -> Option<u64> {
-        if !core.detecting() || core.meta.amnesiac {
+        if !core.failure_detection_on() || core.meta.amnesiac {
             return None;
         }
         if self.elect_soon {
@@ -398,7 +399,7 @@ impl BackupState {
         let Some(leader) = core.meta.leader else {
             return false;
         };
-        core.detecting()
+        core.failure_detection_on()
             && !core.meta.amnesiac
             && self.synced
             && leader < core.me()

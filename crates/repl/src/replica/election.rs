@@ -1,7 +1,7 @@
 //! The bully election, from the side of a replica that suspects its leader.
 //!
 //! It sends `Election` to every higher-ID replica and waits `election_ms`.
-//! Without an `Answer` it becomes coordinator (`leader.rs` takes over:
+//! Without an `Answer` it becomes coordinator (`leader/takeover.rs` takes over:
 //! a new epoch higher than any seen, then state transfer). With one, it waits
 //! three times as long for the winner's `Coordinator` (or any sign of a
 //! leader of a newer epoch), and starts over if none comes. A replica that
@@ -33,7 +33,7 @@ impl Election {
 
 /// Answers a lower replica's election (unless this replica cannot lead:
 /// its store was wiped and it has not caught up).
-pub(super) fn answer(core: &mut Core, to: NodeId, _epoch: Epoch) {
+pub(super) fn answer(core: &mut Core, to: NodeId) {
     if to < core.me() && !core.meta.amnesiac {
         core.send(to, Message::Answer);
     }

@@ -5,7 +5,8 @@
 use super::*;
 use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
 use crate::ids::Seq;
-use dcms_core::Request;
+use crate::wire::{WireConfig, REPLICA_KEY};
+use dcms_core::{LogEntry, Request};
 use std::collections::{BTreeSet, VecDeque};
 
 const FE: NodeId = NodeId(100);
@@ -458,7 +459,7 @@ fn a_restarted_backup_ignores_an_older_snapshot_of_its_own_epoch() {
     c.crash(NodeId(1));
     c.restart(NodeId(1), false);
     let sync = Message::Sync {
-        trust: 2,
+        common_prefix: 2,
         snapshot: Some(Box::new(stale)),
         entries: Vec::new(),
         epoch_start: 0,

@@ -172,7 +172,7 @@ impl Reads {
         self.pending.retain(|r| r.stream != stream);
     }
 
-    pub(super) fn check(&self, committed: Position, applied: Position) {
+    pub(super) fn check(&self, applied: Position) {
         let mut last = (0, 0);
         for r in &self.pending {
             assert!(r.index <= applied, "a read saw beyond what is applied");
@@ -180,7 +180,6 @@ impl Reads {
             last = (r.index, r.round);
         }
         assert!(self.pending.len() <= MAX_PENDING_READS);
-        let _ = committed;
     }
 }
 

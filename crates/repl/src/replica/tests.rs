@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::ids::Seq;
-use crate::wire::Decoder;
-use dcms_core::{Request, RequestKey};
+use crate::wire::{Decoder, KeyId, WireConfig, REPLICA_KEY};
+use dcms_core::{LogEntry, Request, RequestKey};
 
 const L: NodeId = NodeId(1);
 const B1: NodeId = NodeId(2);

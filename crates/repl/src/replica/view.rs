@@ -69,7 +69,6 @@ pub enum ViewEvent {
 /// heartbeat names our leader, so it can follow), and answer an election.
 pub(super) fn answer_stale(
     core: &mut Core,
-    _now_ms: u64,
     from: NodeId,
     message: &Message,
     committed: Position,

@@ -277,11 +277,14 @@ pub enum Message {
         snapshot: bool,
         log_hash: Option<LogHash>,
     },
-    /// State transfer: keep your log up to `trust` (or install `snapshot`
-    /// first), then apply `entries`. `epoch_start` is the position the
-    /// epoch's log starts from.
+    /// State transfer: keep your log up to `common_prefix` (or install
+    /// `snapshot` first), then apply `entries`. `epoch_start` is the
+    /// position the epoch's log starts from.
     Sync {
-        trust: Position,
+        /// The position up to which the receiver's log is the sender's
+        /// (with a `snapshot`, the snapshot's position); `entries` follow
+        /// it.
+        common_prefix: Position,
         snapshot: Option<Box<crate::snapshot::Snapshot>>,
         entries: Vec<LogEntry>,
         epoch_start: Position,

@@ -150,8 +150,8 @@ fn message() -> impl Strategy<Value = Message> {
             prop::collection::vec(entry(), 0..3),
             any::<u64>()
         )
-            .prop_map(|(trust, entries, epoch_start)| Message::Sync {
-                trust,
+            .prop_map(|(common_prefix, entries, epoch_start)| Message::Sync {
+                common_prefix,
                 snapshot: None,
                 entries,
                 epoch_start,
