@@ -5,7 +5,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dcms_core::{DomainError, Outcome, Reply, Request};
+use dcms_core::{DoctorFields, DomainError, NurseFields, Outcome, Reply, Request};
 use rustorb_core::pi::PiCurrent;
 use rustorb_core::{
     minor, CompletionStatus, InStream, OutStream, Servant, ServerReply, SystemException,
@@ -27,20 +27,24 @@ pub fn decode_request(
     let request = match operation {
         "createDRecord" => Request::CreateDoctor {
             manager_id: s()?,
-            first_name: s()?,
-            last_name: s()?,
-            address: s()?,
-            phone: s()?,
-            specialization: s()?,
-            location: s()?,
+            fields: DoctorFields {
+                first_name: s()?,
+                last_name: s()?,
+                address: s()?,
+                phone: s()?,
+                specialization: s()?,
+                location: s()?,
+            },
         },
         "createNRecord" => Request::CreateNurse {
             manager_id: s()?,
-            first_name: s()?,
-            last_name: s()?,
-            designation: s()?,
-            status: s()?,
-            status_date: s()?,
+            fields: NurseFields {
+                first_name: s()?,
+                last_name: s()?,
+                designation: s()?,
+                status: s()?,
+                status_date: s()?,
+            },
         },
         "getRecordCounts" => Request::GetRecordCounts { manager_id: s()? },
         "editRecord" => Request::EditRecord {

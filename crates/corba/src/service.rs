@@ -157,7 +157,7 @@ impl ClinicService for Standalone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dcms_core::Outcome;
+    use dcms_core::{DoctorFields, Outcome};
 
     fn counts(m: &str) -> Request {
         Request::GetRecordCounts {
@@ -168,12 +168,14 @@ mod tests {
     fn doctor(m: &str, last: &str) -> Request {
         Request::CreateDoctor {
             manager_id: m.into(),
-            first_name: "Ann".into(),
-            last_name: last.into(),
-            address: "1 Main St".into(),
-            phone: "5145550000".into(),
-            specialization: "surgeon".into(),
-            location: "mtl".into(),
+            fields: DoctorFields {
+                first_name: "Ann".into(),
+                last_name: last.into(),
+                address: "1 Main St".into(),
+                phone: "5145550000".into(),
+                specialization: "surgeon".into(),
+                location: "mtl".into(),
+            },
         }
     }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use dcms_core::model::{Doctor, Nurse};
 use dcms_core::{
-    Clinic, Counts, Date, Designation, DomainError, NurseStatus, Outcome, Record, RecordBody,
-    RecordId, Reply, Request,
+    Clinic, Counts, Date, Designation, DoctorFields, DomainError, NurseStatus, Outcome, Record,
+    RecordBody, RecordId, Reply, Request,
 };
 use rustorb_core::cdr::{ByteOrder, Decoder, Encoder, Encoding};
 use rustorb_core::{
@@ -468,12 +468,14 @@ fn every_operation_goes_through_the_orb() {
         seen[0],
         Request::CreateDoctor {
             manager_id: m.into(),
-            first_name: "Zoé".into(),
-            last_name: "Müller".into(),
-            address: "a".into(),
-            phone: "p".into(),
-            specialization: "s".into(),
-            location: "mtl".into(),
+            fields: DoctorFields {
+                first_name: "Zoé".into(),
+                last_name: "Müller".into(),
+                address: "a".into(),
+                phone: "p".into(),
+                specialization: "s".into(),
+                location: "mtl".into(),
+            },
         }
     );
     assert_eq!(

@@ -24,20 +24,11 @@ pub const MAX_ARGUMENT_BYTES: usize = 4096;
 pub enum Request {
     CreateDoctor {
         manager_id: String,
-        first_name: String,
-        last_name: String,
-        address: String,
-        phone: String,
-        specialization: String,
-        location: String,
+        fields: DoctorFields,
     },
     CreateNurse {
         manager_id: String,
-        first_name: String,
-        last_name: String,
-        designation: String,
-        status: String,
-        status_date: String,
+        fields: NurseFields,
     },
     GetRecordCounts {
         manager_id: String,
@@ -74,11 +65,13 @@ pub enum Request {
 
 /// A new doctor record's fields, as a client sends them (raw text, in the
 /// order of `createDRecord`'s arguments after the manager ID): what
-/// [`Request::CreateDoctor`] carries besides the manager ID, for the layers
-/// above it (client stubs, the command line, load generators). Validated
-/// on the leader, as every request is. With the `clap` feature, these are
-/// the flags of `dcms client create-doctor`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// [`Request::CreateDoctor`] carries besides the manager ID, and what every
+/// layer above it takes (client stubs, the command line, load generators).
+/// Validated on the leader, as every request is. Encoded as its fields in
+/// order (postcard writes no struct boundaries), so a request's bytes are
+/// what they were when the variant held the fields inline. With the `clap`
+/// feature, these are the flags of `dcms client create-doctor`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct DoctorFields {
     #[cfg_attr(feature = "clap", arg(long))]
@@ -98,9 +91,10 @@ pub struct DoctorFields {
 
 /// A new nurse record's fields, as a client sends them (raw text, in the
 /// order of `createNRecord`'s arguments after the manager ID): what
-/// [`Request::CreateNurse`] carries besides the manager ID. With the `clap`
-/// feature, these are the flags of `dcms client create-nurse`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// [`Request::CreateNurse`] carries besides the manager ID (encoded as its
+/// fields in order, as [`DoctorFields`]). With the `clap` feature, these
+/// are the flags of `dcms client create-nurse`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct NurseFields {
     #[cfg_attr(feature = "clap", arg(long))]
@@ -155,41 +149,17 @@ pub const MAX_PAGE_RECORDS: u32 = 1_000;
 impl Request {
     /// `createDRecord` by `manager_id` with `fields`.
     pub fn create_doctor(manager_id: impl Into<String>, fields: DoctorFields) -> Request {
-        let DoctorFields {
-            first_name,
-            last_name,
-            address,
-            phone,
-            specialization,
-            location,
-        } = fields;
         Request::CreateDoctor {
             manager_id: manager_id.into(),
-            first_name,
-            last_name,
-            address,
-            phone,
-            specialization,
-            location,
+            fields,
         }
     }
 
     /// `createNRecord` by `manager_id` with `fields`.
     pub fn create_nurse(manager_id: impl Into<String>, fields: NurseFields) -> Request {
-        let NurseFields {
-            first_name,
-            last_name,
-            designation,
-            status,
-            status_date,
-        } = fields;
         Request::CreateNurse {
             manager_id: manager_id.into(),
-            first_name,
-            last_name,
-            designation,
-            status,
-            status_date,
+            fields,
         }
     }
 
@@ -255,35 +225,20 @@ impl Request {
     /// The arguments after the manager ID, as (IDL name, value) pairs.
     pub fn arguments(&self) -> Vec<(&'static str, &str)> {
         match self {
-            Request::CreateDoctor {
-                first_name,
-                last_name,
-                address,
-                phone,
-                specialization,
-                location,
-                ..
-            } => vec![
-                ("firstName", first_name),
-                ("lastName", last_name),
-                ("address", address),
-                ("phone", phone),
-                ("specialization", specialization),
-                ("location", location),
+            Request::CreateDoctor { fields: f, .. } => vec![
+                ("firstName", &f.first_name),
+                ("lastName", &f.last_name),
+                ("address", &f.address),
+                ("phone", &f.phone),
+                ("specialization", &f.specialization),
+                ("location", &f.location),
             ],
-            Request::CreateNurse {
-                first_name,
-                last_name,
-                designation,
-                status,
-                status_date,
-                ..
-            } => vec![
-                ("firstName", first_name),
-                ("lastName", last_name),
-                ("designation", designation),
-                ("status", status),
-                ("statusDate", status_date),
+            Request::CreateNurse { fields: f, .. } => vec![
+                ("firstName", &f.first_name),
+                ("lastName", &f.last_name),
+                ("designation", &f.designation),
+                ("status", &f.status),
+                ("statusDate", &f.status_date),
             ],
             Request::GetRecordCounts { .. } => vec![],
             Request::EditRecord {
@@ -418,6 +373,78 @@ pub struct Effect {
 mod tests {
     use super::*;
 
+    /// The create variants' fields moved into `DoctorFields`/`NurseFields`:
+    /// replicated logs, stored entries and snapshots written before must
+    /// decode the same, so the bytes must be those of the inline layout.
+    #[test]
+    fn create_requests_encode_as_when_their_fields_were_inline() {
+        #[derive(Serialize)]
+        enum Inline {
+            CreateDoctor {
+                manager_id: String,
+                first_name: String,
+                last_name: String,
+                address: String,
+                phone: String,
+                specialization: String,
+                location: String,
+            },
+            CreateNurse {
+                manager_id: String,
+                first_name: String,
+                last_name: String,
+                designation: String,
+                status: String,
+                status_date: String,
+            },
+        }
+        let s = |x: &str| x.to_string();
+        let doctor = Request::create_doctor(
+            "MTL0001",
+            DoctorFields {
+                first_name: s("Ann"),
+                last_name: s("Lee"),
+                address: s("1 Main St"),
+                phone: s("5145550000"),
+                specialization: s("surgeon"),
+                location: s("mtl"),
+            },
+        );
+        let inline = Inline::CreateDoctor {
+            manager_id: s("MTL0001"),
+            first_name: s("Ann"),
+            last_name: s("Lee"),
+            address: s("1 Main St"),
+            phone: s("5145550000"),
+            specialization: s("surgeon"),
+            location: s("mtl"),
+        };
+        let bytes = postcard::to_allocvec(&doctor).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&inline).unwrap());
+        assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), doctor);
+        let nurse = Request::create_nurse(
+            "LVL0002",
+            NurseFields {
+                first_name: s("Bo"),
+                last_name: s("Roy"),
+                designation: s("junior"),
+                status: s("active"),
+                status_date: s("2024-01-01"),
+            },
+        );
+        let inline = Inline::CreateNurse {
+            manager_id: s("LVL0002"),
+            first_name: s("Bo"),
+            last_name: s("Roy"),
+            designation: s("junior"),
+            status: s("active"),
+            status_date: s("2024-01-01"),
+        };
+        let bytes = postcard::to_allocvec(&nurse).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&inline).unwrap());
+        assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), nurse);
+    }
+
     #[test]
     fn create_requests_carry_their_fields_in_idl_order() {
         let fields = DoctorFields {
@@ -468,11 +495,13 @@ mod tests {
     fn oversized_arguments_are_refused_by_name() {
         let request = |manager_id: String, first_name: String| Request::CreateNurse {
             manager_id,
-            first_name,
-            last_name: "Roy".into(),
-            designation: "junior".into(),
-            status: "active".into(),
-            status_date: "2024-01-01".into(),
+            fields: NurseFields {
+                first_name,
+                last_name: "Roy".into(),
+                designation: "junior".into(),
+                status: "active".into(),
+                status_date: "2024-01-01".into(),
+            },
         };
         let ok = "x".repeat(MAX_ARGUMENT_BYTES);
         let big = "x".repeat(MAX_ARGUMENT_BYTES + 1);

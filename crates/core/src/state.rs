@@ -216,39 +216,24 @@ impl ClinicState {
     fn decide(&self, request: &Request) -> Result<(Outcome, Option<Change>), DomainError> {
         let manager = validate::manager_id(request.manager_id())?;
         match request {
-            Request::CreateDoctor {
-                first_name,
-                last_name,
-                address,
-                phone,
-                specialization,
-                location,
-                ..
-            } => {
+            Request::CreateDoctor { fields: f, .. } => {
                 let doctor = Doctor {
-                    first_name: validate::text("firstName", first_name)?,
-                    last_name: validate::text("lastName", last_name)?,
-                    address: validate::text("address", address)?,
-                    phone: validate::phone("phone", phone)?,
-                    specialization: validate::text("specialization", specialization)?,
-                    location: validate::location(location)?,
+                    first_name: validate::text("firstName", &f.first_name)?,
+                    last_name: validate::text("lastName", &f.last_name)?,
+                    address: validate::text("address", &f.address)?,
+                    phone: validate::phone("phone", &f.phone)?,
+                    specialization: validate::text("specialization", &f.specialization)?,
+                    location: validate::location(&f.location)?,
                 };
                 self.create(manager, RecordBody::Doctor(doctor))
             }
-            Request::CreateNurse {
-                first_name,
-                last_name,
-                designation,
-                status,
-                status_date,
-                ..
-            } => {
+            Request::CreateNurse { fields: f, .. } => {
                 let nurse = Nurse {
-                    first_name: validate::text("firstName", first_name)?,
-                    last_name: validate::text("lastName", last_name)?,
-                    designation: validate::designation(designation)?,
-                    status: validate::status(status)?,
-                    status_date: validate::status_date(status_date)?,
+                    first_name: validate::text("firstName", &f.first_name)?,
+                    last_name: validate::text("lastName", &f.last_name)?,
+                    designation: validate::designation(&f.designation)?,
+                    status: validate::status(&f.status)?,
+                    status_date: validate::status_date(&f.status_date)?,
                 };
                 self.create(manager, RecordBody::Nurse(nurse))
             }

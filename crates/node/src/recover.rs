@@ -34,7 +34,7 @@ pub fn from_store(store: &Store, reply_cache: usize) -> Result<Recovered, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dcms_core::{Request, RequestKey, SyncMode};
+    use dcms_core::{DoctorFields, Request, RequestKey, SyncMode};
     use dcms_repl::session::Lookup;
     use dcms_repl::wire::{Decoder, Encoder, Message, WireConfig};
     use dcms_repl::{NodeId, Replica, ReplicaConfig};
@@ -63,12 +63,14 @@ mod tests {
     fn request(seq: u64) -> Vec<u8> {
         let request = Request::CreateDoctor {
             manager_id: "LVL0001".into(),
-            first_name: "Ann".into(),
-            last_name: format!("Roy{seq}"),
-            address: "1 Main St".into(),
-            phone: "514-555-0199".into(),
-            specialization: "surgeon".into(),
-            location: "lvl".into(),
+            fields: DoctorFields {
+                first_name: "Ann".into(),
+                last_name: format!("Roy{seq}"),
+                address: "1 Main St".into(),
+                phone: "514-555-0199".into(),
+                specialization: "surgeon".into(),
+                location: "lvl".into(),
+            },
         };
         Encoder::new(wire(), FE, 1)
             .with_incarnation(next_incarnation())

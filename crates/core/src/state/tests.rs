@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::model::{Designation, NurseStatus};
+use crate::ops::{DoctorFields, NurseFields};
 
 const T: u64 = 1_700_000_000_000;
 
@@ -22,23 +23,27 @@ fn must(state: &mut ClinicState, req: Request) -> Outcome {
 pub(crate) fn doctor(manager: &str, last: &str) -> Request {
     Request::CreateDoctor {
         manager_id: manager.into(),
-        first_name: "Ann".into(),
-        last_name: last.into(),
-        address: "1 Main St".into(),
-        phone: "514-555-0199".into(),
-        specialization: "surgeon".into(),
-        location: "mtl".into(),
+        fields: DoctorFields {
+            first_name: "Ann".into(),
+            last_name: last.into(),
+            address: "1 Main St".into(),
+            phone: "514-555-0199".into(),
+            specialization: "surgeon".into(),
+            location: "mtl".into(),
+        },
     }
 }
 
 pub(crate) fn nurse(manager: &str, last: &str) -> Request {
     Request::CreateNurse {
         manager_id: manager.into(),
-        first_name: "Bo".into(),
-        last_name: last.into(),
-        designation: "junior".into(),
-        status: "active".into(),
-        status_date: "2024-02-29".into(),
+        fields: NurseFields {
+            first_name: "Bo".into(),
+            last_name: last.into(),
+            designation: "junior".into(),
+            status: "active".into(),
+            status_date: "2024-02-29".into(),
+        },
     }
 }
 
@@ -131,11 +136,13 @@ fn create_puts_the_record_in_the_managers_clinic_with_canonical_values() {
         &mut s,
         Request::CreateNurse {
             manager_id: " lvl0042 ".into(),
-            first_name: "  Zoë ".into(),
-            last_name: "Weiß".into(),
-            designation: "SENIOR".into(),
-            status: "Terminated".into(),
-            status_date: " 2020-01-31 ".into(),
+            fields: NurseFields {
+                first_name: "  Zoë ".into(),
+                last_name: "Weiß".into(),
+                designation: "SENIOR".into(),
+                status: "Terminated".into(),
+                status_date: " 2020-01-31 ".into(),
+            },
         },
     ));
     let r = s.get(RecordId::parse(&id).unwrap()).unwrap();
@@ -165,22 +172,17 @@ fn every_create_error_names_its_field_and_changes_nothing() {
         move |r: &mut Request| {
             if let Request::CreateDoctor {
                 manager_id,
-                first_name,
-                last_name,
-                address,
-                phone,
-                specialization,
-                location,
+                fields: f,
             } = r
             {
                 let slot = match name {
                     "managerID" => manager_id,
-                    "firstName" => first_name,
-                    "lastName" => last_name,
-                    "address" => address,
-                    "phone" => phone,
-                    "specialization" => specialization,
-                    _ => location,
+                    "firstName" => &mut f.first_name,
+                    "lastName" => &mut f.last_name,
+                    "address" => &mut f.address,
+                    "phone" => &mut f.phone,
+                    "specialization" => &mut f.specialization,
+                    _ => &mut f.location,
                 };
                 *slot = v.to_string();
             }
@@ -215,11 +217,13 @@ fn nurse_create_errors() {
     let s = ClinicState::new();
     let with = |designation: &str, status: &str, date: &str| Request::CreateNurse {
         manager_id: "DDO0001".into(),
-        first_name: "A".into(),
-        last_name: "B".into(),
-        designation: designation.into(),
-        status: status.into(),
-        status_date: date.into(),
+        fields: NurseFields {
+            first_name: "A".into(),
+            last_name: "B".into(),
+            designation: designation.into(),
+            status: status.into(),
+            status_date: date.into(),
+        },
     };
     for (req, field) in [
         (with("chief", "active", "2024-01-01"), "designation"),
@@ -582,12 +586,14 @@ pub(crate) mod properties {
             )
                 .prop_map(|(m, n, p, l)| Request::CreateDoctor {
                     manager_id: m.into(),
-                    first_name: "F".into(),
-                    last_name: n.into(),
-                    address: "1 Rue".into(),
-                    phone: p.into(),
-                    specialization: "gp".into(),
-                    location: l.into(),
+                    fields: DoctorFields {
+                        first_name: "F".into(),
+                        last_name: n.into(),
+                        address: "1 Rue".into(),
+                        phone: p.into(),
+                        specialization: "gp".into(),
+                        location: l.into(),
+                    },
                 }),
             (
                 manager.clone(),
@@ -596,11 +602,13 @@ pub(crate) mod properties {
             )
                 .prop_map(|(m, n, d)| Request::CreateNurse {
                     manager_id: m.into(),
-                    first_name: "F".into(),
-                    last_name: n.into(),
-                    designation: "senior".into(),
-                    status: "active".into(),
-                    status_date: d.into(),
+                    fields: NurseFields {
+                        first_name: "F".into(),
+                        last_name: n.into(),
+                        designation: "senior".into(),
+                        status: "active".into(),
+                        status_date: d.into(),
+                    },
                 }),
             manager.clone().prop_map(|m| Request::GetRecordCounts {
                 manager_id: m.into()

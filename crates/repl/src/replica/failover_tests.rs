@@ -6,7 +6,7 @@ use super::*;
 use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
 use crate::ids::Seq;
 use crate::wire::{WireConfig, REPLICA_KEY};
-use dcms_core::{LogEntry, Request};
+use dcms_core::{LogEntry, NurseFields, Request};
 use std::collections::{BTreeSet, VecDeque};
 
 const FE: NodeId = NodeId(100);
@@ -214,11 +214,13 @@ impl Cluster {
 fn create(n: u32) -> Request {
     Request::CreateNurse {
         manager_id: "MTL0001".into(),
-        first_name: format!("N{n}"),
-        last_name: "Roy".into(),
-        designation: "junior".into(),
-        status: "active".into(),
-        status_date: "2024-01-01".into(),
+        fields: NurseFields {
+            first_name: format!("N{n}"),
+            last_name: "Roy".into(),
+            designation: "junior".into(),
+            status: "active".into(),
+            status_date: "2024-01-01".into(),
+        },
     }
 }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::ids::Seq;
 use crate::wire::{Decoder, KeyId, WireConfig, REPLICA_KEY};
-use dcms_core::{LogEntry, Request, RequestKey};
+use dcms_core::{LogEntry, NurseFields, Request, RequestKey};
 
 const L: NodeId = NodeId(1);
 const B1: NodeId = NodeId(2);
@@ -48,11 +48,13 @@ fn encode(from: NodeId, to: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u
 fn create(n: u32) -> Request {
     Request::CreateNurse {
         manager_id: "MTL0001".into(),
-        first_name: format!("N{n}"),
-        last_name: "Roy".into(),
-        designation: "junior".into(),
-        status: "active".into(),
-        status_date: "2024-01-01".into(),
+        fields: NurseFields {
+            first_name: format!("N{n}"),
+            last_name: "Roy".into(),
+            designation: "junior".into(),
+            status: "active".into(),
+            status_date: "2024-01-01".into(),
+        },
     }
 }
 

@@ -4,7 +4,7 @@
 //! upwards), so edits, transfers and gets hit real records often and missing
 //! or foreign ones sometimes; every field is occasionally malformed.
 
-use dcms_core::Request;
+use dcms_core::{DoctorFields, NurseFields, Request};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -88,28 +88,32 @@ fn request_of(rng: &mut ChaCha8Rng, manager_id: String, roll: u32, created: u32)
     match roll {
         0..=24 => Request::CreateDoctor {
             manager_id,
-            first_name: text(rng, FIRST),
-            last_name: text(rng, LAST),
-            address: text(rng, &["1 Main St", "22 rue Sainte-Catherine"]),
-            phone: maybe(
-                rng,
-                &["514-555-0199", "+1 (450) 555 0100"],
-                &["555", "514.555.0199"],
-            ),
-            specialization: text(rng, &["surgeon", "orthopedic"]),
-            location: maybe(rng, CLINICS, BAD_CLINICS),
+            fields: DoctorFields {
+                first_name: text(rng, FIRST),
+                last_name: text(rng, LAST),
+                address: text(rng, &["1 Main St", "22 rue Sainte-Catherine"]),
+                phone: maybe(
+                    rng,
+                    &["514-555-0199", "+1 (450) 555 0100"],
+                    &["555", "514.555.0199"],
+                ),
+                specialization: text(rng, &["surgeon", "orthopedic"]),
+                location: maybe(rng, CLINICS, BAD_CLINICS),
+            },
         },
         25..=44 => Request::CreateNurse {
             manager_id,
-            first_name: text(rng, FIRST),
-            last_name: text(rng, LAST),
-            designation: maybe(rng, &["junior", "Senior"], &["chief", ""]),
-            status: maybe(rng, &["active", "TERMINATED"], &["retired"]),
-            status_date: maybe(
-                rng,
-                &["2024-02-29", "2023-12-01"],
-                &["2023-02-29", "01/02/2024"],
-            ),
+            fields: NurseFields {
+                first_name: text(rng, FIRST),
+                last_name: text(rng, LAST),
+                designation: maybe(rng, &["junior", "Senior"], &["chief", ""]),
+                status: maybe(rng, &["active", "TERMINATED"], &["retired"]),
+                status_date: maybe(
+                    rng,
+                    &["2024-02-29", "2023-12-01"],
+                    &["2023-02-29", "01/02/2024"],
+                ),
+            },
         },
         45..=52 => Request::GetRecordCounts { manager_id },
         53..=70 => {
