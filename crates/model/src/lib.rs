@@ -66,10 +66,10 @@ pub struct Entry {
     pub value: u8,
 }
 
-/// What a replica reports when it joins a coordinator (the code's
-/// `LogSummary`).
+/// What a replica reports of its log when it joins a coordinator (as the
+/// code's `LogSummary` in `leader/mod.rs`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Report {
+pub struct LogSummary {
     pub log_epoch: Epoch,
     /// The applied log (its length is `applied`). Carrying it stands for
     /// the fetch from the most advanced replica.
@@ -98,7 +98,7 @@ pub enum Msg {
         epoch: Epoch,
         from: Id,
         to: Id,
-        report: Report,
+        report: LogSummary,
     },
     Sync {
         epoch: Epoch,
@@ -132,7 +132,7 @@ pub enum Phase {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct Leading {
     pub phase: Phase,
-    pub reports: BTreeMap<Id, Report>,
+    pub reports: BTreeMap<Id, LogSummary>,
     pub base_log_epoch: Epoch,
     pub start: usize,
     /// Backups synced in this epoch: the durable prefix each acknowledged.
@@ -254,7 +254,7 @@ impl Dcms {
     }
 
     /// `send_sync`: a suffix when the reporter's log is a prefix of ours.
-    fn sync_for(&self, me: &Replica, l: &Leading, report: &Report) -> SyncKind {
+    fn sync_for(&self, me: &Replica, l: &Leading, report: &LogSummary) -> SyncKind {
         let applied = report.log.len();
         // The chained log hash at the reporter's last position equals ours
         // exactly when its log is a prefix of ours.
@@ -428,7 +428,7 @@ impl Dcms {
                         leader: Some(from),
                         synced: None,
                     };
-                    let report = Report {
+                    let report = LogSummary {
                         log_epoch: r.log_epoch,
                         log: r.log.clone(),
                     };
@@ -657,7 +657,7 @@ impl Model for Dcms {
                 .map(|n| {
                     (
                         n,
-                        Report {
+                        LogSummary {
                             log_epoch: 0,
                             log: Vec::new(),
                         },
@@ -720,7 +720,7 @@ impl Model for Dcms {
                 let epoch = self.next_epoch(r, id);
                 r.promised = epoch;
                 r.leader = Some(id);
-                let report = Report {
+                let report = LogSummary {
                     log_epoch: r.log_epoch,
                     log: r.log.clone(),
                 };

@@ -11,6 +11,7 @@
 //! - [`replica`]: the replica process's event loop.
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
+//! - [`metrics`]: Prometheus metrics at `--metrics-addr` (`GET /metrics`).
 //! - [`local`]: a local cluster as child processes (benchmarks, tests), free ports.
 //! - [`clock`]: monotonic milliseconds anchored to wall time.
 
