@@ -649,7 +649,7 @@ fn a_replicated_front_end_binds_the_group_reference_in_the_naming_service() {
     );
 }
 
-/// Issue 17's listing: an omniORBpy client at omniORB's default settings
+/// Listing a prefix too large for one answer: an omniORBpy client at omniORB's default settings
 /// (2 MiB `giopMaxMsgSize`) and 50,000 records matching one prefix.
 /// `listRecords` is refused by name (`InvalidRequest` on `lastNamePrefix`,
 /// naming `listRecordsPage`), not failed by the client's ORB; the pages list

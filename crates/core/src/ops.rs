@@ -194,7 +194,7 @@ impl Request {
     /// True for operations that never change records. The replicated front
     /// end sends them outside the log (the leader answers after a read-index
     /// round), so they are not in the replicated audit trail; executed
-    /// through the log (the standalone store) they are audited as before.
+    /// through the log (the standalone store) they are audited as writes are.
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
