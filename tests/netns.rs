@@ -312,19 +312,7 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after 5 s.
     fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's PID.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        dcms_node::local::terminate(&mut self.child, Duration::from_secs(5));
     }
 
     fn log_text(&self) -> String {

@@ -398,6 +398,11 @@ mod tests {
                 status_date: String,
             },
         }
+        fn same_bytes(request: &Request, inline: &impl Serialize) {
+            let bytes = postcard::to_allocvec(request).unwrap();
+            assert_eq!(bytes, postcard::to_allocvec(inline).unwrap());
+            assert_eq!(&postcard::from_bytes::<Request>(&bytes).unwrap(), request);
+        }
         let s = |x: &str| x.to_string();
         let doctor = Request::create_doctor(
             "MTL0001",
@@ -419,9 +424,7 @@ mod tests {
             specialization: s("surgeon"),
             location: s("mtl"),
         };
-        let bytes = postcard::to_allocvec(&doctor).unwrap();
-        assert_eq!(bytes, postcard::to_allocvec(&inline).unwrap());
-        assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), doctor);
+        same_bytes(&doctor, &inline);
         let nurse = Request::create_nurse(
             "LVL0002",
             NurseFields {
@@ -440,9 +443,7 @@ mod tests {
             status: s("active"),
             status_date: s("2024-01-01"),
         };
-        let bytes = postcard::to_allocvec(&nurse).unwrap();
-        assert_eq!(bytes, postcard::to_allocvec(&inline).unwrap());
-        assert_eq!(postcard::from_bytes::<Request>(&bytes).unwrap(), nurse);
+        same_bytes(&nurse, &inline);
     }
 
     #[test]

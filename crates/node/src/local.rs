@@ -231,20 +231,28 @@ impl LocalCluster {
     /// Stops the cluster (SIGTERM to `dcms up`, which stops its processes)
     /// and waits for it, killing it after 5 s.
     pub fn stop(&mut self) {
-        // SAFETY: kill(2) with a PID we own; no memory is touched.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        terminate(&mut self.child, Duration::from_secs(5));
     }
+}
+
+/// Stops `child`: SIGTERM, then SIGKILL if it has not exited after
+/// `grace`; waits for it either way. False when it had to be killed.
+pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    // SAFETY: kill(2) with the PID of a child we own (not yet reaped, so
+    // the PID is still ours); no memory is touched.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 impl Drop for LocalCluster {

@@ -2,11 +2,12 @@
 //! (delivered in order, 1 ms later) that the test can cut nodes off from,
 //! disks that write at once, and one front end.
 
+use super::tests::create;
 use super::*;
 use crate::frontend::{ClientOutcome, FrontEnd, FrontEndConfig};
 use crate::ids::Seq;
 use crate::wire::{WireConfig, REPLICA_KEY};
-use dcms_core::{LogEntry, NurseFields, Request};
+use dcms_core::LogEntry;
 use std::collections::{BTreeSet, VecDeque};
 
 const FE: NodeId = NodeId(100);
@@ -208,19 +209,6 @@ impl Cluster {
             .values()
             .filter(|o| matches!(o, ClientOutcome::Reply(_)))
             .count()
-    }
-}
-
-fn create(n: u32) -> Request {
-    Request::CreateNurse {
-        manager_id: "MTL0001".into(),
-        fields: NurseFields {
-            first_name: format!("N{n}"),
-            last_name: "Roy".into(),
-            designation: "junior".into(),
-            status: "active".into(),
-            status_date: "2024-01-01".into(),
-        },
     }
 }
 

@@ -45,7 +45,8 @@ fn encode(from: NodeId, to: NodeId, epoch: Epoch, messages: &[Message]) -> Vec<u
     d.remove(0)
 }
 
-fn create(n: u32) -> Request {
+/// A valid create: nurse `N<n>` of MTL0001 (the failover tests use it too).
+pub(super) fn create(n: u32) -> Request {
     Request::CreateNurse {
         manager_id: "MTL0001".into(),
         fields: NurseFields {
