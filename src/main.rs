@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run a local cluster (front end and replicas) on 127.0.0.1.
     Up(cmd::up::UpArgs),
+    /// Write the configuration files of a cluster on separate hosts.
+    Init(cmd::init::InitArgs),
     /// Run one replica manager (leader or backup).
     Replica(cmd::replica::ReplicaArgs),
     /// Run the CORBA front end (sequencer).
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Client(_)
+            | Command::Init(_)
             | Command::Bench(_)
             | Command::Chaos(_)
             | Command::Status(_)
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
     cmd::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Up(a) => cmd::up::run(a),
+        Command::Init(a) => cmd::init::run(a),
         Command::Replica(a) => cmd::replica::run(a),
         Command::Frontend(a) => cmd::frontend::run(a),
         Command::Client(a) => cmd::client::run(a),

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use dcms_node::config::ClusterConfig;
 use dcms_node::faults::FaultConfig;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct FaultArgs {
@@ -142,4 +142,12 @@ impl FtArgs {
             ..Default::default()
         })
     }
+}
+
+/// Writes `path` through a temporary file and a rename, so that a reader
+/// never sees half an IOR.
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("ior.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }

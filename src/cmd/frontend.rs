@@ -14,13 +14,13 @@
 //! configuration, `dcms_corba::group`) when replicated. It runs until
 //! SIGINT or SIGTERM.
 
-use super::common::{runtime, shutdown_signal, ClusterArgs, FaultArgs};
+use super::common::{runtime, shutdown_signal, write_atomically, ClusterArgs, FaultArgs};
 use anyhow::Context;
 use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
 use dcms_node::config::ClusterConfig;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,12 +215,4 @@ fn which_frontend(config: &ClusterConfig, id: Option<u64>) -> anyhow::Result<u64
             config.frontend_ids_text()
         ),
     }
-}
-
-/// Writes `path` through a temporary file and a rename, so that a reader
-/// never sees half an IOR.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("ior.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod common;
 pub mod debug;
 pub mod frontend;
+pub mod init;
 pub mod replica;
 pub mod status;
 pub mod up;

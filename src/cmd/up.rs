@@ -14,9 +14,12 @@
 //! Clients use the group reference, which names every front end: the
 //! corbaloc printed at start, or the IOR in `<data-dir>/dcms.ior`.
 
+use super::common::write_atomically;
 use super::common::FaultArgs;
 use anyhow::Context;
-use dcms_node::config::{ClusterConfig, FrontendConfig, FIRST_FRONTEND_ID};
+use dcms_node::config::{
+    fresh_key, ClusterConfig, FrontendAddrs, FrontendConfig, FIRST_FRONTEND_ID,
+};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -97,13 +100,6 @@ fn ports_of(config: &ClusterConfig) -> Vec<u16> {
         .collect()
 }
 
-fn fresh_key() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// The configurations `dcms up` writes: the replicas' and each front end's.
 pub struct Prepared {
     pub replicas_config: PathBuf,
@@ -142,15 +138,7 @@ fn write_frontend_configs(
     data_dir: &Path,
     config: &ClusterConfig,
 ) -> anyhow::Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
-    for f in &config.frontends {
-        let path = data_dir.join(format!("{}.toml", dcms_node::frontend::status_name(f.id)));
-        config
-            .for_frontend(f.id)?
-            .write(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        out.push((f.id, path));
-    }
+    let out = config.write_frontend_configs(data_dir)?;
     // An older version's front end had one status file, `frontend.json`:
     // it would show as a process down for ever.
     let _ = std::fs::remove_file(dcms_node::status::status_dir(data_dir).join("frontend.json"));
@@ -265,12 +253,7 @@ pub fn prepare_config(
         (1..=9).contains(&replicas),
         "--replicas must be between 1 and 9"
     );
-    let abs = std::path::absolute(data_dir)?;
-    let keys = (0..frontends).map(|_| fresh_key()).collect();
-    let mut config = ClusterConfig::local(7000, replicas, abs, fresh_key(), keys);
-    config.cluster_id = rand::random::<u64>() >> 1;
-    config.sync = sync.to_string();
-    // Every port afresh: none of the placeholders of `local` is kept.
+    // Every port a free one, except the first front end's IIOP `port`.
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let mut taken = Vec::new();
     let mut pick = |fixed: u16| -> anyhow::Result<SocketAddr> {
@@ -282,13 +265,17 @@ pub fn prepare_config(
         taken.push(p);
         Ok(addr(p))
     };
-    for (i, f) in config.frontends.iter_mut().enumerate() {
-        f.iiop = pick(if i == 0 { port } else { 0 })?;
-        f.udp = pick(0)?;
+    let mut frontend_addrs = Vec::new();
+    for i in 0..frontends {
+        let iiop = pick(if i == 0 { port } else { 0 })?;
+        let udp = pick(0)?;
+        frontend_addrs.push(FrontendAddrs { udp, iiop });
     }
-    for r in &mut config.replicas {
-        r.udp = pick(0)?;
-    }
+    let replica_addrs = (0..replicas)
+        .map(|_| pick(0))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let abs = std::path::absolute(data_dir)?;
+    let config = ClusterConfig::new_cluster(&replica_addrs, &frontend_addrs, abs, sync);
     config.validate_for(dcms_node::config::Role::Replica)?;
     config
         .write(&path)
@@ -512,14 +499,6 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `path` through a temporary file and a rename, so that a reader
-/// never sees half an IOR.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("ior.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

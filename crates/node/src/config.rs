@@ -3,8 +3,10 @@
 //! fault-injection settings. `dcms up` writes one for a local cluster
 //! (`cluster.toml`, for the replicas) and, for each front end, the same
 //! without the replicas' key and the other front ends' keys
-//! (`frontend-<id>.toml`, [`ClusterConfig::for_frontend`]); command-line
-//! flags and `DCMS_*` variables override single values.
+//! (`frontend-<id>.toml`, [`ClusterConfig::for_frontend`]); `dcms init`
+//! writes the same files for processes on separate hosts
+//! ([`ClusterConfig::new_cluster`]); command-line flags and `DCMS_*`
+//! variables override single values.
 //!
 //! ```toml
 //! cluster_id = 7
@@ -53,6 +55,12 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "{path} holds keys but is readable by others (mode {mode:03o}): run `chmod 600 {path}`"
     )]
@@ -198,6 +206,29 @@ fn default_sync() -> String {
 /// The ID `dcms up` gives its first front end; the next get 101, 102, ...
 pub const FIRST_FRONTEND_ID: u64 = 100;
 
+/// Where a front end of a new cluster listens
+/// ([`ClusterConfig::new_cluster`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendAddrs {
+    /// Towards the replicas.
+    pub udp: SocketAddr,
+    /// Towards CORBA clients.
+    pub iiop: SocketAddr,
+}
+
+/// A new random key: 32 bytes, in hex.
+pub fn fresh_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The file name of front end `id`'s own configuration: `frontend-<id>.toml`.
+pub fn frontend_file_name(id: u64) -> String {
+    format!("{}.toml", crate::frontend::status_name(id))
+}
+
 /// One front end: its key's ID, its UDP address (towards the replicas) and
 /// its IIOP address (towards CORBA clients).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -323,6 +354,46 @@ impl ClusterConfig {
         }
     }
 
+    /// A new cluster: replicas 1, 2, ... at `replicas` and front ends 100,
+    /// 101, ... at `frontends`, in order, a fresh key for the replicas and
+    /// one for each front end, a random cluster ID, default timeouts.
+    /// `dcms up` (on loopback) and `dcms init` (across hosts) make theirs
+    /// with it; the caller validates the result.
+    pub fn new_cluster(
+        replicas: &[SocketAddr],
+        frontends: &[FrontendAddrs],
+        data_dir: PathBuf,
+        sync: &str,
+    ) -> ClusterConfig {
+        ClusterConfig {
+            cluster_id: rand::random::<u64>() >> 1,
+            replica_key: Some(fresh_key()),
+            data_dir,
+            frontends: frontends
+                .iter()
+                .zip(FIRST_FRONTEND_ID..)
+                .map(|(a, id)| FrontendConfig {
+                    id,
+                    udp: a.udp,
+                    iiop: a.iiop,
+                    key: Some(fresh_key()),
+                })
+                .collect(),
+            replicas: replicas
+                .iter()
+                .zip(1..)
+                .map(|(&udp, id)| ReplicaAddr { id, udp })
+                .collect(),
+            timeouts: Timeouts::default(),
+            faults: FaultConfig::default(),
+            max_datagram: default_max_datagram(),
+            sync: sync.to_string(),
+            adaptive_redundancy: true,
+            max_streams: default_max_streams(),
+            max_list_bytes: default_max_list_bytes(),
+        }
+    }
+
     /// Reads and checks a configuration. A file that holds a key must be
     /// readable by its owner only (as ssh insists for private keys).
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
@@ -368,6 +439,25 @@ impl ClusterConfig {
             f.key = None;
         }
         Ok(config)
+    }
+
+    /// Writes each front end's own configuration ([`Self::for_frontend`])
+    /// to `dir/frontend-<id>.toml`, private; returns each ID and path, in
+    /// the configuration's order.
+    pub fn write_frontend_configs(&self, dir: &Path) -> Result<Vec<(u64, PathBuf)>, ConfigError> {
+        self.frontends
+            .iter()
+            .map(|f| {
+                let path = dir.join(frontend_file_name(f.id));
+                self.for_frontend(f.id)?
+                    .write(&path)
+                    .map_err(|source| ConfigError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok((f.id, path))
+            })
+            .collect()
     }
 
     pub fn to_toml(&self) -> String {
@@ -711,6 +801,55 @@ mod tests {
         let one = ClusterConfig::local(7000, 3, "d".into(), "00".repeat(16), vec!["11".repeat(16)]);
         assert_eq!(one.replica(3).unwrap().udp.port(), 7004);
         one.validate().unwrap();
+    }
+
+    #[test]
+    fn a_new_cluster_numbers_its_processes_and_gives_each_a_key() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let replicas = [
+            at("10.0.0.1:7100"),
+            at("10.0.0.2:7100"),
+            at("10.0.0.3:7100"),
+        ];
+        let frontends = [
+            FrontendAddrs {
+                udp: at("10.0.0.4:7000"),
+                iiop: at("10.0.0.4:7000"),
+            },
+            FrontendAddrs {
+                udp: at("10.0.0.5:7200"),
+                iiop: at("10.0.0.5:7000"),
+            },
+        ];
+        let c = ClusterConfig::new_cluster(&replicas, &frontends, "/srv/d".into(), "normal");
+        c.validate_for(Role::Replica).unwrap();
+        let ids = |c: &ClusterConfig| -> Vec<u64> {
+            c.replicas
+                .iter()
+                .map(|r| r.id)
+                .chain(c.frontends.iter().map(|f| f.id))
+                .collect()
+        };
+        assert_eq!(ids(&c), [1, 2, 3, 100, 101]);
+        assert_eq!(c.replica(2).unwrap().udp, replicas[1]);
+        assert_eq!(c.frontend(101).unwrap().udp, frontends[1].udp);
+        assert_eq!(c.frontend_iiops(), [frontends[0].iiop, frontends[1].iiop]);
+        assert_eq!(
+            (c.sync.as_str(), c.data_dir.to_str()),
+            ("normal", Some("/srv/d"))
+        );
+        let other = ClusterConfig::new_cluster(&replicas, &frontends, "/srv/d".into(), "full");
+        assert_ne!(other.replica_key, c.replica_key, "fresh keys");
+        assert_ne!(other.cluster_id, c.cluster_id);
+        let dir = tempfile::tempdir().unwrap();
+        let written = c.write_frontend_configs(dir.path()).unwrap();
+        assert_eq!(written.len(), 2);
+        for (id, path) in written {
+            assert!(path.ends_with(frontend_file_name(id)));
+            let own = ClusterConfig::load(&path).unwrap();
+            own.validate_for(Role::FrontEnd(id)).unwrap();
+            assert_eq!(own, c.for_frontend(id).unwrap());
+        }
     }
 
     /// A file written before there were several front ends: one `[frontend]`.

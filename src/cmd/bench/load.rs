@@ -292,7 +292,10 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let q = |p: f64| latency.value_at_quantile(p);
+    // The same fields as the PostgreSQL and etcd harnesses' lines (system,
+    // clients, ops, ops_per_sec, p50_us, p99_us, p999_us), and more.
     let summary = serde_json::json!({
+        "system": "dcms",
         "bench": "load",
         "mix": format!("{:?}", args.mix).to_lowercase(),
         "clients": args.clients,
