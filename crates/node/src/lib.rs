@@ -10,6 +10,7 @@
 //! - [`replica`]: the replica process's event loop.
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
+//! - [`pki`]: the cluster's own CA and the certificates of IIOP over TLS.
 //! - [`local`]: a local cluster as child processes (benchmarks, tests).
 //! - [`clock`]: monotonic milliseconds anchored to wall time.
 
@@ -22,6 +23,7 @@ pub mod local;
 pub mod meta;
 pub mod metrics;
 pub mod persist;
+pub mod pki;
 pub mod refusals;
 pub mod replica;
 pub mod status;

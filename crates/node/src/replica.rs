@@ -371,6 +371,7 @@ pub async fn run_replica_with_metrics(
                         .collect::<std::collections::BTreeMap<_, _>>(),
                 }),
                 updated_ms: now,
+                transport: None,
                 metrics: metrics_addr.map(|a| a.to_string()),
             }
         });
