@@ -12,7 +12,7 @@
 use dcms_node::local::LocalCluster;
 use dcms_node::pki::{self, Ca, TlsDir, Validity};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -339,5 +339,154 @@ fn a_tls_cluster_serves_each_manager_only_with_its_own_certificate() {
         String::from_utf8_lossy(&status.stdout).contains("transport: plain IIOP"),
         "{}",
         text(&status)
+    );
+}
+
+// --- omniORBpy over TLS ------------------------------------------------------
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test virtualenv's python, with omniORB's SSL transport
+/// (`scripts/venv.sh` makes it: the wheel lacks the transport, and
+/// `scripts/omniorb-ssl.sh` builds it from `vendor/omniorb/`).
+fn venv_python() -> PathBuf {
+    let dir = std::env::var_os("DCMS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    let python = dir.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "from omniORB import sslTP"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import omniORB.sslTP: run scripts/venv.sh first (it builds omniORB's SSL \
+         transport into {}; DCMS_VENV selects another virtualenv)",
+        python.display(),
+        dir.display()
+    );
+    python
+}
+
+/// Python stubs of idl/dcms.idl, made with the virtualenv's omniidl.
+fn stubs(python: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let omniidl = python.parent().unwrap().join("omniidl");
+    let out = Command::new(omniidl)
+        .arg("-bpython")
+        .arg("-C")
+        .arg(dir.path())
+        .arg(repo().join("idl/dcms.idl"))
+        .output()
+        .expect("running omniidl");
+    assert!(out.status.success(), "omniidl: {}", text(&out));
+    dir
+}
+
+/// `tests/interop/tls_client.py`: its one line of outcome.
+fn omniorbpy(
+    python: &Path,
+    stubs: &Path,
+    reference: &str,
+    ca: &Path,
+    cert: Option<&Path>,
+    manager: &str,
+) -> String {
+    let out = Command::new(python)
+        .arg(repo().join("tests/interop/tls_client.py"))
+        .arg(reference)
+        .arg(ca)
+        .arg(cert.map_or_else(|| "-".into(), |c| c.display().to_string()))
+        .arg(manager)
+        .env("PYTHONPATH", stubs)
+        .output()
+        .expect("running python");
+    assert!(out.status.success(), "tls_client.py: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// omniORBpy (omniORB 4.3.3 with its SSL transport) against `dcms up
+/// --tls`: a manager's own certificate works, by the group IOR and by the
+/// `corbaloc:ssliop:` URL; MTL0001's certificate calling as LVL0001 gets
+/// `DCMS::NotAuthorized`; no certificate, an expired one or one of another
+/// CA fail in the handshake (COMM_FAILURE or TRANSIENT); and those change
+/// nothing.
+#[test]
+fn omniorbpy_over_tls_is_served_only_with_a_good_certificate() {
+    let python = venv_python();
+    let stubs = stubs(&python);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cluster = up(&data, &["--tls"]);
+    let dir = TlsDir::of_data_dir(&data);
+    let ca = dir.ca_cert();
+    let mtl = dir.managers().join("MTL0001.pem");
+    let ior = std::fs::read_to_string(data.join("dcms.ior")).unwrap();
+    let ior = ior.trim();
+    let run = |reference: &str, cert: Option<&Path>, manager: &str| {
+        omniorbpy(&python, stubs.path(), reference, &ca, cert, manager)
+    };
+
+    let by_ior = run(ior, Some(&mtl), "MTL0001");
+    assert!(by_ior.starts_with("ok NR"), "{by_ior}");
+    let by_url = run(
+        &cluster.corbaloc,
+        Some(&dir.managers().join("LVL0001.pem")),
+        "LVL0001",
+    );
+    assert!(
+        by_url.starts_with("ok NR") && by_url.ends_with("MTL1,LVL1,DDO0"),
+        "{by_url}"
+    );
+
+    let the_ca = Ca::load(&dir).unwrap();
+    let expired = tmp.path().join("expired.pem");
+    let past = Validity::between(
+        time::OffsetDateTime::now_utc() - time::Duration::days(30),
+        time::OffsetDateTime::now_utc() - time::Duration::days(1),
+    );
+    let cert = the_ca
+        .issue_manager(pki::manager_id("MTL0001").unwrap(), past)
+        .unwrap();
+    std::fs::write(&expired, cert.combined()).unwrap();
+    let other = tmp.path().join("other-ca.pem");
+    let stranger = Ca::generate("another CA", Validity::days(10).unwrap()).unwrap();
+    let cert = stranger
+        .issue_manager(
+            pki::manager_id("MTL0001").unwrap(),
+            Validity::days(10).unwrap(),
+        )
+        .unwrap();
+    std::fs::write(&other, cert.combined()).unwrap();
+
+    let ca_s = ca.display().to_string();
+    let mtl_s = mtl.display().to_string();
+    let before = footprint(&cluster, &ca_s, &mtl_s);
+    let mismatch = run(ior, Some(&mtl), "LVL0001");
+    assert!(
+        mismatch.starts_with("user NotAuthorized LVL0001 ") && mismatch.contains("MTL0001"),
+        "{mismatch}"
+    );
+    for cert in [None, Some(expired.as_path()), Some(other.as_path())] {
+        let got = run(ior, cert, "MTL0001");
+        assert!(
+            got.starts_with("system COMM_FAILURE") || got.starts_with("system TRANSIENT"),
+            "{cert:?}: {got}"
+        );
+    }
+    let after = footprint(&cluster, &ca_s, &mtl_s);
+    assert_eq!(after.0, before.0, "the records did not change");
+    let moved: Vec<_> = before
+        .1
+        .iter()
+        .zip(&after.1)
+        .filter(|(b, a)| b != a)
+        .map(|(b, a)| format!("{} {} -> {}", b.0, b.1, a.1))
+        .collect();
+    assert!(
+        moved.len() <= 1 && moved.iter().all(|m| m.starts_with("frontend-")),
+        "refused requests reached the cluster: {moved:?}"
     );
 }
