@@ -490,3 +490,66 @@ fn omniorbpy_over_tls_is_served_only_with_a_good_certificate() {
         "refused requests reached the cluster: {moved:?}"
     );
 }
+
+/// The TLS group reference fails over: a Rust client holding the group
+/// IOR (one TLS profile per front end) keeps being served, with its
+/// certificate, when the front end it uses is killed: at most the call in
+/// flight fails, and the calls after go to the other front end.
+#[test]
+fn a_tls_client_of_the_group_survives_the_kill_of_its_front_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cluster = up(
+        &data,
+        &["--tls", "--frontends", "2", "--restart-after-ms", "5000"],
+    );
+    let dir = TlsDir::of_data_dir(&data);
+    let opts = dcms_corba::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(10),
+        tls: Some(dcms_corba::ClientTls {
+            ca_file: dir.ca_cert(),
+            cert_file: Some(dir.managers().join("MTL0001.pem")),
+        }),
+        ..dcms_corba::ClientOptions::default()
+    };
+    let ior = std::fs::read_to_string(data.join("dcms.ior")).unwrap();
+    let client = dcms_corba::ClinicClient::connect(ior.trim(), &opts).unwrap();
+    let create = |i: usize| {
+        client.create_n_record(
+            "MTL0001",
+            "Ann",
+            &format!("Ng{i}"),
+            "senior",
+            "active",
+            "2024-01-31",
+        )
+    };
+    for i in 0..10 {
+        create(i).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let before_101 = cluster.frontend_requests(101).expect("front end 101 runs");
+    let victim = cluster.pid_of("frontend-100").expect("front end 100 runs");
+    // SAFETY: kill(2) on a PID of a process this test started.
+    unsafe {
+        libc::kill(victim as i32, libc::SIGKILL);
+    }
+    let mut failed = 0;
+    for i in 100..120 {
+        if let Err(e) = create(i) {
+            failed += 1;
+            assert!(
+                ["CORBA::COMM_FAILURE", "CORBA::TRANSIENT"].contains(&e.name().as_str()),
+                "{e:?}"
+            );
+        }
+    }
+    assert!(failed <= 1, "{failed} calls failed after the kill");
+    std::thread::sleep(Duration::from_millis(600));
+    let after_101 = cluster.frontend_requests(101).unwrap_or(0);
+    assert!(
+        after_101 >= before_101 + 19,
+        "front end 101 took {before_101} -> {after_101}"
+    );
+}
