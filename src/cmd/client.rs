@@ -11,6 +11,7 @@
 
 use anyhow::Context;
 use dcms_corba::{CallError, ClientOptions, ClinicClient, IdlRecord};
+use dcms_core::{DoctorFields, NurseFields};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,37 +56,9 @@ pub struct ClientArgs {
 #[derive(clap::Subcommand, Debug)]
 enum Op {
     /// createDRecord: a new doctor record; prints its ID.
-    CreateDoctor {
-        #[arg(long)]
-        first_name: String,
-        #[arg(long)]
-        last_name: String,
-        #[arg(long)]
-        address: String,
-        #[arg(long)]
-        phone: String,
-        #[arg(long)]
-        specialization: String,
-        /// mtl, lvl or ddo.
-        #[arg(long)]
-        location: String,
-    },
+    CreateDoctor(DoctorFields),
     /// createNRecord: a new nurse record; prints its ID.
-    CreateNurse {
-        #[arg(long)]
-        first_name: String,
-        #[arg(long)]
-        last_name: String,
-        /// junior or senior.
-        #[arg(long)]
-        designation: String,
-        /// active or terminated.
-        #[arg(long)]
-        status: String,
-        /// YYYY-MM-DD.
-        #[arg(long)]
-        status_date: String,
-    },
+    CreateNurse(NurseFields),
     /// getRecordCounts: records per clinic.
     Counts,
     /// editRecord: change one field of a record.
@@ -183,36 +156,8 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
 
 fn call(c: &ClinicClient, m: &str, op: &Op) -> Result<Output, CallError> {
     Ok(match op {
-        Op::CreateDoctor {
-            first_name,
-            last_name,
-            address,
-            phone,
-            specialization,
-            location,
-        } => Output::Text(c.create_d_record(
-            m,
-            first_name,
-            last_name,
-            address,
-            phone,
-            specialization,
-            location,
-        )?),
-        Op::CreateNurse {
-            first_name,
-            last_name,
-            designation,
-            status,
-            status_date,
-        } => Output::Text(c.create_n_record(
-            m,
-            first_name,
-            last_name,
-            designation,
-            status,
-            status_date,
-        )?),
+        Op::CreateDoctor(fields) => Output::Text(c.create_doctor(m, fields)?),
+        Op::CreateNurse(fields) => Output::Text(c.create_nurse(m, fields)?),
         Op::Counts => Output::Text(c.get_record_counts(m)?),
         Op::Edit {
             record_id,

@@ -26,8 +26,9 @@ use anyhow::Context;
 use dcms_node::config::{
     fresh_key, ClusterConfig, FrontendAddrs, FrontendConfig, FIRST_FRONTEND_ID,
 };
+use dcms_node::local::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -85,18 +86,6 @@ struct Managed {
     child: Child,
     /// When it was seen dead, if it is.
     died_at: Option<Instant>,
-}
-
-/// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel,
-/// and not in `taken` (ports of processes that are not running yet).
-fn free_port(taken: &[u16]) -> anyhow::Result<u16> {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
 }
 
 /// Every port a configuration names.

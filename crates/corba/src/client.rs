@@ -427,6 +427,41 @@ impl ClinicClient {
         )
     }
 
+    /// `createDRecord` with `fields` (the same call as
+    /// [`ClinicClient::create_d_record`]).
+    pub fn create_doctor(
+        &self,
+        manager_id: &str,
+        fields: &dcms_core::DoctorFields,
+    ) -> Result<String, CallError> {
+        self.create_d_record(
+            manager_id,
+            &fields.first_name,
+            &fields.last_name,
+            &fields.address,
+            &fields.phone,
+            &fields.specialization,
+            &fields.location,
+        )
+    }
+
+    /// `createNRecord` with `fields` (the same call as
+    /// [`ClinicClient::create_n_record`]).
+    pub fn create_nurse(
+        &self,
+        manager_id: &str,
+        fields: &dcms_core::NurseFields,
+    ) -> Result<String, CallError> {
+        self.create_n_record(
+            manager_id,
+            &fields.first_name,
+            &fields.last_name,
+            &fields.designation,
+            &fields.status,
+            &fields.status_date,
+        )
+    }
+
     pub fn get_record_counts(&self, manager_id: &str) -> Result<String, CallError> {
         self.call_string("getRecordCounts", &[manager_id])
     }

@@ -23,7 +23,8 @@
 //! Tests: `cargo test -p dcms-corba` (marshalling, error mapping, dispatch
 //! through a real ORB on 127.0.0.1); `scripts/venv.sh` then
 //! `cargo test --test corba_interop` (omniORBpy, omniNames and catior
-//! against `dcms frontend --standalone`, and raw-socket robustness).
+//! against `dcms frontend --standalone` and `dcms up`);
+//! `cargo test --test corba_robustness` (raw-socket GIOP, overload, SIGTERM).
 //! `cargo run --release -p dcms-corba --example loadgen -- URL|null
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 

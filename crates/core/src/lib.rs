@@ -3,6 +3,7 @@
 //! - [`model`]: value types (clinics, manager and record IDs, records).
 //! - [`ops`]: requests, replies, errors and the effects replicas apply.
 //! - [`state`]: the deterministic state machine, `execute` and `apply`.
+//! - [`log`]: the replicated log's entries, their chained hash, batches.
 //! - [`store`]: the SQLite store, one per replica, with group commit.
 //! - [`snapshot`]: a consistent snapshot as a stream of chunks, and restore.
 //! - [`audit`]: the audit trail exported as log files.
@@ -12,6 +13,7 @@
 //! argument, so the whole domain runs unchanged in the simulator.
 
 pub mod audit;
+pub mod log;
 pub mod model;
 pub mod ops;
 pub mod snapshot;
@@ -20,10 +22,14 @@ pub mod store;
 mod validate;
 pub mod workload;
 
+pub use log::{Batch, FtRequest, LogEntry, LogHash, RequestKey, Retained};
 pub use model::{
     Clinic, Counts, Date, Designation, ManagerId, NurseStatus, Record, RecordBody, RecordId,
     RecordKind,
 };
-pub use ops::{AuditEntry, Change, DomainError, Effect, Outcome, Reply, Request, MAX_TEXT_CHARS};
+pub use ops::{
+    AuditEntry, Change, DoctorFields, DomainError, Effect, NurseFields, Outcome, Reply, Request,
+    MAX_TEXT_CHARS,
+};
 pub use state::{ClinicState, StateDigest};
-pub use store::{Batch, FtRequest, LogEntry, RequestKey, Retained, Store, StoreError, SyncMode};
+pub use store::{Store, StoreError, SyncMode};

@@ -72,6 +72,52 @@ pub enum Request {
     },
 }
 
+/// A new doctor record's fields, as a client sends them (raw text, in the
+/// order of `createDRecord`'s arguments after the manager ID): what
+/// [`Request::CreateDoctor`] carries besides the manager ID, for the layers
+/// above it (client stubs, the command line, load generators). Validated
+/// on the leader, as every request is. With the `clap` feature, these are
+/// the flags of `dcms client create-doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct DoctorFields {
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub first_name: String,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub last_name: String,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub address: String,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub phone: String,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub specialization: String,
+    /// mtl, lvl or ddo.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub location: String,
+}
+
+/// A new nurse record's fields, as a client sends them (raw text, in the
+/// order of `createNRecord`'s arguments after the manager ID): what
+/// [`Request::CreateNurse`] carries besides the manager ID. With the `clap`
+/// feature, these are the flags of `dcms client create-nurse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct NurseFields {
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub first_name: String,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub last_name: String,
+    /// junior or senior.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub designation: String,
+    /// active or terminated.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub status: String,
+    /// YYYY-MM-DD.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub status_date: String,
+}
+
 /// The largest `listRecords` answer served, by default: about 1 MiB
 /// encoded, half of the smallest message limit of the common ORBs
 /// (omniORB's `giopMaxMsgSize` is 2 MiB by default; JacORB's and TAO's are
@@ -107,6 +153,46 @@ pub fn bound_list(reply: Reply, max_bytes: usize) -> Reply {
 pub const MAX_PAGE_RECORDS: u32 = 1_000;
 
 impl Request {
+    /// `createDRecord` by `manager_id` with `fields`.
+    pub fn create_doctor(manager_id: impl Into<String>, fields: DoctorFields) -> Request {
+        let DoctorFields {
+            first_name,
+            last_name,
+            address,
+            phone,
+            specialization,
+            location,
+        } = fields;
+        Request::CreateDoctor {
+            manager_id: manager_id.into(),
+            first_name,
+            last_name,
+            address,
+            phone,
+            specialization,
+            location,
+        }
+    }
+
+    /// `createNRecord` by `manager_id` with `fields`.
+    pub fn create_nurse(manager_id: impl Into<String>, fields: NurseFields) -> Request {
+        let NurseFields {
+            first_name,
+            last_name,
+            designation,
+            status,
+            status_date,
+        } = fields;
+        Request::CreateNurse {
+            manager_id: manager_id.into(),
+            first_name,
+            last_name,
+            designation,
+            status,
+            status_date,
+        }
+    }
+
     /// The IDL operation name.
     pub fn operation(&self) -> &'static str {
         match self {
@@ -331,6 +417,52 @@ pub struct Effect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_requests_carry_their_fields_in_idl_order() {
+        let fields = DoctorFields {
+            first_name: "a".into(),
+            last_name: "b".into(),
+            address: "c".into(),
+            phone: "d".into(),
+            specialization: "e".into(),
+            location: "f".into(),
+        };
+        let doctor = Request::create_doctor("MTL0001", fields);
+        assert_eq!(doctor.operation(), "createDRecord");
+        assert_eq!(doctor.manager_id(), "MTL0001");
+        assert_eq!(
+            doctor.arguments(),
+            [
+                ("firstName", "a"),
+                ("lastName", "b"),
+                ("address", "c"),
+                ("phone", "d"),
+                ("specialization", "e"),
+                ("location", "f"),
+            ]
+        );
+        let fields = NurseFields {
+            first_name: "a".into(),
+            last_name: "b".into(),
+            designation: "c".into(),
+            status: "d".into(),
+            status_date: "e".into(),
+        };
+        let nurse = Request::create_nurse("LVL0001", fields);
+        assert_eq!(nurse.operation(), "createNRecord");
+        assert_eq!(nurse.manager_id(), "LVL0001");
+        assert_eq!(
+            nurse.arguments(),
+            [
+                ("firstName", "a"),
+                ("lastName", "b"),
+                ("designation", "c"),
+                ("status", "d"),
+                ("statusDate", "e"),
+            ]
+        );
+    }
 
     #[test]
     fn oversized_arguments_are_refused_by_name() {

@@ -9,13 +9,14 @@
 //! the digest of the rebuilt records, and writes everything in one
 //! transaction: a failed restore leaves no partial store behind.
 
+use crate::log::{RequestKey, Retained};
 use crate::model::Record;
 use crate::ops::{AuditEntry, Change, Reply};
 use crate::state::StateDigest;
-use crate::store::{
-    for_each_record, read_audit, read_retained, sql, write_audit, write_change, write_retained,
-    RequestKey, Retained, Store, StoreError, SyncMode,
+use crate::store::rows::{
+    for_each_record, read_audit, read_retained, write_audit, write_change, write_retained,
 };
+use crate::store::{sql, Store, StoreError, SyncMode};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -2,10 +2,10 @@
 //! requests, so a test can regenerate exactly what a killed writer executed,
 //! and benchmarks load every system the same way.
 
+use crate::log::{LogEntry, RequestKey};
 use crate::model::{Clinic, RecordId};
-use crate::ops::Request;
+use crate::ops::{DoctorFields, NurseFields, Request};
 use crate::state::ClinicState;
-use crate::store::{LogEntry, RequestKey};
 
 /// Which operations to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +55,17 @@ impl Workload {
     /// A doctor create with about 200 bytes of fields (the size the etcd
     /// comparison puts).
     pub fn create_doctor(&mut self) -> Request {
+        let (manager_id, fields) = self.doctor();
+        Request::create_doctor(manager_id, fields)
+    }
+
+    /// What [`Workload::create_doctor`] makes, as its manager ID and fields
+    /// (the same draws: the next request is the same either way).
+    pub fn doctor(&mut self) -> (String, DoctorFields) {
         self.created += 1;
         let n = self.next_u64();
-        Request::CreateDoctor {
-            manager_id: self.manager(),
+        let manager_id = self.manager();
+        let fields = DoctorFields {
             first_name: format!("First{:08x}", n as u32),
             last_name: format!("Last{:08x}", (n >> 32) as u32),
             address: format!(
@@ -69,7 +76,8 @@ impl Workload {
             phone: format!("+1 (514) 555-{:04}", n % 10_000),
             specialization: "family medicine and general practice".into(),
             location: Clinic::ALL[(n % 3) as usize].location().into(),
-        }
+        };
+        (manager_id, fields)
     }
 
     /// A valid nurse create.
@@ -81,14 +89,15 @@ impl Workload {
     /// impossible in most years).
     fn nurse(&mut self, max_day: u64) -> Request {
         self.created += 1;
-        Request::CreateNurse {
-            manager_id: self.manager(),
+        let manager_id = self.manager();
+        let fields = NurseFields {
             first_name: "Nora".into(),
             last_name: format!("Nurse{}", self.below(1000)),
             designation: ["junior", "senior"][self.below(2) as usize].into(),
             status: ["active", "terminated"][self.below(2) as usize].into(),
             status_date: format!("20{:02}-02-{:02}", self.below(30), 1 + self.below(max_day)),
-        }
+        };
+        Request::create_nurse(manager_id, fields)
     }
 
     fn some_record(&mut self) -> String {

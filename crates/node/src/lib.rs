@@ -11,7 +11,7 @@
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
 //! - [`pki`]: the cluster's own CA and the certificates of IIOP over TLS.
-//! - [`local`]: a local cluster as child processes (benchmarks, tests).
+//! - [`local`]: a local cluster as child processes (benchmarks, tests), free ports.
 //! - [`clock`]: monotonic milliseconds anchored to wall time.
 
 pub mod clock;

@@ -1,12 +1,26 @@
 //! A local cluster started as child processes: `dcms up` in a folder, waited
 //! for until the whole path answers, stopped with all its processes when
-//! dropped. `dcms bench --spawn` and the multi-process tests use it.
+//! dropped. `dcms bench --spawn` and the multi-process tests use it; and
+//! [`free_port`], the loopback ports `dcms up` and the tests pick.
 
 use crate::config::ClusterConfig;
 use dcms_corba::{ClientOptions, ClientTls, ClinicClient};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A free port on 127.0.0.1 (TCP and UDP alike), chosen by the kernel,
+/// and not in `taken` (ports of processes that are not running yet).
+pub fn free_port(taken: &[u16]) -> std::io::Result<u16> {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if !taken.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}
 
 pub struct LocalCluster {
     child: Child,

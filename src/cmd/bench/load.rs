@@ -6,7 +6,7 @@ use crate::cmd::common::FaultArgs;
 use anyhow::Context;
 use dcms_corba::{CallError, ClientOptions, ClinicClient};
 use dcms_core::workload::{Mix, Workload};
-use dcms_core::{Clinic, Request};
+use dcms_core::{Clinic, NurseFields};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashSet};
@@ -425,40 +425,26 @@ fn client_loop(
         let t = Instant::now();
         let mut fields: Option<(String, String, String)> = None;
         let outcome: Result<Option<(String, Clinic)>, CallError> = if create {
-            let Request::CreateDoctor {
-                first_name,
-                last_name,
-                address,
-                phone,
-                specialization,
-                location,
-                ..
-            } = workload.create_doctor()
-            else {
-                unreachable!("create_doctor makes doctors")
-            };
+            let (_, doctor) = workload.doctor();
             let clinic = Clinic::ALL[index % 3];
             let m = manager(clinic);
-            fields = Some((m.clone(), last_name.clone(), first_name.clone()));
+            fields = Some((
+                m.clone(),
+                doctor.last_name.clone(),
+                doctor.first_name.clone(),
+            ));
             let id = if mix == OpMix::Creates && pick % 2 == 1 {
-                client.create_n_record(
-                    &m,
-                    &first_name,
-                    &last_name,
-                    "senior",
-                    "active",
-                    "2024-02-29",
-                )
+                // A nurse with the doctor's names.
+                let nurse = NurseFields {
+                    first_name: doctor.first_name,
+                    last_name: doctor.last_name,
+                    designation: "senior".into(),
+                    status: "active".into(),
+                    status_date: "2024-02-29".into(),
+                };
+                client.create_nurse(&m, &nurse)
             } else {
-                client.create_d_record(
-                    &m,
-                    &first_name,
-                    &last_name,
-                    &address,
-                    &phone,
-                    &specialization,
-                    &location,
-                )
+                client.create_doctor(&m, &doctor)
             };
             id.map(|id| Some((id, clinic)))
         } else {

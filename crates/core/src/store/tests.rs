@@ -1,7 +1,9 @@
 //! Tests of the durable store: group commit, reopen, replies, snapshots,
 //! the audit export, and properties against the in-memory state.
 
+use super::schema::SCHEMA_VERSION;
 use super::*;
+use crate::model::Clinic;
 use crate::ops::{Outcome, Request};
 use crate::snapshot::SnapshotChunk;
 use crate::state::tests::{doctor, nurse, properties};
