@@ -33,6 +33,8 @@ enum Command {
     Replica(cmd::replica::ReplicaArgs),
     /// Run the CORBA front end (sequencer).
     Frontend(cmd::frontend::FrontendArgs),
+    /// Certificates of IIOP over TLS: a manager's client certificate.
+    Cert(cmd::cert::CertArgs),
     /// Call the DCMS interface as a clinic manager.
     Client(cmd::client::ClientArgs),
     /// Show the state of every process of a cluster.
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Client(_)
             | Command::Init(_)
+            | Command::Cert(_)
             | Command::Bench(_)
             | Command::Chaos(_)
             | Command::Status(_)
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Init(a) => cmd::init::run(a),
         Command::Replica(a) => cmd::replica::run(a),
         Command::Frontend(a) => cmd::frontend::run(a),
+        Command::Cert(a) => cmd::cert::run(a),
         Command::Client(a) => cmd::client::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -1,5 +1,9 @@
 //! `dcms client`: call the DCMS interface as a clinic manager.
 //!
+//! Against a `dcms up --tls` cluster give `--tls-ca` and `--cert` (the
+//! manager's certificate; the front end runs only requests for the
+//! manager it names), with the `corbaloc:ssliop:` URL or the IOR file.
+//!
 //! The object is found from `--url` (corbaloc: or corbaname:), `--ior` or
 //! `--ior-file`. The result is printed readably, or as one JSON line with
 //! `--json`. A CORBA exception is printed with its fields (on standard
@@ -34,6 +38,15 @@ pub struct ClientArgs {
     /// Seconds to wait for a reply.
     #[arg(long, default_value_t = 30)]
     timeout_secs: u64,
+    /// IIOP over TLS (a `dcms up --tls` cluster): the CA that signed the
+    /// front ends' certificate (`<data-dir>/tls/ca.pem`).
+    #[arg(long, env = "DCMS_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// IIOP over TLS: this manager's certificate and key, one file (`dcms
+    /// cert issue` writes `<data-dir>/tls/managers/ID.pem`). Needs
+    /// --tls-ca.
+    #[arg(long, env = "DCMS_CERT", value_name = "PEM", requires = "tls_ca")]
+    cert: Option<PathBuf>,
     #[command(flatten)]
     ft: super::common::FtArgs,
     #[command(subcommand)]
@@ -106,9 +119,23 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
         .manager
         .clone()
         .context("--manager is required (like --manager MTL1234)")?;
+    if args.tls_ca.is_none() && reference.starts_with("corbaloc:ssliop:") {
+        anyhow::bail!(
+            "{reference} is served over TLS: give --tls-ca (the cluster's tls/ca.pem) and --cert (a manager's certificate)"
+        );
+    }
+    for (arg, path) in [("--tls-ca", &args.tls_ca), ("--cert", &args.cert)] {
+        if let Some(p) = path {
+            std::fs::File::open(p).with_context(|| format!("{arg} {}", p.display()))?;
+        }
+    }
     let opts = ClientOptions {
         call_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         ft: args.ft.options(),
+        tls: args.tls_ca.clone().map(|ca_file| dcms_corba::ClientTls {
+            ca_file,
+            cert_file: args.cert.clone(),
+        }),
         ..ClientOptions::default()
     };
     let result =

@@ -7,6 +7,11 @@
 //!   front end `N` (without `--id`, the configuration's only one), which
 //!   sequences requests to the leader replica over UDP.
 //!
+//! With a `[tls]` table in the configuration (`dcms up --tls`, `dcms init
+//! --tls`) it serves IIOP over TLS only (`corbaloc:ssliop:HOST:PORT/DCMS`),
+//! requiring a client certificate of the cluster's CA, and runs a request
+//! only for the manager that certificate names (`dcms_corba::auth`).
+//!
 //! At start it prints `ior IOR:...`, `corbaloc corbaloc:iiop:...` and
 //! `port N` lines on standard output (its own reference), writes
 //! `--ior-file`, and binds an object in CosNaming with `--naming`: its own
@@ -126,7 +131,19 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         if args.listen.is_none() {
             opts.listen = me.iiop;
         }
-        group = Some(dcms_corba::group_ior(&config.frontend_iiops()));
+        group = Some(match &config.tls {
+            None => dcms_corba::group_ior(&config.frontend_iiops()),
+            Some(_) => dcms_corba::group_ior_tls(&config.frontend_iiops()),
+        });
+        if let Some(tls) = &config.tls {
+            // The key must be the owner's only, as the configuration's keys.
+            dcms_node::pki::check_private(&tls.key)?;
+            opts.tls = Some(dcms_corba::TlsFiles {
+                ca: tls.ca.clone(),
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            });
+        }
         opts.admission.max_running = args.max_running.unwrap_or(96).max(1);
         opts.admission.max_waiting = args.max_waiting.unwrap_or(160);
         let _guard = rt.enter();

@@ -13,6 +13,11 @@
 //! - `dcms.ior` and `dcms.corbaloc`: the group reference (every front end)
 //!   for clients.
 //!
+//! With `--tls`, the front ends serve IIOP over TLS only, with client
+//! certificates: `<out>/tls/` gets a new CA, the front ends' certificate
+//! and the first managers' certificates (`dcms_node::pki`), and each
+//! front end's file a `[tls]` table naming `<data-dir>/tls/`.
+//!
 //! Files are 0600 in a 0700 folder. It then prints which file goes to which
 //! host and the command that starts each process there.
 
@@ -70,6 +75,14 @@ pub struct InitArgs {
     /// names are replaced; others are left alone).
     #[arg(long)]
     force: bool,
+    /// Front ends serve IIOP over TLS only, with client certificates: makes
+    /// a local CA in `<out>/tls/` (its key stays there), the front ends'
+    /// certificate naming their hosts, and certificates for MTL0001,
+    /// LVL0001 and DDO0001 (`dcms cert issue --tls-dir <out>/tls` makes
+    /// more); each front end's file gets a `[tls]` table naming
+    /// `<data-dir>/tls/`.
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Where each file went.
@@ -79,6 +92,8 @@ struct Written {
     frontends: Vec<(u64, PathBuf)>,
     ior: PathBuf,
     corbaloc: PathBuf,
+    /// `<out>/tls`, with `--tls`.
+    tls: Option<PathBuf>,
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<()> {
@@ -87,6 +102,19 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     let written = write_files(&config, &args.out)?;
     print!("{}", instructions(&config, &written));
     Ok(())
+}
+
+/// With `--tls`: `<out>/tls/` (the CA, the front ends' certificate, the
+/// first managers' certificates). Returns its folder.
+fn write_tls(config: &ClusterConfig, out: &Path) -> anyhow::Result<PathBuf> {
+    use dcms_node::pki;
+    let dir = pki::TlsDir::new(out.join("tls"));
+    let firsts = pki::DEFAULT_MANAGERS
+        .iter()
+        .map(|m| pki::manager_id(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    pki::ensure(&dir, &pki::server_hosts(&config.frontend_iiops()), &firsts)?;
+    Ok(dir.path().to_path_buf())
 }
 
 /// Checks the arguments and makes the configuration (fresh keys, a random
@@ -99,12 +127,15 @@ fn plan(args: &InitArgs) -> anyhow::Result<ClusterConfig> {
         "--data-dir {}: give an absolute path (the data folder on every host)",
         args.data_dir.display()
     );
-    let config = ClusterConfig::new_cluster(
+    let mut config = ClusterConfig::new_cluster(
         &args.replicas,
         &args.frontends,
         args.data_dir.clone(),
         &args.sync,
     );
+    if args.tls {
+        config.tls = Some(dcms_node::pki::TlsDir::of_data_dir(&config.data_dir).config());
+    }
     config
         .validate_for(Role::Replica)
         .context("the configuration does not check")?;
@@ -262,12 +293,15 @@ fn write_files(config: &ClusterConfig, out: &Path) -> anyhow::Result<Written> {
         replicas.push((r.id, path));
     }
     let frontends = config.write_frontend_configs(out)?;
-    let group = config.frontend_iiops();
+    let tls = match config.tls {
+        Some(_) => Some(write_tls(config, out)?),
+        None => None,
+    };
     let ior = out.join(IOR_FILE);
     let corbaloc = out.join(CORBALOC_FILE);
     for (path, text) in [
-        (&ior, dcms_corba::group_ior(&group)),
-        (&corbaloc, dcms_corba::group_corbaloc(&group)),
+        (&ior, group_ior(config)),
+        (&corbaloc, group_corbaloc(config)),
     ] {
         write_private(path, format!("{text}\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -277,7 +311,24 @@ fn write_files(config: &ClusterConfig, out: &Path) -> anyhow::Result<Written> {
         frontends,
         ior,
         corbaloc,
+        tls,
     })
+}
+
+/// The group IOR: over TLS when the front ends serve it.
+fn group_ior(config: &ClusterConfig) -> String {
+    match config.tls {
+        Some(_) => dcms_corba::group_ior_tls(&config.frontend_iiops()),
+        None => dcms_corba::group_ior(&config.frontend_iiops()),
+    }
+}
+
+/// The group corbaloc: `ssliop` when the front ends serve TLS.
+fn group_corbaloc(config: &ClusterConfig) -> String {
+    match config.tls {
+        Some(_) => dcms_corba::group_corbaloc_tls(&config.frontend_iiops()),
+        None => dcms_corba::group_corbaloc(&config.frontend_iiops()),
+    }
 }
 
 /// What to copy where and how to start each process.
@@ -313,10 +364,20 @@ fn instructions(config: &ClusterConfig, written: &Written) -> String {
          The config path is the file's path on its host. Data folder on every host: {}\n\
          Clients: {}  (also in {}; the IOR in {})\n",
         config.data_dir.display(),
-        dcms_corba::group_corbaloc(&config.frontend_iiops()),
+        group_corbaloc(config),
         written.corbaloc.display(),
         written.ior.display()
     ));
+    if let (Some(dir), Some(tls)) = (&written.tls, &config.tls) {
+        text.push_str(&format!(
+            "TLS: front ends serve IIOP over TLS only and require client certificates.\n  \
+             On each front-end host put {0}/ca.pem, {0}/server.pem and {0}/server.key (0600) into {1}/.\n  \
+             The CA's key {0}/ca.key stays here: dcms cert issue --tls-dir {0} --manager ID makes a manager's certificate.\n  \
+             Managers' certificates (certificate and key, 0600): {0}/managers/; a client gives --tls-ca ca.pem --cert ID.pem.\n",
+            dir.display(),
+            tls.ca.parent().map_or_else(|| config.data_dir.join("tls"), Path::to_path_buf).display()
+        ));
+    }
     text
 }
 
@@ -591,6 +652,54 @@ mod tests {
         ] {
             assert!(text.contains(&line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn with_tls_the_front_ends_serve_tls_from_a_new_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("etc");
+        let mut args = three_hosts(&out);
+        args.push("--tls".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let config = plan(&parse(&args).unwrap()).unwrap();
+        let written = write_files(&config, &out).unwrap();
+        let tls = config.tls.clone().expect("a [tls] table");
+        assert_eq!(tls.ca, PathBuf::from("/srv/dcms/tls/ca.pem"));
+        assert_eq!(tls.key, PathBuf::from("/srv/dcms/tls/server.key"));
+        for (id, path) in &written.frontends {
+            assert_eq!(
+                ClusterConfig::load(path).unwrap().tls.as_ref(),
+                Some(&tls),
+                "{id}"
+            );
+        }
+        let t = out.join("tls");
+        assert_eq!(mode(&t), 0o700);
+        for f in [
+            "ca.pem",
+            "ca.key",
+            "server.pem",
+            "server.key",
+            "managers/MTL0001.pem",
+        ] {
+            assert_eq!(mode(&t.join(f)), 0o600, "{f}");
+        }
+        let server = dcms_node::pki::certificate_names(&t.join("server.pem")).unwrap();
+        for host in ["10.0.0.4", "10.0.0.5", "127.0.0.1", "localhost"] {
+            assert!(server.hosts.iter().any(|h| h == host), "{host}: {server:?}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&written.corbaloc).unwrap(),
+            "corbaloc:ssliop:10.0.0.4:7000,ssliop:10.0.0.5:7000/DCMS\n"
+        );
+        let ior = std::fs::read_to_string(&written.ior).unwrap();
+        assert_eq!(
+            ior.trim(),
+            dcms_corba::group_ior_tls(&config.frontend_iiops())
+        );
+        let text = instructions(&config, &written);
+        assert!(text.contains("into /srv/dcms/tls/"), "{text}");
+        assert!(text.contains("dcms cert issue --tls-dir"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The subcommands of `dcms`, one module each.
 
 pub mod bench;
+pub mod cert;
 pub mod chaos;
 pub mod client;
 pub mod common;

@@ -1,10 +1,12 @@
 //! `dcms status`: every process of a cluster — role, PID, epoch, leader,
-//! group, positions, digest, and each front end's IIOP address — read from
+//! group, positions, digest, and each front end's IIOP address and
+//! transport (plain IIOP, or IIOP over TLS with client certificates;
+//! `transport` in `--json`, and a last `transport:` line) — read from
 //! the status files the processes write in the data folder
 //! (`replica-<id>`, `frontend-<id>`). A process whose PID is gone or whose
 //! file is stale is shown as down.
 
-use dcms_node::status::{read_all, ProcessStatus};
+use dcms_node::status::{read_all, ProcessStatus, TRANSPORT_PLAIN, TRANSPORT_TLS};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +21,24 @@ pub struct StatusArgs {
     /// One JSON document instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// What clients speak to the front ends that are up: `IIOP over TLS ...`,
+/// `plain IIOP`, both (a cluster restarted while some front end was not),
+/// or none up.
+fn transport_line(rows: &[(ProcessStatus, bool, u64)]) -> String {
+    let up: Vec<&str> = rows
+        .iter()
+        .filter(|(s, up, _)| *up && s.iiop.is_some())
+        .map(|(s, _, _)| s.transport.as_deref().unwrap_or(TRANSPORT_PLAIN))
+        .collect();
+    let tls = up.iter().filter(|t| **t == TRANSPORT_TLS).count();
+    match (tls, up.len()) {
+        (_, 0) => "no front end is up".into(),
+        (0, _) => "plain IIOP (no TLS)".into(),
+        (t, n) if t == n => "IIOP over TLS, client certificates required (plain IIOP off)".into(),
+        (t, n) => format!("mixed: {t} of {n} front ends over TLS, the others plain IIOP"),
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -84,6 +104,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(",");
         let mut heard = match &s.iiop {
+            Some(iiop) if s.transport.as_deref() == Some(TRANSPORT_TLS) => {
+                format!("ssliop {iiop} (TLS, client certificates)")
+            }
             Some(iiop) => format!("iiop {iiop}"),
             None => s
                 .peers
@@ -120,5 +143,6 @@ pub fn run(args: StatusArgs) -> anyhow::Result<()> {
             heard
         );
     }
+    println!("transport: {}", transport_line(&rows));
     Ok(())
 }

@@ -13,6 +13,12 @@
 //!
 //! Clients use the group reference, which names every front end: the
 //! corbaloc printed at start, or the IOR in `<data-dir>/dcms.ior`.
+//!
+//! With `--tls` the front ends serve IIOP over TLS only, with client
+//! certificates, from `<data-dir>/tls/` (made on the first such start:
+//! `dcms_node::pki`); without it, plain IIOP. The choice is made at each
+//! start (it is written into each `frontend-<id>.toml`, not
+//! `cluster.toml`).
 
 use super::common::write_atomically;
 use super::common::FaultArgs;
@@ -61,6 +67,14 @@ pub struct UpArgs {
     /// port of 127.0.0.1, printed at start and shown by `dcms status`.
     #[arg(long)]
     metrics: bool,
+    /// Serve IIOP over TLS only, requiring client certificates (plain IIOP
+    /// is off while it is on). Makes `<data-dir>/tls/` when missing: a
+    /// local CA, the front ends' certificate, and certificates for
+    /// MTL0001, LVL0001 and DDO0001 (`dcms cert issue --manager ID` makes
+    /// more). A front end then runs a request only for the manager the
+    /// client's certificate names.
+    #[arg(long)]
+    tls: bool,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -277,6 +291,37 @@ pub fn prepare_config(
     })
 }
 
+/// `dcms up --tls`: makes what is missing in `<data-dir>/tls/` (the CA,
+/// with certificates for the first manager of each clinic; a server
+/// certificate naming every front end's host) and rewrites each front
+/// end's configuration with the `[tls]` table. Returns those files.
+fn prepare_tls(data_dir: &Path, config: &mut ClusterConfig) -> anyhow::Result<Vec<(u64, PathBuf)>> {
+    use dcms_node::pki;
+    let dir = pki::TlsDir::of_data_dir(&config.data_dir);
+    let firsts = pki::DEFAULT_MANAGERS
+        .iter()
+        .map(|m| pki::manager_id(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let setup = pki::ensure(&dir, &pki::server_hosts(&config.frontend_iiops()), &firsts)?;
+    if setup.created_ca {
+        println!(
+            "dcms: made a local CA in {} (ca.pem; its key ca.key stays there, 0600)",
+            dir.path().display()
+        );
+    }
+    if let Some(why) = &setup.server_issued {
+        println!(
+            "dcms: issued the front ends' certificate {} ({why})",
+            dir.server_cert().display()
+        );
+    }
+    for m in &setup.managers {
+        println!("dcms: issued a manager certificate {}", m.display());
+    }
+    config.tls = Some(dir.config());
+    write_frontend_configs(data_dir, config)
+}
+
 /// Starts a child `dcms` process whose output is prefixed with `name`.
 fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the dcms executable")?;
@@ -321,7 +366,7 @@ fn spawn(name: &str, args: &[String], env: &[(String, String)]) -> anyhow::Resul
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let Prepared {
         replicas_config: config_path,
-        frontend_configs,
+        mut frontend_configs,
         mut config,
         first_start,
     } = prepare_config(
@@ -331,6 +376,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         args.port,
         &args.sync,
     )?;
+    if args.tls {
+        frontend_configs = prepare_tls(&args.data_dir, &mut config)?;
+    }
     args.faults.apply(&mut config.faults);
     config.validate()?;
     let config_arg = config_path.display().to_string();
@@ -375,9 +423,19 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     // The group reference: every front end, in the configuration's order.
     let group = config.frontend_iiops();
-    let corbaloc = dcms_corba::group_corbaloc(&group);
+    let (corbaloc, ior) = if args.tls {
+        (
+            dcms_corba::group_corbaloc_tls(&group),
+            dcms_corba::group_ior_tls(&group),
+        )
+    } else {
+        (
+            dcms_corba::group_corbaloc(&group),
+            dcms_corba::group_ior(&group),
+        )
+    };
     let ior_file = config.data_dir.join("dcms.ior");
-    write_atomically(&ior_file, &format!("{}\n", dcms_corba::group_ior(&group)))
+    write_atomically(&ior_file, &format!("{ior}\n"))
         .with_context(|| format!("writing {}", ior_file.display()))?;
     for (id, path) in &frontend_configs {
         let name = dcms_node::frontend::status_name(*id);
@@ -422,7 +480,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         println!(
             "dcms: {:<13} {}",
             dcms_node::frontend::status_name(f.id),
-            dcms_corba::group_corbaloc(&[f.iiop])
+            if args.tls {
+                dcms_corba::group_corbaloc_tls(&[f.iiop])
+            } else {
+                dcms_corba::group_corbaloc(&[f.iiop])
+            }
         );
     }
     println!("dcms: data      {}", config.data_dir.display());
@@ -430,7 +492,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         "dcms: config    {} (replicas), frontend-<id>.toml (front ends)",
         config_path.display()
     );
-    println!("dcms: try       dcms client --url {corbaloc} counts --manager MTL0001");
+    if args.tls {
+        let dir = dcms_node::pki::TlsDir::of_data_dir(&config.data_dir);
+        println!(
+            "dcms: transport IIOP over TLS, client certificates required (plain IIOP off); CA {}",
+            dir.ca_cert().display()
+        );
+        println!(
+            "dcms: try       dcms client --url {corbaloc} --tls-ca {} --cert {} counts --manager MTL0001",
+            dir.ca_cert().display(),
+            dir.managers().join("MTL0001.pem").display()
+        );
+    } else {
+        println!(
+            "dcms: transport plain IIOP (dcms up --tls: IIOP over TLS with client certificates)"
+        );
+        println!("dcms: try       dcms client --url {corbaloc} counts --manager MTL0001");
+    }
     println!("dcms: Ctrl-C stops the cluster");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -104,6 +104,11 @@ pub struct ClientOptions {
     /// transparently (see [`FtOptions`]). Off by default: each call is
     /// made once.
     pub ft: Option<FtOptions>,
+    /// IIOP over TLS: the CA to trust and this client's certificate. A
+    /// reference whose profile advertises TLS (`TAG_SSL_SEC_TRANS`, as a
+    /// `dcms up --tls` front end's) is then reached over TLS; without it,
+    /// such a front end cannot be reached.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -113,8 +118,20 @@ impl Default for ClientOptions {
             call_timeout: Duration::from_secs(30),
             io_threads: 2,
             ft: None,
+            tls: None,
         }
     }
+}
+
+/// A client's TLS files, PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA that signed the server's certificate (`<data-dir>/tls/ca.pem`).
+    pub ca_file: std::path::PathBuf,
+    /// The client's certificate followed by its key (`dcms cert issue`
+    /// writes `<data-dir>/tls/managers/ID.pem` so); `None`: none is sent,
+    /// and a server requiring one refuses the connection.
+    pub cert_file: Option<std::path::PathBuf>,
 }
 
 /// Fault-tolerant invocation, as an FT-CORBA client ORB does it: each write
@@ -198,7 +215,28 @@ impl ClinicClient {
     /// service it names).
     pub fn connect(reference: &str, opts: &ClientOptions) -> Result<ClinicClient, CallError> {
         crate::ft::install();
+        let tls = match &opts.tls {
+            None => rustorb_core::TlsOptions::default(),
+            Some(t) => {
+                for path in std::iter::once(&t.ca_file).chain(t.cert_file.as_ref()) {
+                    if let Err(e) = std::fs::File::open(path) {
+                        tracing::warn!("TLS file {}: {e}", path.display());
+                        return Err(CallError::System(SystemException::new(
+                            SystemExceptionKind::INITIALIZE,
+                            0,
+                            CompletionStatus::No,
+                        )));
+                    }
+                }
+                rustorb_core::TlsOptions {
+                    ca_file: Some(t.ca_file.clone()),
+                    key_file: t.cert_file.clone(),
+                    ..rustorb_core::TlsOptions::default()
+                }
+            }
+        };
         let options = OrbOptions {
+            tls,
             connect_timeout: Some(opts.connect_timeout),
             request_timeout: Some(opts.call_timeout),
             io_threads: opts.io_threads.max(1),
@@ -228,6 +266,12 @@ impl ClinicClient {
     /// version is used with GIOP 1.2 and UTF-8 (see [`utf8_for_corbaloc`]).
     pub fn with_orb(orb: &Orb, reference: &str) -> Result<ClinicClient, CallError> {
         let reference = reference.trim();
+        // rustorb does not read `corbaloc:ssliop:` itself.
+        let tls_ior = crate::group::ior_of_tls_corbaloc(reference).map_err(|why| {
+            tracing::warn!("{why}");
+            SystemException::new(SystemExceptionKind::BAD_PARAM, 0, CompletionStatus::No)
+        })?;
+        let reference = tls_ior.as_deref().unwrap_or(reference);
         let object = orb.string_to_object(reference)?.ok_or_else(|| {
             SystemException::new(SystemExceptionKind::INV_OBJREF, 0, CompletionStatus::No)
         })?;

@@ -11,6 +11,14 @@
 //!   UTF-16 for `wchar`) and one `TAG_ALTERNATE_IIOP_ADDRESS` component for
 //!   each other front end.
 //!
+//! Front ends that serve IIOP over TLS only (`dcms up --tls`) are named by
+//! [`group_corbaloc_tls`] (`corbaloc:ssliop:H1:P1,ssliop:H2:P2/DCMS`) and
+//! [`group_ior_tls`]: one IIOP 1.2 profile per front end, each with port 0
+//! (no plain endpoint) and a `TAG_SSL_SEC_TRANS` component with its TLS
+//! port, as rustorb's server writes its own. rustorb's client tries every
+//! profile in order; omniORB uses the first profile of an IOR, so its
+//! clients get the other front ends through the corbaloc.
+//!
 //! A client ORB tries the addresses in order when it connects: rustorb and
 //! omniORB both go on to the next address when a connection cannot be
 //! made. A call in flight when its connection breaks fails (`COMM_FAILURE`,
@@ -21,8 +29,8 @@ use std::net::SocketAddr;
 
 use rustorb_core::cdr::ByteOrder;
 use rustorb_core::giop::{
-    code_set, AlternateIiopAddress, CodeSetComponent, CodeSetComponentInfo, IiopProfile, Ior,
-    Version,
+    association_options, code_set, AlternateIiopAddress, CodeSetComponent, CodeSetComponentInfo,
+    IiopProfile, Ior, SslSecTrans, Version,
 };
 
 use crate::idl;
@@ -52,6 +60,126 @@ pub fn group_corbaloc(addrs: &[SocketAddr]) -> String {
         })
         .collect();
     format!("corbaloc:iiop{}/{}", list.join(","), idl::OBJECT_KEY)
+}
+
+/// `corbaloc:ssliop:H1:P1,ssliop:H2:P2/DCMS`: [`group_corbaloc`] for
+/// front ends that serve IIOP over TLS.
+///
+/// # Panics
+///
+/// If `addrs` is empty.
+pub fn group_corbaloc_tls(addrs: &[SocketAddr]) -> String {
+    assert!(!addrs.is_empty(), "a group reference needs an address");
+    let list: Vec<String> = addrs
+        .iter()
+        .map(|a| match a {
+            SocketAddr::V4(v4) => format!("ssliop:{}:{}", v4.ip(), v4.port()),
+            SocketAddr::V6(v6) => format!("ssliop:[{}]:{}", v6.ip(), v6.port()),
+        })
+        .collect();
+    format!("corbaloc:{}/{}", list.join(","), idl::OBJECT_KEY)
+}
+
+/// The `TAG_SSL_SEC_TRANS` options of a DCMS TLS endpoint, as rustorb's
+/// server publishes them with client certificates required: integrity,
+/// confidentiality, trust in the target and in the client, supported and
+/// required.
+const TLS_OPTIONS: u16 = association_options::INTEGRITY
+    | association_options::CONFIDENTIALITY
+    | association_options::ESTABLISH_TRUST_IN_TARGET
+    | association_options::ESTABLISH_TRUST_IN_CLIENT;
+
+/// The group IOR of front ends serving IIOP over TLS, stringified: one
+/// IIOP 1.2 profile per address, in order, each at the address's host
+/// with port 0 (no plain endpoint), object key `DCMS`, the code sets
+/// component and a `TAG_SSL_SEC_TRANS` component with the address's port.
+///
+/// # Panics
+///
+/// If `addrs` is empty.
+pub fn group_ior_tls(addrs: &[SocketAddr]) -> String {
+    assert!(!addrs.is_empty(), "a group reference needs an address");
+    let endpoints: Vec<(String, u16)> = addrs.iter().map(|a| (ior_host(a), a.port())).collect();
+    tls_ior(&endpoints, idl::OBJECT_KEY.as_bytes())
+}
+
+/// [`group_ior_tls`] for `(host, port)` pairs (host names allowed) and any
+/// object key.
+fn tls_ior(endpoints: &[(String, u16)], object_key: &[u8]) -> String {
+    let order = ByteOrder::Big;
+    let profiles = endpoints
+        .iter()
+        .map(|(host, port)| {
+            let ssl = SslSecTrans {
+                target_supports: TLS_OPTIONS,
+                target_requires: TLS_OPTIONS,
+                port: *port,
+            };
+            IiopProfile {
+                version: Version::V1_2,
+                host: host.clone(),
+                port: 0,
+                object_key: object_key.to_vec(),
+                components: vec![
+                    code_sets()
+                        .to_component(order)
+                        .expect("a code sets component always encodes"),
+                    ssl.to_component(order)
+                        .expect("an SSL component always encodes"),
+                ],
+            }
+            .to_tagged_profile(order)
+            .expect("an IIOP 1.2 profile always encodes")
+        })
+        .collect();
+    let ior = Ior {
+        type_id: idl::INTERFACE_ID.to_string(),
+        profiles,
+    };
+    ior.to_ior_string(order).expect("an IOR always encodes")
+}
+
+/// The IOR a `corbaloc:ssliop:H1:P1,ssliop:H2:P2/KEY` URL stands for (as
+/// [`group_ior_tls`] writes it): rustorb's ORB does not read `ssliop`
+/// corbalocs itself. `Ok(None)` for any other reference; `Err` naming the
+/// part of an `ssliop` URL that does not parse.
+pub fn ior_of_tls_corbaloc(url: &str) -> Result<Option<String>, String> {
+    let Some(rest) = url.trim().strip_prefix("corbaloc:") else {
+        return Ok(None);
+    };
+    if !rest.starts_with("ssliop:") {
+        return Ok(None);
+    }
+    let (addrs, key) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{url}: no object key (like /DCMS)"))?;
+    if key.is_empty() || key.contains('%') {
+        return Err(format!(
+            "{url}: object key {key:?}: give a plain key like DCMS"
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for addr in addrs.split(',') {
+        let a = addr
+            .strip_prefix("ssliop:")
+            .ok_or_else(|| format!("{url}: {addr:?}: every address must be ssliop:HOST:PORT"))?;
+        // A GIOP version (`1.2@`) is allowed and ignored: the profile is 1.2.
+        let a = a.rsplit_once('@').map_or(a, |(_, a)| a);
+        let (host, port) = a
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{url}: {addr:?}: no port (ssliop:HOST:PORT)"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{url}: {addr:?}: bad port {port:?}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{url}: {addr:?}: no host (ssliop:HOST:PORT)"));
+        }
+        endpoints.push((host.to_string(), port));
+    }
+    Ok(Some(tls_ior(&endpoints, key.as_bytes())))
 }
 
 /// The code sets a DCMS server offers: UTF-8 native for `char` data, UTF-16
@@ -178,6 +306,70 @@ mod tests {
         let p = one.profiles[0].iiop().unwrap();
         assert_eq!(p.components.len(), 1);
         assert_eq!(p.components[0].tag, component_tag::CODE_SETS);
+    }
+
+    #[test]
+    fn the_tls_group_references_name_every_tls_endpoint() {
+        assert_eq!(
+            group_corbaloc_tls(&addrs()),
+            "corbaloc:ssliop:127.0.0.1:7000,ssliop:[::1]:7001,ssliop:10.0.0.3:7002/DCMS"
+        );
+        let ior = Ior::from_ior_string(&group_ior_tls(&addrs())).unwrap();
+        assert_eq!(ior.type_id, idl::INTERFACE_ID);
+        let got: Vec<(String, u16, SslSecTrans)> = ior
+            .profiles
+            .iter()
+            .map(|p| {
+                let p = p.iiop().unwrap();
+                assert_eq!(p.version, Version::V1_2);
+                assert_eq!(p.object_key, b"DCMS");
+                assert_eq!(p.code_sets().unwrap().unwrap(), code_sets());
+                assert!(p.alternate_addresses().unwrap().is_empty());
+                let ssl = p
+                    .components
+                    .iter()
+                    .find(|c| c.tag == component_tag::SSL_SEC_TRANS)
+                    .map(|c| SslSecTrans::from_component(c).unwrap())
+                    .expect("an SSL component");
+                (p.host.clone(), p.port, ssl)
+            })
+            .collect();
+        let ssl = |port| SslSecTrans {
+            target_supports: 0x66,
+            target_requires: 0x66,
+            port,
+        };
+        assert_eq!(
+            got,
+            [
+                ("127.0.0.1".to_string(), 0, ssl(7000)),
+                ("::1".to_string(), 0, ssl(7001)),
+                ("10.0.0.3".to_string(), 0, ssl(7002))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ssliop_corbaloc_is_read_as_the_tls_group_ior() {
+        let url = group_corbaloc_tls(&addrs());
+        assert_eq!(
+            ior_of_tls_corbaloc(&url).unwrap().unwrap(),
+            group_ior_tls(&addrs())
+        );
+        assert_eq!(
+            ior_of_tls_corbaloc("corbaloc:iiop:127.0.0.1:1/DCMS"),
+            Ok(None)
+        );
+        assert_eq!(ior_of_tls_corbaloc("IOR:00"), Ok(None));
+        for bad in [
+            "corbaloc:ssliop:127.0.0.1:7000",
+            "corbaloc:ssliop:127.0.0.1/DCMS",
+            "corbaloc:ssliop:127.0.0.1:0/DCMS",
+            "corbaloc:ssliop::7000/DCMS",
+            "corbaloc:ssliop:127.0.0.1:7000,iiop:127.0.0.1:7001/DCMS",
+        ] {
+            assert!(ior_of_tls_corbaloc(bad).is_err(), "{bad}");
+        }
     }
 
     /// rustorb's ORB takes the reference as it is.

@@ -11,8 +11,11 @@
 //! - [`ft`]: FT-CORBA's `FT_REQUEST` context (client ID, retention ID,
 //!   expiration): interceptors that carry it between the wire and the
 //!   servant or the client.
+//! - [`auth`]: over IIOP with TLS, the manager a client's certificate
+//!   names, and the check that a request is that manager's.
 //! - [`group`]: the group reference naming every front end of a cluster
-//!   ([`group_corbaloc`], [`group_ior`]).
+//!   ([`group_corbaloc`], [`group_ior`]; over TLS [`group_corbaloc_tls`],
+//!   [`group_ior_tls`]).
 //!
 //! Built on rustorb-core 0.2 (a patched copy: `vendor/rustorb-core`, see
 //! its PATCHES.md); the stubs and skeleton are hand-written.
@@ -25,6 +28,7 @@
 //! `cargo run --release -p dcms-corba --example loadgen -- URL|null
 //! counts|create CLIENTS SECONDS` measures throughput and latency.
 
+pub mod auth;
 pub mod client;
 pub mod ft;
 pub mod group;
@@ -33,12 +37,14 @@ pub mod servant;
 pub mod server;
 pub mod service;
 
-pub use client::{CallError, ClientOptions, ClinicClient};
-pub use group::{group_corbaloc, group_ior};
+pub use client::{CallError, ClientOptions, ClientTls, ClinicClient};
+pub use group::{group_corbaloc, group_corbaloc_tls, group_ior, group_ior_tls};
 pub use idl::{DcmsException, IdlRecord, IdlRecordPage, RecordKind};
 pub use servant::{Admission, ClinicServant};
-pub use server::{serve, RunningServer, ServeError, ServeOptions};
+pub use server::{serve, RunningServer, ServeError, ServeOptions, TlsFiles};
 pub use service::{ClinicService, ServiceError, Standalone};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

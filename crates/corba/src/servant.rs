@@ -272,6 +272,9 @@ pub struct ClinicServant {
     /// Where the `FT_REQUEST` context of the running request is (see
     /// [`crate::ft`]); `None`: contexts are not looked at.
     pi: Option<PiCurrent>,
+    /// Run a request only for the manager the client's certificate names
+    /// ([`crate::auth`]); IIOP over TLS with client certificates.
+    authenticate: bool,
 }
 
 impl std::fmt::Debug for ClinicServant {
@@ -295,7 +298,18 @@ impl ClinicServant {
                 freed: Condvar::new(),
             },
             pi: None,
+            authenticate: false,
         }
+    }
+
+    /// Runs a request only when its `managerID` is the manager the
+    /// client's TLS certificate names; `DCMS::NotAuthorized` otherwise
+    /// (and for a client without a certificate), before the request
+    /// reaches the service. For a server that requires client
+    /// certificates ([`crate::ServeOptions::tls`]).
+    pub fn with_client_certificates(mut self) -> ClinicServant {
+        self.authenticate = true;
+        self
     }
 
     /// Honours the `FT_REQUEST` context of requests, read through `pi`
@@ -311,6 +325,13 @@ impl ClinicServant {
             Ok(r) => r,
             Err(e) => return Answer::System(e),
         };
+        if self.authenticate {
+            let chain = rustorb_core::peer_certificates();
+            if let Err(e) = crate::auth::check(request.manager_id(), chain.as_deref()) {
+                tracing::warn!(operation, "refused: {e}");
+                return answer(operation, Ok(Err(e)));
+            }
+        }
         // The FT identity matters for writes only (a read may run twice).
         let ft = match self.pi.as_ref().and_then(crate::ft::current) {
             Some(_) if request.is_read_only() => None,

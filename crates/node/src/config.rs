@@ -118,6 +118,24 @@ pub struct ClusterConfig {
     /// (omniORB: 2 MiB by default).
     #[serde(default = "default_max_list_bytes")]
     pub max_list_bytes: usize,
+    /// Front ends serve IIOP over TLS only, requiring a client certificate
+    /// of this CA (`[tls]`; `dcms up --tls`, `dcms init --tls`). Absent:
+    /// plain IIOP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `[tls]` table: the files of a front end's TLS endpoint, PEM
+/// (`dcms_node::pki` makes them in `<data-dir>/tls/`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA whose certificates clients must present (`tls/ca.pem`).
+    pub ca: PathBuf,
+    /// The front end's certificate (`tls/server.pem`).
+    pub cert: PathBuf,
+    /// Its private key (`tls/server.key`, 0600).
+    pub key: PathBuf,
 }
 
 fn default_max_list_bytes() -> usize {
@@ -154,6 +172,8 @@ struct RawClusterConfig {
     max_streams: usize,
     #[serde(default = "default_max_list_bytes")]
     max_list_bytes: usize,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
 }
 
 impl TryFrom<RawClusterConfig> for ClusterConfig {
@@ -183,6 +203,7 @@ impl TryFrom<RawClusterConfig> for ClusterConfig {
             adaptive_redundancy: raw.adaptive_redundancy,
             max_streams: raw.max_streams,
             max_list_bytes: raw.max_list_bytes,
+            tls: raw.tls,
         })
     }
 }
@@ -351,6 +372,7 @@ impl ClusterConfig {
             adaptive_redundancy: true,
             max_streams: default_max_streams(),
             max_list_bytes: default_max_list_bytes(),
+            tls: None,
         }
     }
 
@@ -391,6 +413,7 @@ impl ClusterConfig {
             adaptive_redundancy: true,
             max_streams: default_max_streams(),
             max_list_bytes: default_max_list_bytes(),
+            tls: None,
         }
     }
 
@@ -801,6 +824,24 @@ mod tests {
         let one = ClusterConfig::local(7000, 3, "d".into(), "00".repeat(16), vec!["11".repeat(16)]);
         assert_eq!(one.replica(3).unwrap().udp.port(), 7004);
         one.validate().unwrap();
+        assert!(!text.contains("[tls]"), "plain IIOP unless told: {text}");
+    }
+
+    #[test]
+    fn a_tls_table_round_trips_and_reaches_every_front_end() {
+        let mut c = local();
+        c.tls = Some(TlsConfig {
+            ca: "/d/tls/ca.pem".into(),
+            cert: "/d/tls/server.pem".into(),
+            key: "/d/tls/server.key".into(),
+        });
+        let text = c.to_toml();
+        assert!(text.contains("[tls]"), "{text}");
+        let back: ClusterConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.for_frontend(101).unwrap().tls, c.tls);
+        let typo = text.replace("cert =", "certificate =");
+        assert!(toml::from_str::<ClusterConfig>(&typo).is_err());
     }
 
     #[test]

@@ -155,6 +155,13 @@ pub fn start_frontend_with_metrics(
     let data_dir = config.data_dir.clone();
     let leader = initial_leader(config);
     let adaptive_redundancy = config.adaptive_redundancy;
+    // The CORBA server serves what the configuration says, or does not
+    // start (`dcms frontend`).
+    let transport = if config.tls.is_some() {
+        crate::status::TRANSPORT_TLS
+    } else {
+        crate::status::TRANSPORT_PLAIN
+    };
     let event_loop = async move {
         // Stops with the event loop.
         let _metrics_server = metrics_server.map(tokio::spawn).map(AbortOnDrop);
@@ -269,6 +276,7 @@ pub fn start_frontend_with_metrics(
                     committed: None,
                     digest: String::new(),
                     iiop: Some(me.iiop.to_string()),
+                    transport: Some(transport.to_string()),
                     stats: serde_json::json!({
                         "requests": requests,
                         "unanswered": fe.unanswered(),

@@ -12,6 +12,7 @@
 //! - [`frontend`]: the replicated [`dcms_corba::ClinicService`] behind the CORBA server.
 //! - [`status`]: status files that `dcms status` reads.
 //! - [`metrics`]: Prometheus metrics at `--metrics-addr` (`GET /metrics`).
+//! - [`pki`]: the cluster's own CA and the certificates of IIOP over TLS.
 //! - [`local`]: a local cluster as child processes (benchmarks, tests), free ports.
 //! - [`clock`]: monotonic milliseconds anchored to wall time.
 
@@ -24,6 +25,7 @@ pub mod local;
 pub mod meta;
 pub mod metrics;
 pub mod persist;
+pub mod pki;
 pub mod recover;
 pub mod refusals;
 pub mod replica;

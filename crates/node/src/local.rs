@@ -4,7 +4,7 @@
 //! [`free_port`], the loopback ports `dcms up` and the tests pick.
 
 use crate::config::ClusterConfig;
-use dcms_corba::{ClientOptions, ClinicClient};
+use dcms_corba::{ClientOptions, ClientTls, ClinicClient};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,9 @@ pub struct LocalCluster {
     /// (`corbaloc:iiop::H1:P1,iiop::H2:P2/DCMS`).
     pub corbaloc: String,
     pub config: ClusterConfig,
+    /// Started with `--tls`: how its clients connect (the cluster's CA,
+    /// manager MTL0001's certificate).
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +109,15 @@ impl LocalCluster {
             data_dir,
             corbaloc: String::new(),
             config: ClusterConfig::local(0, 1, PathBuf::new(), String::new(), vec![String::new()]),
+            tls: None,
         };
+        if args.iter().any(|a| a == "--tls") {
+            let tls = crate::pki::TlsDir::of_data_dir(&partial.data_dir);
+            partial.tls = Some(ClientTls {
+                ca_file: tls.ca_cert(),
+                cert_file: Some(tls.managers().join("MTL0001.pem")),
+            });
+        }
         loop {
             if let Ok(config) = ClusterConfig::load(&config_path) {
                 partial.set_config(config);
@@ -130,8 +141,8 @@ impl LocalCluster {
     }
 
     fn set_config(&mut self, config: ClusterConfig) {
-        self.corbaloc = dcms_corba::group_corbaloc(&config.frontend_iiops());
         self.config = config;
+        self.corbaloc = self.corbaloc_of(&self.config.frontend_iiops());
     }
 
     /// Waits until `getRecordCounts` succeeds through every front end.
@@ -141,6 +152,7 @@ impl LocalCluster {
         let opts = ClientOptions {
             connect_timeout: Duration::from_millis(500),
             call_timeout: Duration::from_secs(2),
+            tls: self.tls.clone(),
             ..ClientOptions::default()
         };
         let config_path = self.data_dir.join("cluster.toml");
@@ -195,20 +207,34 @@ impl LocalCluster {
 
     /// A client of the group reference (any front end).
     pub fn client(&self) -> ClinicClient {
-        ClinicClient::connect(&self.corbaloc, &ClientOptions::default())
-            .expect("a corbaloc reference always parses")
+        let opts = ClientOptions {
+            tls: self.tls.clone(),
+            ..ClientOptions::default()
+        };
+        ClinicClient::connect(&self.corbaloc, &opts).expect("a corbaloc reference always parses")
     }
 
     /// The group IOR (as `dcms up` writes it to `<data-dir>/dcms.ior`).
     pub fn group_ior(&self) -> String {
-        dcms_corba::group_ior(&self.config.frontend_iiops())
+        match self.tls {
+            None => dcms_corba::group_ior(&self.config.frontend_iiops()),
+            Some(_) => dcms_corba::group_ior_tls(&self.config.frontend_iiops()),
+        }
+    }
+
+    /// The corbaloc of `addrs`: `ssliop` with `--tls`.
+    fn corbaloc_of(&self, addrs: &[std::net::SocketAddr]) -> String {
+        match self.tls {
+            None => dcms_corba::group_corbaloc(addrs),
+            Some(_) => dcms_corba::group_corbaloc_tls(addrs),
+        }
     }
 
     /// Front end `id`'s own corbaloc (`corbaloc:iiop:HOST:PORT/DCMS`), if
     /// there is such a front end.
     pub fn frontend_corbaloc(&self, id: u64) -> Option<String> {
         let f = self.config.frontend(id).ok()?;
-        Some(dcms_corba::group_corbaloc(&[f.iiop]))
+        Some(self.corbaloc_of(&[f.iiop]))
     }
 
     /// Requests front end `id` has taken so far, from its status file.

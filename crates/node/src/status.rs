@@ -7,6 +7,11 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// A front end serving plain IIOP.
+pub const TRANSPORT_PLAIN: &str = "iiop";
+/// A front end serving IIOP over TLS only, requiring client certificates.
+pub const TRANSPORT_TLS: &str = "iiop+tls";
+
 /// Milliseconds between status writes.
 pub const STATUS_INTERVAL_MS: u64 = 200;
 
@@ -31,6 +36,10 @@ pub struct ProcessStatus {
     /// A front end: where CORBA clients reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iiop: Option<String>,
+    /// A front end: how clients reach it, [`TRANSPORT_PLAIN`] or
+    /// [`TRANSPORT_TLS`] (only one is served at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
     pub stats: serde_json::Value,
     /// When this was written (ms since the Unix epoch).
     pub updated_ms: u64,

@@ -99,10 +99,16 @@ pub use rustorb_cdr as cdr;
 pub use rustorb_cdr::{LongDouble, Octets};
 pub use rustorb_giop as giop;
 pub use rustorb_giop::CompletionStatus;
+/// (dcms patch.) A verified peer certificate chain, end entity first.
+pub type PeerCertificates = std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>;
+// dcms patch: the type of a client's certificate chain.
+pub use rustls::pki_types::CertificateDer;
 pub use servant::{
     AdapterActivator, Cookie, Servant, ServantActivator, ServantLocator, ServantManager,
     ServantManagerError, ServerReply,
 };
+// dcms patch: a servant reads its client's certificate chain.
+pub use server::peer_certificates;
 pub use stream::{InStream, OutStream};
 pub use timeout::{set_thread_call_timeout, thread_call_timeout};
 pub use typecode::{TCKind, TypeCode, TypeCodeError};

@@ -894,6 +894,8 @@ impl Server {
         let result = {
             let _upcall = UpcallGuard::enter();
             let _current = CurrentGuard::enter(&adapter, id, &resolved.servant);
+            // dcms patch: the client's certificates, for `peer_certificates`.
+            let _peer = PeerGuard::enter(reply.peer_certificates());
             panic::catch_unwind(AssertUnwindSafe(|| {
                 invoke(&*resolved.servant, &operation, &mut input, &mut out)
             }))
@@ -1018,6 +1020,8 @@ impl Server {
             let dsi = pi::DsiGuard::enter();
             let _upcall = UpcallGuard::enter();
             let _current = CurrentGuard::enter(&adapter, id, &resolved.servant);
+            // dcms patch: the client's certificates, for `peer_certificates`.
+            let _peer = PeerGuard::enter(reply.peer_certificates());
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
                 invoke(&*resolved.servant, &operation, &mut input, &mut out)
             }));
@@ -1653,7 +1657,12 @@ impl Outbox {
         }
         trace::trace!("sent {} to {}", summary(&msg), PeerAddr(self.peer));
         if let Some(tls) = &self.tls {
-            if let (true, Some(stream)) = (state.queue.is_empty(), &state.stream) {
+            // dcms patch: not while rustls holds records the socket did not
+            // take (`flush`): rustls buffers without limit, so those go to
+            // the queue, where `max_queued` counts them.
+            if let (true, false, Some(stream)) =
+                (state.queue.is_empty(), state.flush, &state.stream)
+            {
                 tls.encrypt(&msg, 0);
                 if let Ok(true) = tls.flush(|bytes| stream.try_write(bytes)) {
                     return true;
@@ -1917,6 +1926,15 @@ enum Sink {
 }
 
 impl ReplyTo {
+    /// (dcms patch.) The verified certificate chain of the client, when the
+    /// request came over TLS with a client certificate.
+    fn peer_certificates(&self) -> Option<crate::PeerCertificates> {
+        match &self.sink {
+            Some(Sink::Conn(conn)) => conn.out.tls.as_ref()?.peer_certificates(),
+            _ => None,
+        }
+    }
+
     fn new(
         conn: &Arc<ServerConn>,
         version: Version,
@@ -2046,6 +2064,39 @@ impl Drop for ReplyTo {
             conn.end(self.request_id);
         }
     }
+}
+
+thread_local! {
+    /// (dcms patch.) The peer certificates of the requests this thread
+    /// runs, innermost last (a servant may make a colocated call).
+    static PEER: std::cell::RefCell<Vec<Option<crate::PeerCertificates>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// (dcms patch.) Makes a request's peer certificates the thread's while it
+/// lives.
+struct PeerGuard(());
+
+impl PeerGuard {
+    fn enter(peer: Option<crate::PeerCertificates>) -> PeerGuard {
+        PEER.with(|p| p.borrow_mut().push(peer));
+        PeerGuard(())
+    }
+}
+
+impl Drop for PeerGuard {
+    fn drop(&mut self) {
+        let _ = PEER.try_with(|p| p.borrow_mut().pop());
+    }
+}
+
+/// (dcms patch.) In a servant: the certificate chain (end entity first)
+/// the client of the request being run presented in the TLS handshake and
+/// that was verified against [`crate::TlsOptions::ca_file`]. `None` outside
+/// a request, for a request over plain IIOP, for a colocated call, and for
+/// a TLS client that sent no certificate (`ClientAuth::Optional`).
+pub fn peer_certificates() -> Option<crate::PeerCertificates> {
+    PEER.with(|p| p.borrow().last().cloned().flatten())
 }
 
 /// How long a client has for the TLS handshake.

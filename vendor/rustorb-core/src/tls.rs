@@ -213,8 +213,15 @@ async fn handshake(stream: &TcpStream, mut conn: rustls::Connection) -> io::Resu
             }
         }
         if !conn.is_handshaking() {
+            // dcms patch: keep the peer's chain, verified by the handshake
+            // (a server asking for client certificates), for the requests
+            // served on this connection.
+            let peer = conn
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect());
             return Ok(Arc::new(Tls {
                 conn: Mutex::new(conn),
+                peer,
             }));
         }
         match conn.read_tls(&mut Sock(stream)) {
@@ -254,6 +261,9 @@ pub(crate) async fn accept(stream: &TcpStream, config: Arc<ServerConfig>) -> io:
 /// The TLS state of one connection after the handshake.
 pub(crate) struct Tls {
     conn: Mutex<rustls::Connection>,
+    /// (dcms patch.) The certificate chain the peer presented, end entity
+    /// first, as rustls verified it; `None` when it sent none.
+    peer: Option<crate::PeerCertificates>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -289,6 +299,11 @@ impl<F: FnMut(&[u8]) -> io::Result<usize>> Write for Send<'_, F> {
 }
 
 impl Tls {
+    /// (dcms patch.) The peer's verified certificate chain.
+    pub(crate) fn peer_certificates(&self) -> Option<crate::PeerCertificates> {
+        self.peer.clone()
+    }
+
     /// Reads plaintext into `buf`, taking records from `recv` as needed:
     /// `WouldBlock` only when no plaintext is left and `recv` has nothing
     /// more now, `Ok(0)` when the peer closed with `close_notify`.

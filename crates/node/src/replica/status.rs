@@ -112,6 +112,7 @@ fn process_status(
                 .collect::<std::collections::BTreeMap<_, _>>(),
         }),
         updated_ms: now,
+        transport: None,
         metrics: metrics_addr.map(|a| a.to_string()),
     }
 }
