@@ -340,6 +340,43 @@ fn a_tls_cluster_serves_each_manager_only_with_its_own_certificate() {
         "{}",
         text(&status)
     );
+
+    // The audit trail: the create over TLS names the manager its
+    // certificate proved, on every replica; one over plain IIOP names a
+    // self-declared manager only.
+    let plain = client(&cluster.corbaloc, &[], "MTL0001", &CREATE);
+    assert!(plain.status.success(), "{}", text(&plain));
+    let plain_id = String::from_utf8_lossy(&plain.stdout).trim().to_string();
+    let mut cluster = cluster;
+    cluster.stop();
+    for replica in &cluster.config.replicas {
+        let db = cluster.config.replica_db(replica.id);
+        let store = dcms_core::Store::open(&db, dcms_core::SyncMode::Normal).unwrap();
+        let audit = store.audit().unwrap();
+        let creates: Vec<(&str, Option<&str>)> = audit
+            .iter()
+            .filter(|(_, a)| a.operation == "createNRecord")
+            .map(|(_, a)| (a.outcome.as_str(), a.authenticated.as_deref()))
+            .collect();
+        assert_eq!(
+            creates,
+            vec![
+                (format!("ok: {id}").as_str(), Some("MTL0001")),
+                (format!("ok: {plain_id}").as_str(), None),
+            ],
+            "{}",
+            db.display()
+        );
+        let (_, tls_create) = audit
+            .iter()
+            .find(|(_, a)| a.outcome == format!("ok: {id}"))
+            .unwrap();
+        let line = dcms_core::audit::format_line(0, tls_create);
+        assert!(
+            line.contains(" MTL0001 cert=MTL0001 createNRecord "),
+            "{line}"
+        );
+    }
 }
 
 // --- omniORBpy over TLS ------------------------------------------------------

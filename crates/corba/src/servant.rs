@@ -325,13 +325,18 @@ impl ClinicServant {
             Ok(r) => r,
             Err(e) => return Answer::System(e),
         };
-        if self.authenticate {
+        let authenticated = if self.authenticate {
             let chain = rustorb_core::peer_certificates();
-            if let Err(e) = crate::auth::check(request.manager_id(), chain.as_deref()) {
-                tracing::warn!(operation, "refused: {e}");
-                return answer(operation, Ok(Err(e)));
+            match crate::auth::check(request.manager_id(), chain.as_deref()) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!(operation, "refused: {e}");
+                    return answer(operation, Ok(Err(e)));
+                }
             }
-        }
+        } else {
+            None
+        };
         // The FT identity matters for writes only (a read may run twice).
         let ft = match self.pi.as_ref().and_then(crate::ft::current) {
             Some(_) if request.is_read_only() => None,
@@ -346,7 +351,7 @@ impl ClinicServant {
             tracing::warn!("refusing {operation}: too many requests at once");
             return answer(operation, Err(ServiceError::Overloaded));
         };
-        let result = self.service.call_ft(request, ft);
+        let result = self.service.call_as(request, ft, authenticated);
         answer(operation, result)
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use dcms_core::{ClinicState, FtRequest, LogEntry, Reply, Request, RequestKey, Store, SyncMode};
+use dcms_core::{
+    ClinicState, FtRequest, LogEntry, ManagerId, Reply, Request, RequestKey, Store, SyncMode,
+};
 
 /// Runs manager requests. Called from many servant threads at once.
 pub trait ClinicService: Send + Sync + 'static {
@@ -22,6 +24,20 @@ pub trait ClinicService: Send + Sync + 'static {
     fn call_ft(&self, request: Request, ft: Option<FtRequest>) -> Result<Reply, ServiceError> {
         let _ = ft;
         self.call(request)
+    }
+
+    /// Runs a request of a client that proved with its TLS certificate to
+    /// be manager `authenticated` (`None`: a self-declared manager ID; the
+    /// servant checked that the request is that manager's). The audit line
+    /// records it. By default it is not used.
+    fn call_as(
+        &self,
+        request: Request,
+        ft: Option<FtRequest>,
+        authenticated: Option<ManagerId>,
+    ) -> Result<Reply, ServiceError> {
+        let _ = authenticated;
+        self.call_ft(request, ft)
     }
 }
 
@@ -127,11 +143,33 @@ fn now_ms() -> u64 {
 
 impl ClinicService for Standalone {
     fn call(&self, request: Request) -> Result<Reply, ServiceError> {
+        self.run(request, None)
+    }
+
+    fn call_as(
+        &self,
+        request: Request,
+        _ft: Option<FtRequest>,
+        authenticated: Option<ManagerId>,
+    ) -> Result<Reply, ServiceError> {
+        self.run(request, authenticated)
+    }
+}
+
+impl Standalone {
+    /// Executes, commits and applies one request; its audit line names
+    /// `authenticated`.
+    fn run(
+        &self,
+        request: Request,
+        authenticated: Option<ManagerId>,
+    ) -> Result<Reply, ServiceError> {
         // A panic while holding the lock leaves state and store as they
         // were (apply runs only after a successful commit), so the data is
         // still consistent: recover the guard.
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (reply, effect) = inner.state.execute(&request, now_ms());
+        let (reply, mut effect) = inner.state.execute(&request, now_ms());
+        effect.audit.authenticated = authenticated.map(|id| id.to_string());
         let reply = dcms_core::ops::bound_list(reply, dcms_core::ops::DEFAULT_MAX_LIST_BYTES);
         let entry = LogEntry {
             position: inner.store.last_applied() + 1,

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// One audit line as text:
-/// `2026-11-24T12:00:00.123Z #42 MTL1234 createDRecord firstName="Ann" ... -> ok: DR10000`.
+/// `2026-11-24T12:00:00.123Z #42 MTL1234 createDRecord firstName="Ann" ... -> ok: DR10000`,
+/// or, for a client that proved who it is with a TLS certificate,
+/// `... #42 MTL1234 cert=MTL1234 createDRecord ...`.
 ///
 /// One entry is always one line whose fields cannot be forged: the manager
 /// ID is untrusted client text (a request with an invalid one is audited
@@ -27,8 +29,12 @@ use std::time::{Duration, UNIX_EPOCH};
 /// outcome are escaped. The lines of valid requests are unchanged by this.
 pub fn format_line(position: u64, entry: &AuditEntry) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(entry.time_ms);
+    let authenticated = match &entry.authenticated {
+        Some(id) => format!(" cert={}", word(id)),
+        None => String::new(),
+    };
     format!(
-        "{} #{position} {} {} {} -> {}",
+        "{} #{position} {}{authenticated} {} {} -> {}",
         humantime::format_rfc3339_millis(time),
         if entry.manager_id.is_empty() {
             "-".into()
@@ -146,7 +152,22 @@ mod tests {
             operation: "getRecordCounts".into(),
             arguments: String::new(),
             outcome: "ok: MTL 0, LVL 0, DDO 0".into(),
+            authenticated: None,
         }
+    }
+
+    #[test]
+    fn an_authenticated_manager_is_named_after_the_manager_id() {
+        let mut e = entry("mtl0001");
+        e.authenticated = Some("MTL0001".into());
+        assert_eq!(
+            format_line(3, &e),
+            "2025-11-24T16:00:00.123Z #3 mtl0001 cert=MTL0001 getRecordCounts  -> ok: MTL 0, LVL 0, DDO 0"
+        );
+        // Only from the executing leader, which keeps valid IDs only; still
+        // one field whatever it holds.
+        e.authenticated = Some("MTL0001 x\n".into());
+        assert!(format_line(3, &e).contains(r#" cert="MTL0001 x\n" "#));
     }
 
     #[test]

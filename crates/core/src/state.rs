@@ -209,6 +209,8 @@ impl ClinicState {
                 .collect::<Vec<_>>()
                 .join(" "),
             outcome: outcome_text(&reply),
+            // Known to the executing leader only: it sets it.
+            authenticated: None,
         };
         (reply, Effect { change, audit })
     }

@@ -16,7 +16,7 @@ use crate::replica::{address_book, initial_leader, wire_config};
 use crate::status::{ProcessStatus, StatusWriter};
 use crate::NodeError;
 use dcms_corba::{ClinicService, ServiceError};
-use dcms_core::{FtRequest, Reply, Request};
+use dcms_core::{FtRequest, ManagerId, Reply, Request};
 use dcms_repl::{ClientOutcome, FrontEnd, FrontEndConfig};
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,6 +35,8 @@ struct Submit {
     request: Request,
     /// The client's FT-CORBA identity, when it sent one.
     ft: Option<FtRequest>,
+    /// The manager the client's TLS certificate proved, over TLS.
+    authenticated: Option<ManagerId>,
     done: std::sync::mpsc::SyncSender<Done>,
 }
 
@@ -50,6 +52,15 @@ impl ClinicService for ReplicatedService {
     }
 
     fn call_ft(&self, request: Request, ft: Option<FtRequest>) -> Result<Reply, ServiceError> {
+        self.call_as(request, ft, None)
+    }
+
+    fn call_as(
+        &self,
+        request: Request,
+        ft: Option<FtRequest>,
+        authenticated: Option<ManagerId>,
+    ) -> Result<Reply, ServiceError> {
         // An oversized argument would be refused by validation anyway: refuse
         // it here, before it travels (and is retransmitted) to the replicas.
         if let Err(e) = request.check_size() {
@@ -57,7 +68,12 @@ impl ClinicService for ReplicatedService {
         }
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         self.tx
-            .try_send(Submit { request, ft, done })
+            .try_send(Submit {
+                request,
+                ft,
+                authenticated,
+                done,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ServiceError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => {
@@ -338,7 +354,8 @@ fn submit(
                 .map(|f| format!("{}/{}", f.client_id, f.retention_id))
     );
     let _g = span.enter();
-    let seq = fe.submit_ft(now, s.request, s.ft);
+    let authenticated = s.authenticated.map(|id| id.to_string());
+    let seq = fe.submit_as(now, s.request, s.ft, authenticated);
     debug!(seq, "submitted");
     waiters.insert(seq, (s.done, Instant::now()));
 }

@@ -264,6 +264,10 @@ impl LocalCluster {
 /// Stops `child`: SIGTERM, then SIGKILL if it has not exited after
 /// `grace`; waits for it either way. False when it had to be killed.
 pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    if let Ok(Some(_)) = child.try_wait() {
+        // Already reaped: its PID may be another process's by now.
+        return true;
+    }
     // SAFETY: kill(2) with the PID of a child we own (not yet reaped, so
     // the PID is still ours); no memory is touched.
     unsafe {

@@ -81,6 +81,7 @@ mod tests {
                     seq,
                     request,
                     ft: None,
+                    authenticated: None,
                 }],
             )
             .remove(0)

@@ -301,6 +301,7 @@ mod tests {
                     operation: "getRecordCounts".into(),
                     arguments: String::new(),
                     outcome: "ok".into(),
+                    authenticated: None,
                 },
             },
             reply: Ok(dcms_core::Outcome::Counts(Default::default())),

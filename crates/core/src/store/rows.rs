@@ -72,10 +72,13 @@ pub(crate) fn write_retained(tx: &rusqlite::Transaction<'_>, r: &Retained) -> ru
     ])
     .map(|_| ())
 }
+
+/// The audit trail, in position order.
 pub(crate) fn read_audit(conn: &Connection, path: &Path) -> Result<Vec<(u64, AuditEntry)>> {
     let mut stmt = conn
         .prepare(
-            "SELECT position, time_ms, manager_id, clinic, operation, arguments, outcome
+            "SELECT position, time_ms, manager_id, clinic, operation, arguments, outcome,
+                    authenticated
              FROM audit ORDER BY position",
         )
         .map_err(|e| sql(path, e))?;
@@ -91,6 +94,7 @@ pub(crate) fn read_audit(conn: &Connection, path: &Path) -> Result<Vec<(u64, Aud
                     operation: r.get(4)?,
                     arguments: r.get(5)?,
                     outcome: r.get(6)?,
+                    authenticated: r.get(7)?,
                 },
             ))
         })
@@ -177,8 +181,9 @@ pub(crate) fn write_audit(
     chain: Option<&LogHash>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome, chain)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (position, time_ms, manager_id, clinic, operation, arguments, outcome,
+                            chain, authenticated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         position as i64,
@@ -189,6 +194,7 @@ pub(crate) fn write_audit(
         a.arguments,
         a.outcome,
         chain.map(|h| h.0.to_vec()),
+        a.authenticated,
     ])?;
     Ok(())
 }

@@ -16,7 +16,9 @@ use rusqlite::{params, OptionalExtension};
 /// position).
 /// Version 3: `doctors` and `nurses` in place of the `records` table, which
 /// is now a view of both with the old columns.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+/// Version 4: `audit.authenticated` (the manager a TLS client certificate
+/// proved, `NULL` for a self-declared manager ID).
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Each kind's records in the columns of the `records` view (and of schema
 /// version 2), for `read_record`.
@@ -102,7 +104,8 @@ CREATE TABLE IF NOT EXISTS audit (
     operation  TEXT NOT NULL,
     arguments  TEXT NOT NULL,
     outcome    TEXT NOT NULL,
-    chain      BLOB                -- the LogHash after this entry
+    chain      BLOB,               -- the LogHash after this entry
+    authenticated TEXT             -- the manager a client certificate proved
 );
 -- Replies kept for FT-CORBA retries, by the client's request identity,
 -- until `expires_ms` (plus a grace for clock skew) has passed in the log's
@@ -137,7 +140,7 @@ impl Store {
         match version {
             None => self.set_meta("schema_version", SCHEMA_VERSION)?,
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(old @ (1 | 2)) => {
+            Some(old @ 1..=3) => {
                 let tx = self.conn.transaction().map_err(e)?;
                 if old == 1 {
                     // Version 1 kept no log hashes: the hash stays unknown
@@ -145,16 +148,24 @@ impl Store {
                     tx.execute_batch("ALTER TABLE audit ADD COLUMN chain BLOB")
                         .map_err(e)?;
                 }
-                // The records move to their kind's table; the view created
-                // by SCHEMA (skipped while the table held the name) replaces
-                // the table.
+                if old <= 2 {
+                    // The records move to their kind's table; the view
+                    // created by SCHEMA (skipped while the table held the
+                    // name) replaces the table.
+                    tx.execute_batch(&format!(
+                        "INSERT INTO doctors SELECT number, clinic, first_name, last_name,
+                             address, phone, specialization, location FROM records
+                             WHERE kind = 'DR';
+                         INSERT INTO nurses SELECT number, clinic, first_name, last_name,
+                             designation, status, status_date FROM records WHERE kind = 'NR';
+                         DROP TABLE records;
+                         {SCHEMA}"
+                    ))
+                    .map_err(e)?;
+                }
+                // Lines written before were not authenticated.
                 tx.execute_batch(&format!(
-                    "INSERT INTO doctors SELECT number, clinic, first_name, last_name, address,
-                         phone, specialization, location FROM records WHERE kind = 'DR';
-                     INSERT INTO nurses SELECT number, clinic, first_name, last_name,
-                         designation, status, status_date FROM records WHERE kind = 'NR';
-                     DROP TABLE records;
-                     {SCHEMA}
+                    "ALTER TABLE audit ADD COLUMN authenticated TEXT;
                      UPDATE meta SET value = {SCHEMA_VERSION} WHERE key = 'schema_version';"
                 ))
                 .map_err(e)?;

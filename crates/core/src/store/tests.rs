@@ -566,10 +566,59 @@ fn a_version_1_store_gains_log_hashes_that_stay_unknown() {
     assert_eq!(store.log_hash(), None, "a line of version 1: unknown");
 }
 
+/// Turns a store of this version into one of schema version 3: no
+/// `audit.authenticated`.
+fn downgrade_to_v3(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE audit DROP COLUMN authenticated;
+         UPDATE meta SET value = 3 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_audit_trail_keeps_the_authenticated_manager_and_a_version_3_store_gains_it() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("a.db");
+    let mut state = ClinicState::new();
+    let mut entries = execute_all(
+        &mut state,
+        1,
+        &[doctor("MTL0001", "Doe"), nurse("LVL0001", "Roe")],
+    );
+    entries[1].effect.audit.authenticated = Some("LVL0001".into());
+    {
+        let mut store = Store::open(&path, SyncMode::Normal).unwrap();
+        store.commit(&entries).unwrap();
+        let audit = store.audit().unwrap();
+        assert_eq!(audit[0].1.authenticated, None);
+        assert_eq!(audit[1].1.authenticated.as_deref(), Some("LVL0001"));
+    }
+    downgrade_to_v3(&path);
+    let mut store = Store::open(&path, SyncMode::Normal).unwrap();
+    assert_eq!(store.meta("schema_version").unwrap(), Some(SCHEMA_VERSION));
+    assert_eq!(store.last_applied(), 2);
+    let audit = store.audit().unwrap();
+    assert!(
+        audit.iter().all(|(_, a)| a.authenticated.is_none()),
+        "lines of version 3 were not authenticated"
+    );
+    let mut more = execute_all(&mut state, 3, &[doctor("DDO0001", "Poe")]);
+    more[0].effect.audit.authenticated = Some("DDO0001".into());
+    store.commit(&more).unwrap();
+    drop(store);
+    let store = Store::open(&path, SyncMode::Normal).unwrap();
+    let audit = store.audit().unwrap();
+    assert_eq!(audit.len(), 3);
+    assert_eq!(audit[2].1.authenticated.as_deref(), Some("DDO0001"));
+}
+
 /// Turns a store of this version into one of schema version 2, as an older
 /// dcms left it: every record in one `records` table keyed by kind and
 /// number.
 fn downgrade_to_v2(path: &Path) {
+    downgrade_to_v3(path);
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "BEGIN;

@@ -177,6 +177,8 @@ struct Pending {
     request: Request,
     /// The client's FT identity, sent with every transmission.
     ft: Option<FtRequest>,
+    /// The manager the client's TLS certificate proved, likewise.
+    authenticated: Option<String>,
     deadline: u64,
     reported: bool,
     /// (first sent, last sent, transmissions), once sent.
@@ -294,6 +296,20 @@ impl FrontEnd {
     /// (a retry gets the first execution's reply), and not after its
     /// expiration. Read-only requests ignore it (a read may run again).
     pub fn submit_ft(&mut self, now_ms: u64, request: Request, ft: Option<FtRequest>) -> Seq {
+        self.submit_as(now_ms, request, ft, None)
+    }
+
+    /// Like [`FrontEnd::submit_ft`], for a client that proved with its TLS
+    /// certificate to be manager `authenticated` (the caller checked that
+    /// the request is that manager's): the leader records it in the
+    /// request's audit line. Reads leave no audit line and ignore it.
+    pub fn submit_as(
+        &mut self,
+        now_ms: u64,
+        request: Request,
+        ft: Option<FtRequest>,
+        authenticated: Option<String>,
+    ) -> Seq {
         self.expire_deadlines(now_ms);
         if request.is_read_only() {
             let id = self.next_read;
@@ -303,6 +319,7 @@ impl FrontEnd {
                 Pending {
                     request,
                     ft: None,
+                    authenticated: None,
                     deadline: now_ms + self.config.outcome_timeout_ms,
                     reported: false,
                     sent: None,
@@ -318,6 +335,7 @@ impl FrontEnd {
             Pending {
                 request,
                 ft,
+                authenticated,
                 deadline: now_ms + self.config.outcome_timeout_ms,
                 reported: false,
                 sent: None,
@@ -351,6 +369,7 @@ impl FrontEnd {
             seq,
             request: p.request.clone(),
             ft: p.ft.clone(),
+            authenticated: p.authenticated.clone(),
         });
     }
 

@@ -96,7 +96,7 @@ use core::Core;
 use dcms_core::store::LogHash;
 use dcms_core::{Batch, ClinicState, StateDigest};
 use fencing::frontend_may_send;
-use leader::LeaderState;
+use leader::{LeaderState, Origin};
 pub use ready::{Meta, ReplicaEvent, ReplicaReady, ReplicaStats};
 use std::collections::{BTreeMap, VecDeque};
 pub use view::{PeerStatus, ViewEvent, ViewStatus};
@@ -350,8 +350,17 @@ impl Replica {
         let from_replica = self.core.is_replica(from);
         let serving = self.serving();
         match (&mut self.role, message) {
-            (RoleState::Leader(l), Message::Request { seq, request, ft }) if !from_replica => {
-                l.on_request(&mut self.core, now_ms, from.0, seq, request, ft)
+            (
+                RoleState::Leader(l),
+                Message::Request {
+                    seq,
+                    request,
+                    ft,
+                    authenticated,
+                },
+            ) if !from_replica => {
+                let origin = Origin { ft, authenticated };
+                l.on_request(&mut self.core, now_ms, from.0, seq, request, origin)
             }
             (RoleState::Leader(l), Message::Read { id, request }) if !from_replica => {
                 l.on_read(&mut self.core, now_ms, from.0, id, request)

@@ -68,6 +68,7 @@ fn request(seq: Seq) -> Vec<u8> {
             seq,
             request: create(seq as u32),
             ft: None,
+            authenticated: None,
         }],
     )
 }
@@ -102,6 +103,39 @@ fn ack(r: &Replica) -> Message {
         applied: r.applied(),
         digest: r.digest(),
     }
+}
+
+/// The manager a front end says the client's certificate proved reaches
+/// the audit line, canonical, also for a request held back behind a gap;
+/// one that is not a manager ID is not recorded.
+#[test]
+fn the_leader_audits_the_authenticated_manager() {
+    let mut l = replica(L);
+    let send = |l: &mut Replica, seq: Seq, authenticated: Option<&str>| {
+        let dg = encode(
+            FE,
+            L,
+            1,
+            &[Message::Request {
+                seq,
+                request: create(seq as u32),
+                ft: None,
+                authenticated: authenticated.map(str::to_string),
+            }],
+        );
+        l.handle_datagram(0, &dg).unwrap();
+    };
+    send(&mut l, 1, Some("mtl0001"));
+    send(&mut l, 3, Some("MTL0001 x"));
+    send(&mut l, 2, None);
+    let (_, persist, _) = out(&mut l);
+    assert_eq!(positions(&persist), vec![1, 2, 3]);
+    let audited: Vec<Option<&str>> = persist
+        .iter()
+        .map(|e| e.effect.audit.authenticated.as_deref())
+        .collect();
+    assert_eq!(audited, vec![Some("MTL0001"), None, None]);
+    assert_eq!(l.stats().unexpected, 1, "the bad identity is counted");
 }
 
 #[test]
@@ -337,6 +371,7 @@ fn stale_epochs_and_strangers_are_refused() {
             seq: 1,
             request: create(1),
             ft: None,
+            authenticated: None,
         }],
     );
     b.handle_datagram(0, &misdirected).unwrap();
@@ -489,6 +524,7 @@ fn silent_streams_expire_and_the_number_of_streams_is_bounded() {
                     seq,
                     request: create(seq as u32),
                     ft: None,
+                    authenticated: None,
                 }],
             )
             .remove(0)
@@ -699,6 +735,7 @@ fn an_ft_identity_executes_once_across_streams_and_never_after_its_expiration() 
                 seq,
                 request: create(n),
                 ft: Some(ft),
+                authenticated: None,
             }],
         )
     };

@@ -56,8 +56,11 @@ use std::sync::Arc;
 
 /// The first bytes of every datagram.
 pub const MAGIC: [u8; 4] = *b"DCMS";
-/// The encoding version this code writes and reads.
-pub const VERSION: u8 = 3;
+/// The encoding version this code writes and reads (4: a request carries
+/// the manager its client's certificate proved, and so does an audit entry).
+/// Processes of other versions refuse each other's datagrams: a cluster is
+/// upgraded as a whole.
+pub const VERSION: u8 = 4;
 /// Bytes before the first frame: magic, version, then cluster, key, sender,
 /// to, epoch, incarnation and counter.
 pub const HEADER_LEN: usize = 4 + 1 + 7 * 8;
@@ -209,11 +212,15 @@ pub struct Fragment {
 pub enum Message {
     /// Front end to leader: request `seq` of the sender's stream, with the
     /// client's FT-CORBA identity when it sent one (a retry of the same
-    /// identity, in any stream, gets the first execution's reply).
+    /// identity, in any stream, gets the first execution's reply), and
+    /// the manager ID the client's TLS certificate proved when it called
+    /// over TLS (the front end checked it is the request's; the leader
+    /// writes it into the audit line).
     Request {
         seq: Seq,
         request: Request,
         ft: Option<FtRequest>,
+        authenticated: Option<String>,
     },
     /// Leader to front end: the committed reply to request `seq`.
     Reply { seq: Seq, reply: Reply },

@@ -85,6 +85,7 @@ fn entry() -> impl Strategy<Value = LogEntry> {
                     operation: "editRecord".into(),
                     arguments,
                     outcome: "error: x".into(),
+                    authenticated: (position % 2 == 0).then(|| "MTL0001".into()),
                 },
             },
             reply,
@@ -94,11 +95,18 @@ fn entry() -> impl Strategy<Value = LogEntry> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u64>(), request(), ft()).prop_map(|(seq, request, ft)| Message::Request {
-            seq,
-            request,
-            ft
-        }),
+        (
+            any::<u64>(),
+            request(),
+            ft(),
+            prop::option::of("[A-Z]{3}[0-9]{4}")
+        )
+            .prop_map(|(seq, request, ft, authenticated)| Message::Request {
+                seq,
+                request,
+                ft,
+                authenticated,
+            }),
         (any::<u64>(), reply()).prop_map(|(seq, reply)| Message::Reply { seq, reply }),
         prop::collection::vec(any::<u64>(), 0..80)
             .prop_map(|missing| Message::RequestNack { missing }),

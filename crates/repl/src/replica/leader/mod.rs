@@ -17,12 +17,14 @@ mod commit;
 mod sequencer;
 mod takeover;
 
+pub(super) use sequencer::Origin;
+
 use super::reads::Reads;
 use super::{Core, ReplicaConfig};
 use crate::ids::{Epoch, NodeId, Position, Seq, StreamId};
 use crate::recover::Recovered;
 use dcms_core::store::LogHash;
-use dcms_core::{FtRequest, LogEntry, Request, StateDigest};
+use dcms_core::{LogEntry, Request, StateDigest};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -100,7 +102,7 @@ pub(super) struct LeaderState {
     committed_digest: StateDigest,
     backups: BTreeMap<NodeId, BackupProgress>,
     /// Requests held back beyond each stream's next expected number.
-    held: BTreeMap<StreamId, BTreeMap<Seq, (Request, Option<FtRequest>)>>,
+    held: BTreeMap<StreamId, BTreeMap<Seq, (Request, Origin)>>,
     /// When to NACK each stream with a gap.
     nack_at: BTreeMap<StreamId, u64>,
     phase: Phase,

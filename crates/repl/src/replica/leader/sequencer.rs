@@ -18,8 +18,17 @@ use crate::ids::{NodeId, Seq, StreamId};
 use crate::replica::Core;
 use crate::session::Lookup;
 use crate::wire::Message;
-use dcms_core::{DomainError, FtRequest, LogEntry, Request, RequestKey};
+use dcms_core::{DomainError, FtRequest, LogEntry, ManagerId, Request, RequestKey};
 use std::sync::Arc;
+
+/// Who a request comes from, beyond its stream: the client's FT-CORBA
+/// identity, and the manager its TLS certificate proved (checked by the
+/// front end against the request's manager ID), each when there is one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(in crate::replica) struct Origin {
+    pub ft: Option<FtRequest>,
+    pub authenticated: Option<String>,
+}
 
 /// Why an FT identity may not be retained, if it may not: an expiration
 /// more than `MAX_FT_EXPIRATION_MS` ahead, or an empty or oversized client
@@ -49,7 +58,7 @@ impl LeaderState {
         stream: StreamId,
         seq: Seq,
         request: Request,
-        ft: Option<FtRequest>,
+        origin: Origin,
     ) {
         if seq == 0 {
             core.stats.unexpected += 1;
@@ -88,7 +97,7 @@ impl LeaderState {
             // margin) and its identity never executed: this serving
             // leader's log holds everything that may have committed, and
             // no leader executes an expired request (see `execute`).
-            let expired = ft.as_ref().is_some_and(|ft| {
+            let expired = origin.ft.as_ref().is_some_and(|ft| {
                 now_ms >= ft.expires_ms.saturating_add(core.config.clock_skew_ms)
                     && core.sessions.retained(ft).is_none()
             });
@@ -119,7 +128,7 @@ impl LeaderState {
                 return;
             }
             let held = self.held.entry(stream).or_default();
-            if held.insert(seq, (request, ft)).is_none() {
+            if held.insert(seq, (request, origin)).is_none() {
                 core.stats.held_back += 1;
             }
             self.nack_at
@@ -131,7 +140,7 @@ impl LeaderState {
             core.stats.backpressure_drops += 1;
             return;
         }
-        self.execute(core, now_ms, RequestKey { stream, seq }, &request, ft);
+        self.execute(core, now_ms, RequestKey { stream, seq }, &request, origin);
         self.drain_held(core, now_ms, stream);
     }
 
@@ -139,11 +148,17 @@ impl LeaderState {
     pub(super) fn drain_held(&mut self, core: &mut Core, now_ms: u64, stream: StreamId) {
         while self.window.len() < core.config.max_window {
             let next = core.sessions.head(stream) + 1;
-            let Some((request, ft)) = self.held.get_mut(&stream).and_then(|h| h.remove(&next))
+            let Some((request, origin)) = self.held.get_mut(&stream).and_then(|h| h.remove(&next))
             else {
                 break;
             };
-            self.execute(core, now_ms, RequestKey { stream, seq: next }, &request, ft);
+            self.execute(
+                core,
+                now_ms,
+                RequestKey { stream, seq: next },
+                &request,
+                origin,
+            );
         }
         if self.held.get(&stream).is_some_and(|h| h.is_empty()) {
             self.held.remove(&stream);
@@ -154,14 +169,16 @@ impl LeaderState {
     /// Executes `request` as the stream's next number, into the log. With
     /// an FT identity that already executed (in any stream), the entry
     /// changes nothing and carries the first execution's reply; with one
-    /// whose expiration has passed, it changes nothing and says so.
+    /// whose expiration has passed, it changes nothing and says so. The
+    /// audit line names the manager the client's certificate proved, when
+    /// it is a valid manager ID (a front end sends only such).
     fn execute(
         &mut self,
         core: &mut Core,
         now_ms: u64,
         key: RequestKey,
         request: &Request,
-        ft: Option<FtRequest>,
+        origin: Origin,
     ) {
         assert_eq!(self.phase, Phase::Serving, "only a serving leader executes");
         assert_eq!(key.seq, core.sessions.head(key.stream) + 1);
@@ -173,7 +190,17 @@ impl LeaderState {
             core.state.keep_name_index(true);
         }
         let (mut reply, mut effect) = core.state.execute(request, now_ms);
-        let mut ft = ft;
+        effect.audit.authenticated = match origin.authenticated {
+            Some(id) => match ManagerId::parse(&id) {
+                Ok(id) => Some(id.to_string()),
+                Err(_) => {
+                    core.stats.unexpected += 1;
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut ft = origin.ft;
         if let Some(why) = ft.as_ref().and_then(|ft| ft_out_of_bounds(ft, now_ms)) {
             // The front end checks this too; a leader retains nothing a
             // front end could not ask for.
