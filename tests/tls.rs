@@ -107,6 +107,26 @@ fn footprint(cluster: &LocalCluster, ca: &str, cert: &str) -> (String, Vec<(Stri
     (counts, positions)
 }
 
+/// MTL0001 certificates that must not work, written in `into`: one of the
+/// cluster's CA that expired yesterday, and a valid one of another CA.
+fn bad_certificates(dir: &TlsDir, into: &Path) -> (PathBuf, PathBuf) {
+    let mtl = || pki::manager_id("MTL0001").unwrap();
+    let expired = into.join("expired.pem");
+    let past = Validity::between(
+        time::OffsetDateTime::now_utc() - time::Duration::days(30),
+        time::OffsetDateTime::now_utc() - time::Duration::days(1),
+    );
+    let cert = Ca::load(dir).unwrap().issue_manager(mtl(), past).unwrap();
+    std::fs::write(&expired, cert.combined()).unwrap();
+    let other = into.join("other-ca.pem");
+    let stranger = Ca::generate("another CA", Validity::days(10).unwrap()).unwrap();
+    let cert = stranger
+        .issue_manager(mtl(), Validity::days(10).unwrap())
+        .unwrap();
+    std::fs::write(&other, cert.combined()).unwrap();
+    (expired, other)
+}
+
 #[test]
 fn a_tls_cluster_serves_each_manager_only_with_its_own_certificate() {
     let tmp = tempfile::tempdir().unwrap();
@@ -240,25 +260,7 @@ fn a_tls_cluster_serves_each_manager_only_with_its_own_certificate() {
     assert!(lvl2_call.status.success(), "{}", text(&lvl2_call));
 
     // Certificates that must not work: expired, of another CA.
-    let expired = tmp.path().join("expired.pem");
-    let the_ca = Ca::load(&dir).unwrap();
-    let past = Validity::between(
-        time::OffsetDateTime::now_utc() - time::Duration::days(30),
-        time::OffsetDateTime::now_utc() - time::Duration::days(1),
-    );
-    let cert = the_ca
-        .issue_manager(pki::manager_id("MTL0001").unwrap(), past)
-        .unwrap();
-    std::fs::write(&expired, cert.combined()).unwrap();
-    let other = tmp.path().join("other-ca.pem");
-    let stranger = Ca::generate("another CA", Validity::days(10).unwrap()).unwrap();
-    let cert = stranger
-        .issue_manager(
-            pki::manager_id("MTL0001").unwrap(),
-            Validity::days(10).unwrap(),
-        )
-        .unwrap();
-    std::fs::write(&other, cert.combined()).unwrap();
+    let (expired, other) = bad_certificates(&dir, tmp.path());
 
     let before = footprint(&cluster, &ca, &mtl);
     // MTL0001's certificate calling as LVL0001: NotAuthorized.
@@ -478,25 +480,7 @@ fn omniorbpy_over_tls_is_served_only_with_a_good_certificate() {
         "{by_url}"
     );
 
-    let the_ca = Ca::load(&dir).unwrap();
-    let expired = tmp.path().join("expired.pem");
-    let past = Validity::between(
-        time::OffsetDateTime::now_utc() - time::Duration::days(30),
-        time::OffsetDateTime::now_utc() - time::Duration::days(1),
-    );
-    let cert = the_ca
-        .issue_manager(pki::manager_id("MTL0001").unwrap(), past)
-        .unwrap();
-    std::fs::write(&expired, cert.combined()).unwrap();
-    let other = tmp.path().join("other-ca.pem");
-    let stranger = Ca::generate("another CA", Validity::days(10).unwrap()).unwrap();
-    let cert = stranger
-        .issue_manager(
-            pki::manager_id("MTL0001").unwrap(),
-            Validity::days(10).unwrap(),
-        )
-        .unwrap();
-    std::fs::write(&other, cert.combined()).unwrap();
+    let (expired, other) = bad_certificates(&dir, tmp.path());
 
     let ca_s = ca.display().to_string();
     let mtl_s = mtl.display().to_string();
