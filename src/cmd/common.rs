@@ -111,6 +111,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the tokio runtime")
 }
 
+/// The tokio runtime of a front end: its event loop and its ORB's I/O
+/// tasks share the two workers, so that a request read by an I/O task
+/// reaches the event loop, and a reply the event loop writes reaches the
+/// socket, without waking another thread.
+pub fn shared_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dcms-io")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

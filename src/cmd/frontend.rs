@@ -19,7 +19,9 @@
 //! configuration, `dcms_corba::group`) when replicated. It runs until
 //! SIGINT or SIGTERM.
 
-use super::common::{runtime, shutdown_signal, write_atomically, ClusterArgs, FaultArgs};
+use super::common::{
+    runtime, shared_runtime, shutdown_signal, write_atomically, ClusterArgs, FaultArgs,
+};
 use anyhow::Context;
 use dcms_corba::{serve, Admission, ClinicService, ServeOptions, Standalone};
 use dcms_node::config::ClusterConfig;
@@ -96,7 +98,12 @@ pub struct FrontendArgs {
 }
 
 pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
-    let rt = runtime()?;
+    // Replicated, the ORB runs on the event loop's runtime.
+    let rt = if args.config.is_some() {
+        shared_runtime()?
+    } else {
+        runtime()?
+    };
     let mut opts = ServeOptions {
         listen: args
             .listen
@@ -157,6 +164,7 @@ pub fn run(args: FrontendArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("starting front end {id}"))?;
         rt.spawn(event_loop);
+        opts.runtime = Some(rt.handle().clone());
         Arc::new(service)
     } else if args.standalone {
         let dir = args

@@ -230,6 +230,16 @@ pub fn current(pi: &PiCurrent) -> Option<Result<FtRequest, String>> {
     octets_of(&any).map(decode_context)
 }
 
+/// The `FT_REQUEST` context among a request's service contexts, if the
+/// client sent one (`Err` names what is wrong with it): for a servant that
+/// reads the contexts itself ([`rustorb_core::DeferredServant`]).
+pub fn in_contexts(contexts: &[ServiceContext]) -> Option<Result<FtRequest, String>> {
+    contexts
+        .iter()
+        .find(|sc| sc.context_id == service_id::FT_REQUEST)
+        .map(|sc| decode_context(&sc.context_data))
+}
+
 /// In a client: runs `call` with `ft` as the `FT_REQUEST` context of the
 /// requests it makes on this thread. `false` (and no call) when the ORB
 /// has no slot for it (created before [`install`]).

@@ -42,7 +42,7 @@ pub use group::{group_corbaloc, group_corbaloc_tls, group_ior, group_ior_tls};
 pub use idl::{DcmsException, IdlRecord, IdlRecordPage, RecordKind};
 pub use servant::{Admission, ClinicServant};
 pub use server::{serve, RunningServer, ServeError, ServeOptions, TlsFiles};
-pub use service::{ClinicService, ServiceError, Standalone};
+pub use service::{ClinicService, Done, ServiceError, Standalone};
 
 #[cfg(test)]
 mod tests;

@@ -2,14 +2,17 @@
 //! runs them on a [`ClinicService`] and encodes the outcome, with a bound
 //! on the requests running and waiting at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dcms_core::{DoctorFields, DomainError, NurseFields, Outcome, Reply, Request};
+use dcms_core::{
+    DoctorFields, DomainError, FtRequest, ManagerId, NurseFields, Outcome, Reply, Request,
+};
 use rustorb_core::pi::PiCurrent;
 use rustorb_core::{
-    minor, CompletionStatus, InStream, OutStream, Servant, ServerReply, SystemException,
-    SystemExceptionKind,
+    minor, CompletionStatus, DeferredRequest, DeferredServant, InStream, OutStream, Responder,
+    Servant, ServerReply, SystemException, SystemExceptionKind,
 };
 
 use crate::idl::{self, DcmsException, IdlRecord};
@@ -269,6 +272,8 @@ impl Gate {
 pub struct ClinicServant {
     service: Arc<dyn ClinicService>,
     gate: Gate,
+    /// Requests started and not answered yet ([`DeferredServant`]).
+    started: Arc<AtomicUsize>,
     /// Where the `FT_REQUEST` context of the running request is (see
     /// [`crate::ft`]); `None`: contexts are not looked at.
     pi: Option<PiCurrent>,
@@ -297,6 +302,7 @@ impl ClinicServant {
                 slots: Mutex::default(),
                 freed: Condvar::new(),
             },
+            started: Arc::default(),
             pi: None,
             authenticate: false,
         }
@@ -321,31 +327,11 @@ impl ClinicServant {
 
     /// Decodes, runs and answers one request, without the ORB's reply.
     pub fn handle(&self, operation: &str, input: &mut InStream<'_>) -> Answer {
-        let request = match decode_request(operation, input) {
-            Ok(r) => r,
-            Err(e) => return Answer::System(e),
-        };
-        let authenticated = if self.authenticate {
-            let chain = rustorb_core::peer_certificates();
-            match crate::auth::check(request.manager_id(), chain.as_deref()) {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    tracing::warn!(operation, "refused: {e}");
-                    return answer(operation, Ok(Err(e)));
-                }
-            }
-        } else {
-            None
-        };
-        // The FT identity matters for writes only (a read may run twice).
-        let ft = match self.pi.as_ref().and_then(crate::ft::current) {
-            Some(_) if request.is_read_only() => None,
-            Some(Ok(ft)) => match crate::ft::check(&ft) {
-                Ok(()) => Some(ft),
-                Err(reason) => return ft_refusal(operation, reason),
-            },
-            Some(Err(reason)) => return ft_refusal(operation, reason),
-            None => None,
+        let ft = self.pi.as_ref().and_then(crate::ft::current);
+        let peer = rustorb_core::peer_certificates();
+        let (request, ft, authenticated) = match self.admit(operation, input, peer, ft) {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
         };
         let Some(_permit) = self.gate.enter() else {
             tracing::warn!("refusing {operation}: too many requests at once");
@@ -353,6 +339,107 @@ impl ClinicServant {
         };
         let result = self.service.call_as(request, ft, authenticated);
         answer(operation, result)
+    }
+
+    /// What a request must pass before it reaches the service: it decodes,
+    /// its manager is the one the client's certificate names (with client
+    /// certificates), and its `FT_REQUEST` context (`ft`, as the client sent
+    /// it) is well formed. `Err` is the answer that refuses it.
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &self,
+        operation: &str,
+        input: &mut InStream<'_>,
+        peer: Option<rustorb_core::PeerCertificates>,
+        ft: Option<Result<FtRequest, String>>,
+    ) -> Result<(Request, Option<FtRequest>, Option<ManagerId>), Answer> {
+        let request = decode_request(operation, input).map_err(Answer::System)?;
+        let authenticated = if self.authenticate {
+            match crate::auth::check(request.manager_id(), peer.as_deref()) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::warn!(operation, "refused: {e}");
+                    return Err(answer(operation, Ok(Err(e))));
+                }
+            }
+        } else {
+            None
+        };
+        // The FT identity matters for writes only (a read may run twice).
+        let ft = match ft {
+            Some(_) if request.is_read_only() => None,
+            Some(Ok(ft)) => match crate::ft::check(&ft) {
+                Ok(()) => Some(ft),
+                Err(reason) => return Err(ft_refusal(operation, reason)),
+            },
+            Some(Err(reason)) => return Err(ft_refusal(operation, reason)),
+            None => None,
+        };
+        Ok((request, ft, authenticated))
+    }
+}
+
+/// Writes `answer` as the reply to `operation`.
+fn write_answer(answer: Answer, reply: &mut ServerReply) -> Result<(), SystemException> {
+    match answer {
+        Answer::System(e) => Err(e),
+        Answer::User(ex) => {
+            let mut out = reply.user_exception(ex.repository_id())?;
+            ex.write_members(&mut out)
+        }
+        ok => write_result(&ok, &mut reply.output()),
+    }
+}
+
+/// A request in the service, counted until its answer is sent.
+struct Started(Arc<AtomicUsize>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// For a service that [answers later](ClinicService::answers_later): the
+/// ORB starts each request on the I/O task that read it, and the service's
+/// completion writes the reply, so no thread waits for the cluster. At
+/// most `max_running + max_waiting` requests are in the service at once;
+/// beyond, `TRANSIENT` (completed no) at once.
+impl DeferredServant for ClinicServant {
+    fn start(&self, mut request: DeferredRequest<'_>, responder: Responder) {
+        let operation = request.operation.to_owned();
+        let ft = self
+            .pi
+            .as_ref()
+            .and_then(|_| crate::ft::in_contexts(request.contexts));
+        let admitted = self.admit(
+            &operation,
+            &mut request.input,
+            request.peer_certificates.take(),
+            ft,
+        );
+        let (request, ft, authenticated) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refused) => return responder.reply(|out| write_answer(refused, out)),
+        };
+        let limit = self.gate.limits.max_running + self.gate.limits.max_waiting;
+        if self.started.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.started.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("refusing {operation}: too many requests at once");
+            let refused = answer(&operation, Err(ServiceError::Overloaded));
+            return responder.reply(|out| write_answer(refused, out));
+        }
+        let started = Started(Arc::clone(&self.started));
+        self.service.start_as(
+            request,
+            ft,
+            authenticated,
+            Box::new(move |result| {
+                let answer = answer(&operation, result);
+                responder.reply(|out| write_answer(answer, out));
+                drop(started);
+            }),
+        );
     }
 }
 
@@ -367,13 +454,6 @@ impl Servant for ClinicServant {
         input: &mut InStream<'_>,
         reply: &mut ServerReply,
     ) -> Result<(), SystemException> {
-        match self.handle(operation, input) {
-            Answer::System(e) => Err(e),
-            Answer::User(ex) => {
-                let mut out = reply.user_exception(ex.repository_id())?;
-                ex.write_members(&mut out)
-            }
-            ok => write_result(&ok, &mut reply.output()),
-        }
+        write_answer(self.handle(operation, input), reply)
     }
 }

@@ -48,8 +48,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustorb_core::{
-    ClientAuth, EndpointAddr, IdAssignment, Lifespan, ObjectRef, Orb, OrbOptions, Policy, Servant,
-    SystemException, TlsOptions,
+    ClientAuth, DeferredServant, EndpointAddr, IdAssignment, Lifespan, ObjectRef, Orb, OrbOptions,
+    Policy, Servant, SystemException, TlsOptions,
 };
 use rustorb_naming::{NamingContext, NamingError};
 
@@ -86,6 +86,11 @@ pub struct ServeOptions {
     /// Serve IIOP over TLS only, requiring client certificates; `None`:
     /// plain IIOP.
     pub tls: Option<TlsFiles>,
+    /// The tokio runtime of the ORB's I/O tasks; `None`: a runtime of its
+    /// own. A service that [answers later](ClinicService::answers_later)
+    /// from tasks of a runtime passes that one, so that handing a request
+    /// from an I/O task to its task wakes no other thread.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The files of a TLS endpoint, PEM.
@@ -114,6 +119,7 @@ impl Default for ServeOptions {
             max_queued_reply_bytes: 16 * 1024 * 1024,
             follow_linger: Duration::ZERO,
             tls: None,
+            runtime: None,
         }
     }
 }
@@ -297,7 +303,11 @@ pub fn serve(
         ..OrbOptions::default()
     };
     crate::ft::install();
-    let orb = Orb::with_options(options).map_err(ServeError::Orb)?;
+    let orb = match &opts.runtime {
+        Some(handle) => Orb::try_with_runtime(options, handle.clone()),
+        None => Orb::with_options(options),
+    }
+    .map_err(ServeError::Orb)?;
     let root = orb
         .root_poa()
         .map_err(|e| ServeError::Listen(opts.listen, e))?;
@@ -311,16 +321,26 @@ pub fn serve(
             ],
         )
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let answers_later = service.answers_later();
     let mut servant = ClinicServant::new(service, admission).with_ft(orb.pi_current());
     if opts.tls.is_some() {
         servant = servant.with_client_certificates();
     }
-    let servant: Arc<dyn Servant> = Arc::new(servant);
-    poa.activate_object_with_id(b"ClinicManagement", servant)
-        .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    let servant = Arc::new(servant);
+    poa.activate_object_with_id(
+        b"ClinicManagement",
+        Arc::clone(&servant) as Arc<dyn Servant>,
+    )
+    .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
     let poa_ref = poa
         .id_to_reference(b"ClinicManagement")
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    if answers_later {
+        // The I/O task that reads a request starts it; the service's
+        // completion answers it. No upcall thread waits for the cluster.
+        orb.set_deferred_servant(&poa_ref, Some(servant as Arc<dyn DeferredServant>))
+            .map_err(|e| ServeError::Activate(format!("{e:?}")))?;
+    }
     let object = orb
         .register_object_key(idl::OBJECT_KEY, &poa_ref)
         .map_err(|e| ServeError::Activate(format!("{e:?}")))?;

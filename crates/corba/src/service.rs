@@ -39,7 +39,30 @@ pub trait ClinicService: Send + Sync + 'static {
         let _ = authenticated;
         self.call_ft(request, ft)
     }
+
+    /// Whether [`start_as`](Self::start_as) returns without waiting for the
+    /// outcome. The servant then starts requests on the ORB's I/O tasks and
+    /// no thread waits for a reply (the replicated front end); otherwise
+    /// each request holds an upcall thread while it runs.
+    fn answers_later(&self) -> bool {
+        false
+    }
+
+    /// [`call_as`](Self::call_as), answering through `done` (called once,
+    /// from any thread). By default it calls `call_as` and then `done`.
+    fn start_as(
+        &self,
+        request: Request,
+        ft: Option<FtRequest>,
+        authenticated: Option<ManagerId>,
+        done: Done,
+    ) {
+        done(self.call_as(request, ft, authenticated));
+    }
 }
+
+/// Where [`ClinicService::start_as`] delivers a request's outcome.
+pub type Done = Box<dyn FnOnce(Result<Reply, ServiceError>) + Send>;
 
 /// Why a [`ClinicService`] gave no outcome. How each one reaches a CORBA
 /// client is fixed here, in one place:

@@ -830,3 +830,164 @@ fn the_domains_list_size_estimate_covers_the_real_encoding() {
         assert!(estimate >= real, "estimate {estimate} < encoding {real}");
     }
 }
+
+/// A service that answers later: it keeps each started request until the
+/// test answers it.
+#[derive(Default)]
+struct Later {
+    held: Mutex<Vec<(Request, Option<dcms_core::FtRequest>, crate::Done)>>,
+}
+
+impl ClinicService for Later {
+    fn call(&self, _: Request) -> Result<Reply, ServiceError> {
+        Err(ServiceError::Unavailable(
+            "a service that answers later is started, not called".into(),
+        ))
+    }
+
+    fn answers_later(&self) -> bool {
+        true
+    }
+
+    fn start_as(
+        &self,
+        request: Request,
+        ft: Option<dcms_core::FtRequest>,
+        _: Option<dcms_core::ManagerId>,
+        done: crate::Done,
+    ) {
+        self.held.lock().unwrap().push((request, ft, done));
+    }
+}
+
+impl Later {
+    /// The requests held once there are `n`.
+    fn wait_for(&self, n: usize) -> Vec<(Request, Option<dcms_core::FtRequest>, crate::Done)> {
+        let t0 = Instant::now();
+        loop {
+            {
+                let mut held = self.held.lock().unwrap();
+                if held.len() >= n {
+                    return std::mem::take(&mut *held);
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{n} requests never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn start_later(admission: Admission) -> (Arc<Later>, crate::RunningServer, ClinicClient) {
+    let service = Arc::new(Later::default());
+    let server = serve(
+        service.clone(),
+        &ServeOptions {
+            admission,
+            ..ServeOptions::default()
+        },
+    )
+    .unwrap();
+    let client = ClinicClient::connect(&server.corbaloc(), &ClientOptions::default()).unwrap();
+    (service, server, client)
+}
+
+/// Answered in the reverse order of their arrival, from a thread of the
+/// test, each of several concurrent requests on one connection gets its
+/// own answer; and a write's `FT_REQUEST` context reaches the service.
+#[test]
+fn a_service_that_answers_later_gets_each_answer_to_its_own_request() {
+    let (service, server, client) = start_later(Admission::default());
+    let managers = ["MTL0001", "LVL0001", "DDO0001", "MTL0002"];
+    let calls: Vec<_> = managers
+        .iter()
+        .map(|m| {
+            let (c, m) = (client.clone(), m.to_string());
+            std::thread::spawn(move || c.get_record_counts(&m))
+        })
+        .collect();
+    let mut held = service.wait_for(managers.len());
+    while let Some((request, ft, done)) = held.pop() {
+        assert_eq!(ft, None, "a read carries no FT identity");
+        let n = managers
+            .iter()
+            .position(|m| *m == request.manager_id())
+            .unwrap() as u64;
+        done(Ok(Ok(Outcome::Counts(Counts([n, n + 10, n + 20])))));
+    }
+    for (n, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.join().unwrap().unwrap(),
+            format!("MTL {n}, LVL {}, DDO {}", n + 10, n + 20),
+            "{}'s answer",
+            managers[n]
+        );
+    }
+
+    let ft_client = ClinicClient::connect(
+        &server.corbaloc(),
+        &ClientOptions {
+            ft: Some(crate::client::FtOptions {
+                client_id: "later-client".into(),
+                expiration: Duration::from_secs(5),
+            }),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let write = std::thread::spawn(move || {
+        ft_client.create_n_record("MTL0001", "A", "B", "junior", "active", "2024-01-01")
+    });
+    let (_, ft, done) = service.wait_for(1).pop().unwrap();
+    assert_eq!(ft.expect("the write's identity").client_id, "later-client");
+    done(Ok(Ok(Outcome::RecordId(
+        RecordId::parse("NR10007").unwrap(),
+    ))));
+    assert_eq!(write.join().unwrap().unwrap(), "NR10007");
+}
+
+/// At most running + waiting requests are in a service that answers
+/// later; the next is refused at once with TRANSIENT, completed no, and
+/// is not started. A request the service drops unanswered gets
+/// TRANSIENT, completed maybe.
+#[test]
+fn a_service_that_answers_later_is_bounded_and_a_dropped_request_is_maybe() {
+    let (service, _server, client) = start_later(Admission {
+        max_running: 1,
+        max_waiting: 1,
+        max_wait: Duration::from_secs(30),
+    });
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let c = client.clone();
+            std::thread::spawn(move || c.get_record_counts("MTL0001"))
+        })
+        .collect();
+    let held = service.wait_for(2);
+    let t = Instant::now();
+    let e = system(client.get_record_counts("MTL0001"));
+    assert!(e.is(SystemExceptionKind::TRANSIENT), "{e}");
+    assert_eq!(e.completed, CompletionStatus::No);
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(service.held.lock().unwrap().is_empty(), "not started");
+    let mut held = held.into_iter();
+    let (_, _, first) = held.next().unwrap();
+    first(Ok(Ok(Outcome::Counts(Counts([1, 2, 3])))));
+    drop(held);
+    let mut answers: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+    answers.sort_by_key(|a| a.is_err());
+    assert_eq!(answers[0].as_deref().unwrap(), "MTL 1, LVL 2, DDO 3");
+    let e = system(answers.pop().unwrap());
+    assert!(e.is(SystemExceptionKind::TRANSIENT), "{e}");
+    assert_eq!(e.completed, CompletionStatus::Maybe);
+    // Both slots are free again.
+    let again = {
+        let c = client.clone();
+        std::thread::spawn(move || c.get_record_counts("MTL0001"))
+    };
+    let (_, _, done) = service.wait_for(1).pop().unwrap();
+    done(Ok(Ok(Outcome::Counts(Counts([0, 0, 0])))));
+    assert!(again.join().unwrap().is_ok());
+}

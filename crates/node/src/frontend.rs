@@ -28,8 +28,8 @@ use tracing::{debug, info, warn};
 /// TRANSIENT (COMPLETED_NO) at once instead of piling up.
 pub const MAX_QUEUED: usize = 4096;
 
-/// How a waiting caller is released.
-type Done = Result<ClientOutcome, ServiceError>;
+/// What a caller is told: the outcome, or why there is none.
+type Outcome = Result<ClientOutcome, ServiceError>;
 
 struct Submit {
     request: Request,
@@ -37,7 +37,7 @@ struct Submit {
     ft: Option<FtRequest>,
     /// The manager the client's TLS certificate proved, over TLS.
     authenticated: Option<ManagerId>,
-    done: std::sync::mpsc::SyncSender<Done>,
+    done: dcms_corba::Done,
 }
 
 /// The [`ClinicService`] the CORBA server calls.
@@ -61,33 +61,61 @@ impl ClinicService for ReplicatedService {
         ft: Option<FtRequest>,
         authenticated: Option<ManagerId>,
     ) -> Result<Reply, ServiceError> {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.start_as(
+            request,
+            ft,
+            authenticated,
+            Box::new(move |result| {
+                let _ = done.try_send(result);
+            }),
+        );
+        // The event loop ended while the request was in flight.
+        wait.recv().unwrap_or(Err(ServiceError::OutcomeUnknown))
+    }
+
+    fn answers_later(&self) -> bool {
+        true
+    }
+
+    fn start_as(
+        &self,
+        request: Request,
+        ft: Option<FtRequest>,
+        authenticated: Option<ManagerId>,
+        done: dcms_corba::Done,
+    ) {
         // An oversized argument would be refused by validation anyway: refuse
         // it here, before it travels (and is retransmitted) to the replicas.
         if let Err(e) = request.check_size() {
-            return Ok(Err(e));
+            return done(Ok(Err(e)));
         }
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        self.tx
-            .try_send(Submit {
-                request,
-                ft,
-                authenticated,
-                done,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => ServiceError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => {
-                    ServiceError::Unavailable("the front end is shutting down".into())
-                }
-            })?;
-        match wait.recv() {
-            Ok(Ok(ClientOutcome::Reply(reply))) => Ok(reply),
-            Ok(Ok(ClientOutcome::Unknown)) => Err(ServiceError::OutcomeUnknown),
-            Ok(Ok(ClientOutcome::NotExecuted(reason))) => Err(ServiceError::Unavailable(reason)),
-            Ok(Err(e)) => Err(e),
-            // The event loop ended while the request was in flight.
-            Err(_) => Err(ServiceError::OutcomeUnknown),
+        let submitted = self.tx.try_send(Submit {
+            request,
+            ft,
+            authenticated,
+            done,
+        });
+        if let Err(e) = submitted {
+            let (why, s) = match e {
+                mpsc::error::TrySendError::Full(s) => (ServiceError::Overloaded, s),
+                mpsc::error::TrySendError::Closed(s) => (
+                    ServiceError::Unavailable("the front end is shutting down".into()),
+                    s,
+                ),
+            };
+            (s.done)(Err(why));
         }
+    }
+}
+
+/// What the caller of a request hears for its outcome.
+fn answer(outcome: Outcome) -> Result<Reply, ServiceError> {
+    match outcome {
+        Ok(ClientOutcome::Reply(reply)) => Ok(reply),
+        Ok(ClientOutcome::Unknown) => Err(ServiceError::OutcomeUnknown),
+        Ok(ClientOutcome::NotExecuted(reason)) => Err(ServiceError::Unavailable(reason)),
+        Err(e) => Err(e),
     }
 }
 
@@ -249,7 +277,7 @@ pub fn start_frontend_with_metrics(
                         if let Some(m) = &metrics {
                             m.outcome(outcome_label(&c.outcome), arrived.elapsed());
                         }
-                        let _ = done.try_send(Ok(c.outcome));
+                        done(answer(Ok(c.outcome)));
                     }
                     None => debug!(seq = c.seq, "completion without a waiter"),
                 }
@@ -308,7 +336,7 @@ pub fn start_frontend_with_metrics(
         }
         // Waiters still open learn that the outcome is unknown.
         for (_, (done, _)) in waiters.drain() {
-            let _ = done.try_send(Ok(ClientOutcome::Unknown));
+            done(Err(ServiceError::OutcomeUnknown));
         }
         info!("front end sequencer stopped");
     };
@@ -317,7 +345,7 @@ pub fn start_frontend_with_metrics(
 
 /// Callers waiting for their outcome, by sequence number, with when their
 /// request arrived.
-type Waiters = HashMap<u64, (std::sync::mpsc::SyncSender<Done>, Instant)>;
+type Waiters = HashMap<u64, (dcms_corba::Done, Instant)>;
 
 /// The `outcome` label of the request latency metric.
 fn outcome_label(outcome: &ClientOutcome) -> &'static str {
@@ -343,7 +371,7 @@ fn submit(
         if let Some(m) = metrics {
             m.outcome("refused", Duration::ZERO);
         }
-        let _ = s.done.try_send(Err(ServiceError::Overloaded));
+        (s.done)(Err(ServiceError::Overloaded));
         return;
     }
     let span = tracing::debug_span!(

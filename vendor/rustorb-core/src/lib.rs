@@ -109,6 +109,8 @@ pub use servant::{
 };
 // dcms patch: a servant reads its client's certificate chain.
 pub use server::peer_certificates;
+// dcms patch: servants that answer later.
+pub use server::{DeferredRequest, DeferredServant, Responder};
 pub use stream::{InStream, OutStream};
 pub use timeout::{set_thread_call_timeout, thread_call_timeout};
 pub use typecode::{TCKind, TypeCode, TypeCodeError};

@@ -1150,6 +1150,31 @@ impl Orb {
         Ok(ObjectRef::new(self.clone(), ior))
     }
 
+    /// (dcms patch.) Sends the requests for `obj` (an object of one of this
+    /// ORB's POAs, also when reached through a key of
+    /// [`register_object_key`](Orb::register_object_key)) to `servant`,
+    /// which answers them later: see [`crate::DeferredServant`]. `None`
+    /// sends them to the POA again.
+    pub fn set_deferred_servant(
+        &self,
+        obj: &ObjectRef,
+        servant: Option<std::sync::Arc<dyn crate::DeferredServant>>,
+    ) -> Result<(), SystemException> {
+        let server = self.server().ok_or_else(bad_param)?;
+        let target = obj
+            .ior()
+            .iiop_profiles()
+            .filter_map(Result::ok)
+            .find(|p| {
+                server.is_own_profile(p)
+                    && matches!(poa::parse_key(&p.object_key), poa::ParsedKey::Poa { .. })
+            })
+            .map(|p| p.object_key)
+            .ok_or_else(bad_param)?;
+        server.set_deferred(target, servant);
+        Ok(())
+    }
+
     /// Removes a key registered with
     /// [`register_object_key`](Orb::register_object_key); requests with it
     /// then raise `OBJECT_NOT_EXIST`.

@@ -93,6 +93,9 @@ pub(crate) struct Server {
     /// Simple object keys registered with `Orb::register_object_key`, and
     /// the POA keys they stand for.
     simple_keys: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+    /// (dcms patch.) Servants that answer later ([`DeferredServant`]), by
+    /// the POA key of their object.
+    deferred: Mutex<HashMap<Vec<u8>, Arc<dyn DeferredServant>>>,
     pool: Mutex<Option<Pool>>,
     managers: Mutex<Vec<Weak<ManagerInner>>>,
     connections: Mutex<HashMap<u64, Arc<ServerConn>>>,
@@ -273,6 +276,7 @@ impl Server {
             max_queued_reply_bytes: options.server_max_queued_reply_bytes,
             root: OnceLock::new(),
             simple_keys: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(HashMap::new()),
             pool: Mutex::new(Some(Pool::new(
                 options.min_server_threads,
                 options.max_server_threads,
@@ -330,6 +334,85 @@ impl Server {
             Some(target) => keys.insert(simple.to_vec(), target),
             None => keys.remove(simple),
         };
+    }
+
+    /// (dcms patch.) Makes the requests for the object with the POA key
+    /// `target` go to `servant` (`None` removes the entry).
+    pub(crate) fn set_deferred(&self, target: Vec<u8>, servant: Option<Arc<dyn DeferredServant>>) {
+        let mut deferred = self.deferred.lock().unwrap();
+        match servant {
+            Some(servant) => deferred.insert(target, servant),
+            None => deferred.remove(&target),
+        };
+    }
+
+    /// (dcms patch.) The [`DeferredServant`] of the object `key` names (its
+    /// POA key, or a simple key standing for it), for `operation`.
+    /// Operations whose name starts with `_` (the ORB's own, such as
+    /// `_is_a`, and attribute accessors) go the usual way, to the POA.
+    fn deferred_for(&self, key: &[u8], operation: &str) -> Option<Arc<dyn DeferredServant>> {
+        if operation.starts_with('_') {
+            return None;
+        }
+        let alias = match parse_key(key) {
+            ParsedKey::Simple(simple) => self.simple_keys.lock().unwrap().get(simple).cloned(),
+            _ => None,
+        };
+        let deferred = self.deferred.lock().unwrap();
+        deferred.get(alias.as_deref().unwrap_or(key)).cloned()
+    }
+
+    /// (dcms patch.) Hands a request to its [`DeferredServant`] on the
+    /// thread that read it (an I/O task), without the POA, its manager, the
+    /// upcall pool or the server interceptors: the servant answers through
+    /// the [`Responder`], now or later, from any thread.
+    fn start_deferred(self: &Arc<Self>, servant: &dyn DeferredServant, request: Incoming) {
+        if request.reply.is_cancelled() {
+            return;
+        }
+        let Some(orb) = self.orb() else { return };
+        let Incoming {
+            operation,
+            body,
+            code_sets,
+            contexts,
+            reply,
+            _ticket,
+        } = request;
+        let peer_certificates = reply.peer_certificates();
+        let input = InStream {
+            dec: body.decoder(),
+            code_sets,
+            orb: Some(&orb),
+            completed: CompletionStatus::No,
+            wchar_needs_code_set: true,
+            values: Vec::new(),
+            typed_values: Vec::new(),
+            custom_items: None,
+            body: Some(&body),
+        };
+        let responder = Responder {
+            pending: Some(PendingReply {
+                reply,
+                code_sets,
+                order: self.order,
+                _ticket,
+            }),
+        };
+        let started = panic::catch_unwind(AssertUnwindSafe(|| {
+            servant.start(
+                DeferredRequest {
+                    operation: &operation,
+                    input,
+                    contexts: &contexts,
+                    peer_certificates,
+                },
+                responder,
+            )
+        }));
+        if started.is_err() {
+            trace::warning!("deferred servant panicked in {operation:?}");
+        }
     }
 
     /// Whether some endpoint listens on a port given in the options.
@@ -603,6 +686,11 @@ impl Server {
     /// Finds the POA of a request, on an I/O task, and hands the request
     /// to it.
     fn route(self: &Arc<Self>, key: Vec<u8>, request: Incoming) {
+        // dcms patch: an object with a deferred servant.
+        if let Some(servant) = self.deferred_for(&key, &request.operation) {
+            self.start_deferred(&*servant, request);
+            return;
+        }
         match self.find(&key, None) {
             Ok((poa, id)) => self.admit(&poa, id, request),
             Err(Lookup::Missing) => self.refuse(request, no_such_object()),
@@ -717,6 +805,11 @@ impl Server {
     /// on this thread when its POA is ORB_CTRL_MODEL and its manager lets
     /// it run at once.
     fn route_here(self: &Arc<Self>, key: Vec<u8>, request: Incoming) {
+        // dcms patch: an object with a deferred servant.
+        if let Some(servant) = self.deferred_for(&key, &request.operation) {
+            self.start_deferred(&*servant, request);
+            return;
+        }
         let found = match self.find(&key, None) {
             Err(Lookup::NeedsActivator) => match self.orb() {
                 Some(orb) => self.find(&key, Some(&orb)),
@@ -2097,6 +2190,98 @@ impl Drop for PeerGuard {
 /// a TLS client that sent no certificate (`ClientAuth::Optional`).
 pub fn peer_certificates() -> Option<crate::PeerCertificates> {
     PEER.with(|p| p.borrow().last().cloned().flatten())
+}
+
+/// (dcms patch.) A servant that answers later: the ORB hands it each
+/// request on the thread that read it (an ORB I/O task), and it answers
+/// through the [`Responder`], at once or later from any thread, so that no
+/// thread waits for the answer. Set with [`Orb::set_deferred_servant`].
+///
+/// Its requests do not go through the POA's manager, the upcall pool or
+/// the server interceptors; operations whose name starts with `_` still
+/// go to the object's servant in its POA.
+pub trait DeferredServant: Send + Sync {
+    /// Starts `request`. Runs on an I/O task: it must not block. Read the
+    /// arguments from `request.input` here; answer through `responder`.
+    fn start(&self, request: DeferredRequest<'_>, responder: Responder);
+}
+
+/// (dcms patch.) A request for a [`DeferredServant`].
+pub struct DeferredRequest<'a> {
+    pub operation: &'a str,
+    /// The `in` and `inout` arguments.
+    pub input: InStream<'a>,
+    /// The request's service contexts.
+    pub contexts: &'a [ServiceContext],
+    /// As [`peer_certificates`] gives them to a servant.
+    pub peer_certificates: Option<crate::PeerCertificates>,
+}
+
+impl std::fmt::Debug for DeferredRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredRequest")
+            .field("operation", &self.operation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// (dcms patch.) Where the answer to a deferred request goes, from any
+/// thread. Dropped without an answer, it answers `TRANSIENT`, completed
+/// maybe (the servant went away: the request may have run).
+pub struct Responder {
+    pending: Option<PendingReply>,
+}
+
+struct PendingReply {
+    reply: ReplyTo,
+    code_sets: CodeSets,
+    order: ByteOrder,
+    _ticket: Ticket,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("request_id", &self.pending.as_ref().map(|p| p.reply.request_id))
+            .finish()
+    }
+}
+
+impl Responder {
+    /// Replies with what `write` writes (the result, or a user exception
+    /// through [`ServerReply::user_exception`]); a system exception if it
+    /// fails.
+    pub fn reply(mut self, write: impl FnOnce(&mut ServerReply) -> Result<(), SystemException>) {
+        let Some(p) = self.pending.take() else { return };
+        let mut out =
+            match ServerReply::new(p.reply.version, p.order, p.reply.request_id, p.code_sets) {
+                Ok(out) => out,
+                Err(e) => return p.reply.system(&e),
+            };
+        match write(&mut out).and_then(|()| out.finish()) {
+            Ok(msg) => p.reply.send(msg),
+            Err(e) => p.reply.system(&e),
+        }
+    }
+
+    /// Replies with the system exception `e`.
+    pub fn system(mut self, e: &SystemException) {
+        if let Some(p) = self.pending.take() {
+            p.reply.system(e);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.reply.system(&SystemException::new(
+                SystemExceptionKind::TRANSIENT,
+                0,
+                CompletionStatus::Maybe,
+            ));
+        }
+    }
 }
 
 /// How long a client has for the TLS handshake.
